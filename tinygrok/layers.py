@@ -1,0 +1,186 @@
+"""The transformer's layers, each a pair of pure functions:
+
+    forward(x, weights...)  -> (out, cache)
+    backward(dout, cache)   -> (dx, dweights...)
+
+Nothing is stored between calls; the cache holds what the backward needs. The backward repeats,
+in a comment, the forward line it differentiates.
+
+Shape legend: B batch, T sequence length (4), Tq positions that are queried (T, or 1 in the last
+layer, where only the last position reaches the loss), C channels (d_model), NH heads,
+F MLP width, V vocabulary, P answer classes.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from tinygrok.kernels.activation import bias_act_backward, bias_act_forward
+from tinygrok.kernels.attention import attention_backward, attention_forward
+from tinygrok.kernels.crossentropy import cross_entropy_backward, cross_entropy_forward
+from tinygrok.kernels.layernorm import layernorm_backward, layernorm_forward
+
+# ----------------------------------------------------------------------------------------------
+# token and position embedding
+
+
+def embedding_forward(tokens: np.ndarray, wte: np.ndarray, wpe: np.ndarray) -> np.ndarray:
+    """tokens (B, T) ints, wte (V, C), wpe (T, C) -> x (B, T, C) = wte[tokens] + wpe."""
+    return wte[tokens] + wpe
+
+
+def embedding_backward(
+    dx: np.ndarray, tokens: np.ndarray, n_vocab: int
+) -> tuple[np.ndarray, np.ndarray]:
+    """dx (B, T, C) -> dwte (V, C), dwpe (T, C)."""
+    C = dx.shape[-1]
+    # x = wte[tokens] + wpe: every use of a token row adds its dx into that row
+    dwte = np.zeros((n_vocab, C), dtype=dx.dtype)
+    np.add.at(dwte, tokens.reshape(-1), dx.reshape(-1, C))
+    return dwte, dx.sum(axis=0)
+
+
+# ----------------------------------------------------------------------------------------------
+# layer norm
+
+
+def layernorm(x: np.ndarray, w: np.ndarray, b: np.ndarray, engine: str) -> tuple[np.ndarray, tuple]:
+    """x (..., C), w and b (C,) -> y (..., C), cache."""
+    x2 = np.ascontiguousarray(x).reshape(-1, x.shape[-1])  # (N, C)
+    y, mean, rstd = layernorm_forward(x2, w, b, engine)
+    return y.reshape(x.shape), (x2, w, mean, rstd, x.shape)
+
+
+def layernorm_back(dy: np.ndarray, cache: tuple, engine: str) -> tuple[np.ndarray, ...]:
+    """dy (..., C) -> dx (..., C), dw (C,), db (C,)."""
+    x2, w, mean, rstd, shape = cache
+    dx, dw, db = layernorm_backward(dy.reshape(x2.shape), x2, w, mean, rstd, engine)
+    return dx.reshape(shape), dw, db
+
+
+# ----------------------------------------------------------------------------------------------
+# linear map
+
+
+def linear_forward(x: np.ndarray, w: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """x (N, Cin), w (Cin, Cout), b (Cout,) -> (N, Cout)."""
+    return x @ w + b
+
+
+def linear_backward(
+    dy: np.ndarray, x: np.ndarray, w: np.ndarray
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """dy (N, Cout), the forward's x (N, Cin) and w -> dx (N, Cin), dw (Cin, Cout), db (Cout,)."""
+    # y = x @ w + b
+    return dy @ w.T, x.T @ dy, dy.sum(axis=0)
+
+
+# ----------------------------------------------------------------------------------------------
+# causal self-attention with its projections
+
+
+def attention(
+    x: np.ndarray,
+    w_qkv: np.ndarray,
+    b_qkv: np.ndarray,
+    w_o: np.ndarray,
+    b_o: np.ndarray,
+    n_head: int,
+    q_last: bool,
+    engine: str,
+) -> tuple[np.ndarray, tuple]:
+    """x (B, T, C), w_qkv (C, 3C), b_qkv (3C,), w_o (C, C), b_o (C,) -> y (B, Tq, C), cache.
+
+    With `q_last` only the last position is queried (Tq = 1): its query is projected alone, the
+    keys and values of every position are still needed.
+    """
+    B, T, C = x.shape
+    x2 = x.reshape(B * T, C)
+    if q_last:
+        xq = np.ascontiguousarray(x[:, -1])  # (B, C)
+        q = linear_forward(xq, w_qkv[:, :C], b_qkv[:C]).reshape(B, 1, C)  # (B, 1, C)
+        kv = linear_forward(x2, w_qkv[:, C:], b_qkv[C:]).reshape(B, T, 2 * C)  # (B, T, 2C)
+        k, v = kv[..., :C], kv[..., C:]
+    else:
+        xq = x2
+        qkv = linear_forward(x2, w_qkv, b_qkv).reshape(B, T, 3 * C)  # (B, T, 3C)
+        q, k, v = qkv[..., :C], qkv[..., C : 2 * C], qkv[..., 2 * C :]
+    q, k, v = (np.ascontiguousarray(t) for t in (q, k, v))
+    att_y, a = attention_forward(q, k, v, n_head, engine)  # (B, Tq, C), (B, NH, Tq, T)
+    Tq = q.shape[1]
+    att_y2 = att_y.reshape(B * Tq, C)
+    y = linear_forward(att_y2, w_o, b_o).reshape(B, Tq, C)  # (B, Tq, C)
+    return y, (x2, xq, q, k, v, a, att_y2, w_qkv, w_o, n_head, q_last, (B, T, C))
+
+
+def attention_back(dy: np.ndarray, cache: tuple, engine: str) -> tuple[np.ndarray, ...]:
+    """dy (B, Tq, C) -> dx (B, T, C), dw_qkv (C, 3C), db_qkv (3C,), dw_o (C, C), db_o (C,)."""
+    x2, xq, q, k, v, a, att_y2, w_qkv, w_o, n_head, q_last, (B, T, C) = cache
+    Tq = q.shape[1]
+    # y = att_y @ w_o + b_o
+    datt_y, dw_o, db_o = linear_backward(dy.reshape(B * Tq, C), att_y2, w_o)
+    # att_y, a = attention(q, k, v)
+    dq, dk, dv = attention_backward(datt_y.reshape(B, Tq, C), q, k, v, a, n_head, engine)
+    dkv = np.concatenate([dk, dv], axis=-1).reshape(B * T, 2 * C)  # (B*T, 2C)
+    if q_last:
+        # kv = x @ w_qkv[:, C:] + b_qkv[C:];  q = x[:, -1] @ w_qkv[:, :C] + b_qkv[:C]
+        dx2, dw_kv, db_kv = linear_backward(dkv, x2, w_qkv[:, C:])
+        dxq, dw_q, db_q = linear_backward(dq.reshape(B, C), xq, w_qkv[:, :C])
+        dx = dx2.reshape(B, T, C)
+        dx[:, -1] += dxq
+        dw_qkv = np.concatenate([dw_q, dw_kv], axis=1)
+        db_qkv = np.concatenate([db_q, db_kv])
+    else:
+        # qkv = x @ w_qkv + b_qkv
+        dqkv = np.concatenate([dq.reshape(B * T, C), dkv], axis=1)  # (B*T, 3C)
+        dx2, dw_qkv, db_qkv = linear_backward(dqkv, x2, w_qkv)
+        dx = dx2.reshape(B, T, C)
+    return dx, dw_qkv, db_qkv, dw_o, db_o
+
+
+# ----------------------------------------------------------------------------------------------
+# MLP
+
+
+def mlp(
+    x: np.ndarray,
+    w_fc: np.ndarray,
+    b_fc: np.ndarray,
+    w_proj: np.ndarray,
+    b_proj: np.ndarray,
+    act: str,
+    engine: str,
+) -> tuple[np.ndarray, tuple]:
+    """x (N, C), w_fc (C, F), b_fc (F,), w_proj (F, C), b_proj (C,) -> y (N, C), cache."""
+    h = x @ w_fc  # (N, F)
+    pre, hact = bias_act_forward(h, b_fc, act, engine)  # (N, F), (N, F)
+    y = linear_forward(hact, w_proj, b_proj)  # (N, C)
+    return y, (x, pre, hact, w_fc, w_proj, act)
+
+
+def mlp_back(dy: np.ndarray, cache: tuple, engine: str) -> tuple[np.ndarray, ...]:
+    """dy (N, C) -> dx (N, C), dw_fc (C, F), db_fc (F,), dw_proj (F, C), db_proj (C,)."""
+    x, pre, hact, w_fc, w_proj, act = cache
+    # y = hact @ w_proj + b_proj
+    dhact, dw_proj, db_proj = linear_backward(dy, hact, w_proj)
+    # hact = act(h + b_fc)
+    dpre = bias_act_backward(dhact, pre, act, engine)  # (N, F)
+    # h = x @ w_fc
+    dx, dw_fc, db_fc = linear_backward(dpre, x, w_fc)
+    return dx, dw_fc, db_fc, dw_proj, db_proj
+
+
+# ----------------------------------------------------------------------------------------------
+# softmax cross-entropy
+
+
+def cross_entropy(logits: np.ndarray, targets: np.ndarray, engine: str) -> tuple[float, tuple]:
+    """logits (N, P), targets (N,) -> mean loss (float64), cache."""
+    loss, probs = cross_entropy_forward(logits, targets, engine)
+    return float(loss.mean()), (probs, targets, logits.dtype)
+
+
+def cross_entropy_back(cache: tuple, engine: str) -> np.ndarray:
+    """-> dlogits (N, P), the gradient of the mean loss."""
+    probs, targets, dtype = cache
+    return cross_entropy_backward(probs, targets, dtype, engine)

@@ -1,0 +1,35 @@
+"""Grokking metrics, computed from the evaluation log alone.
+
+    memorized_step   first evaluated step with training accuracy >= memorized_threshold (0.99)
+    generalized_step first evaluated step with validation accuracy >= generalized_threshold (0.95)
+    delay_steps      generalized_step - memorized_step
+    progress_pct     100 * generalized_step / step_budget (seed 000's figure)
+
+Each is None (JSON null) when it did not happen.
+"""
+
+from __future__ import annotations
+
+
+def first_step(steps: list[int], values: list[float], threshold: float) -> int | None:
+    """The first step whose value reaches the threshold, or None."""
+    return next((s for s, v in zip(steps, values, strict=True) if v >= threshold), None)
+
+
+def grokking_metrics(
+    steps: list[int],
+    train_acc: list[float],
+    val_acc: list[float],
+    step_budget: int,
+    memorized_threshold: float = 0.99,
+    generalized_threshold: float = 0.95,
+) -> dict:
+    """The four grokking fields from aligned lists of evaluated steps and accuracies."""
+    mem = first_step(steps, train_acc, memorized_threshold)
+    gen = first_step(steps, val_acc, generalized_threshold)
+    return {
+        "memorized_step": mem,
+        "generalized_step": gen,
+        "delay_steps": None if mem is None or gen is None else gen - mem,
+        "progress_pct": None if gen is None else 100.0 * gen / step_budget,
+    }

@@ -1,0 +1,147 @@
+"""Modular-arithmetic tasks: the operation table, datasets, the train/validation split, batches.
+
+An example is the token sequence `[a, op, b, =]` with `a, b` in `0..p-1`; the model predicts
+`c = a op b (mod p)` from the output at the last position, over `p` answer classes.
+
+Tokens of a run with `k` tasks: `0..p-1` are the numbers, `p + i` is the operation token of the
+run's i-th task, `p + k` is `=`. So the vocabulary has `p + k + 1` tokens.
+
+The split of one task is a seeded permutation of all its pairs: the first `train_frac` go to
+training, the rest to validation. The seed stream is keyed by the task's fixed id in the table, so
+division's split is the same whether it is trained alone or beside other tasks.
+
+Batches are a pure function of (seed, step): each task walks through its training set in epochs,
+each epoch a fresh seeded permutation. Resuming a run at step t needs no sampler state.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import numpy as np
+
+from tinygrok.errors import ConfigError
+
+# The operation table: name -> (label function, needs a prime p, excludes b = 0, description).
+# Each label function takes Python ints and is read as the definition of the task.
+OPERATIONS: dict[str, tuple[Callable[[int, int, int], int], bool, bool, str]] = {
+    "addition": (lambda a, b, p: (a + b) % p, False, False, "a + b mod p"),
+    "subtraction": (lambda a, b, p: (a - b) % p, False, False, "a - b mod p"),
+    "multiplication": (lambda a, b, p: (a * b) % p, False, False, "a * b mod p"),
+    "division": (lambda a, b, p: a * pow(b, p - 2, p) % p, True, True, "a / b mod p, b != 0"),
+}
+ALIASES = {"add": "addition", "sub": "subtraction", "mul": "multiplication", "div": "division"}
+SEQ_LEN = 4  # [a, op, b, =]
+
+# Streams of the run seed, so that split, initialization and batches never share random numbers.
+SPLIT_STREAM, INIT_STREAM, BATCH_STREAM = 0, 1, 2
+
+
+def task_names() -> list[str]:
+    """Every task name a user may type (aliases after the full names)."""
+    return list(OPERATIONS) + list(ALIASES)
+
+
+def canonical_task(name: str) -> str:
+    """The table name of a task or alias; ConfigError with the allowed names otherwise."""
+    name = name.strip().lower()
+    name = ALIASES.get(name, name)
+    if name not in OPERATIONS:
+        raise ConfigError(f"TASK: unknown task {name!r}; choose from {', '.join(task_names())}")
+    return name
+
+
+def is_prime(n: int) -> bool:
+    """Trial division; p is small."""
+    return n >= 2 and all(n % d for d in range(2, int(n**0.5) + 1))
+
+
+@dataclass(frozen=True)
+class TaskData:
+    """One task of a run: all its examples, split into train and validation."""
+
+    name: str
+    train_x: np.ndarray  # (N_train, 4) int64 tokens
+    train_y: np.ndarray  # (N_train,) int64 answers in 0..p-1
+    val_x: np.ndarray  # (N_val, 4)
+    val_y: np.ndarray  # (N_val,)
+
+
+def all_examples(task: str, p: int, op_token: int, eq_token: int) -> tuple[np.ndarray, np.ndarray]:
+    """Every pair of one task, in order of (a, b): tokens (N, 4) and labels (N,)."""
+    fn, _, b_nonzero, _ = OPERATIONS[task]
+    pairs = [(a, b) for a in range(p) for b in range(p) if not (b_nonzero and b == 0)]
+    x = np.array([(a, op_token, b, eq_token) for a, b in pairs], dtype=np.int64)  # (N, 4)
+    y = np.array([fn(a, b, p) for a, b in pairs], dtype=np.int64)  # (N,)
+    return x, y
+
+
+def make_dataset(tasks: tuple[str, ...], p: int, train_frac: float, seed: int) -> list[TaskData]:
+    """All tasks of a run, each split train/validation by its own seeded permutation."""
+    eq_token = p + len(tasks)
+    data = []
+    for i, task in enumerate(tasks):
+        x, y = all_examples(task, p, p + i, eq_token)
+        task_id = list(OPERATIONS).index(task)
+        perm = np.random.default_rng([seed, SPLIT_STREAM, task_id]).permutation(len(y))
+        n_train = int(train_frac * len(y))
+        if not 0 < n_train < len(y):
+            raise ConfigError(
+                f"--train-frac: {train_frac:g} of {len(y)} pairs leaves an empty train or "
+                "validation set; choose a fraction nearer 0.5"
+            )
+        tr, va = perm[:n_train], perm[n_train:]
+        data.append(TaskData(task, x[tr], y[tr], x[va], y[va]))
+    return data
+
+
+def vocab_size(p: int, n_tasks: int) -> int:
+    """Numbers, one token per task, and `=`."""
+    return p + n_tasks + 1
+
+
+class Batches:
+    """Training batches as a function of the step: an equal share of every task in each batch.
+
+    With k tasks each step takes `batch_size // k` examples of each; a task whose training set is
+    no larger than its share contributes its whole training set (full-batch training).
+    """
+
+    def __init__(self, data: list[TaskData], batch_size: int, seed: int):
+        self.data, self.seed = data, seed
+        self.share = batch_size // len(data)
+        self._perms: dict[tuple[int, int], np.ndarray] = {}
+
+    def _perm(self, task: int, epoch: int) -> np.ndarray:
+        key = (task, epoch)
+        if key not in self._perms:
+            if len(self._perms) > 4 * len(self.data):
+                self._perms.clear()
+            n = len(self.data[task].train_y)
+            rng = np.random.default_rng([self.seed, BATCH_STREAM, task, epoch])
+            self._perms[key] = rng.permutation(n)
+        return self._perms[key]
+
+    def indices(self, task: int, step: int) -> np.ndarray:
+        """Rows of task `task`'s training set used at `step` (1-based)."""
+        n = len(self.data[task].train_y)
+        if self.share >= n:
+            return np.arange(n)
+        start = (step - 1) * self.share  # position in the endless stream of epochs
+        idx = []
+        while len(idx) < self.share:
+            epoch, offset = divmod(start, n)
+            take = min(self.share - len(idx), n - offset)
+            idx.extend(self._perm(task, epoch)[offset : offset + take])
+            start += take
+        return np.asarray(idx)
+
+    def __call__(self, step: int) -> tuple[np.ndarray, np.ndarray]:
+        """Tokens (B, 4) and targets (B,) of `step`."""
+        xs, ys = [], []
+        for t, d in enumerate(self.data):
+            i = self.indices(t, step)
+            xs.append(d.train_x[i])
+            ys.append(d.train_y[i])
+        return np.concatenate(xs), np.concatenate(ys)
