@@ -8,27 +8,42 @@ commands, so `tinygrok --help` and option errors stay fast.
 
 from __future__ import annotations
 
+import math
+import shlex
 import sys
+from collections.abc import Callable
 from datetime import datetime
 from pathlib import Path
 
 import click
 
 from tinygrok import __version__
-from tinygrok.config import ACTIVATIONS, DTYPES, ENGINES, OPTIMIZERS, Config, validate
+from tinygrok.config import (
+    ACTIVATIONS,
+    DTYPES,
+    ENGINES,
+    GROKFAST_FILTERS,
+    OPTIMIZERS,
+    PRESETS,
+    Config,
+    from_preset,
+)
 from tinygrok.errors import ConfigError
 
 EXIT_USAGE, EXIT_DIVERGED, EXIT_INTERRUPTED = 2, 3, 130
 
 # Config field -> help text, in the order `tinygrok run --help` lists them.
 RUN_OPTIONS: dict[str, str] = {
-    "p": "modulus; numbers are 0..p-1 (division needs a prime)",
+    "p": "modulus; numbers are 0..p-1 (division needs a prime; S5 tasks fix it at 120)",
     "train_frac": "fraction of all pairs used for training, in (0, 1)",
     "batch_size": "examples per step, shared equally between the tasks",
     "steps": "step budget per task (the run's budget is this times the number of tasks)",
     "patience": "stop once validation accuracy has stayed >= the threshold this many steps "
     "(0: always run the whole budget)",
     "eval_every": "evaluate on the full train and validation sets every N steps",
+    "checkpoint_every": "save checkpoint.npz every N steps (and at the end), for `tinygrok resume`",
+    "snapshot_every": "save the parameters every N steps to snapshots/, for `tinygrok analyze` "
+    "(0: never)",
     "layers": "transformer blocks",
     "d_model": "residual stream width (divisible by --heads)",
     "heads": "attention heads",
@@ -43,15 +58,31 @@ RUN_OPTIONS: dict[str, str] = {
     "eps": "AdamW epsilon",
     "momentum": "SGD momentum",
     "warmup_steps": "linear learning-rate warmup from 0",
+    "grokfast": "gradient filter before the optimizer (Lee et al. 2024): ema (Grokfast) or ma "
+    "(Grokfast-MA)",
+    "grokfast_alpha": "Grokfast EMA decay",
+    "grokfast_lamb": "Grokfast amplification of the slow gradient  [default: 2.0 for ema, 5.0 "
+    "for ma]",
+    "grokfast_window": "Grokfast-MA window in steps (keeps this many gradients in memory)",
     "sparse": "zero this random fraction of every weight matrix at initialization, in [0, 1)",
     "init_scale": "multiply every initial weight matrix by this factor (> 0)",
+    "keep_mask": "keep the entries --sparse zeroed at exactly zero for the whole run (their "
+    "gradients are masked: a fixed sparse network)",
     "memorized_threshold": "training accuracy that counts as memorized",
     "generalized_threshold": "validation accuracy that counts as generalized",
     "seed": "seed of the split, the initialization and the batches",
     "dtype": "floating-point type of parameters and activations",
     "engine": "compute path",
 }
-CHOICES = {"activation": ACTIVATIONS, "optimizer": OPTIMIZERS, "dtype": DTYPES, "engine": ENGINES}
+CHOICES = {
+    "activation": ACTIVATIONS,
+    "optimizer": OPTIMIZERS,
+    "dtype": DTYPES,
+    "engine": ENGINES,
+    "grokfast": tuple(GROKFAST_FILTERS),
+}
+# Fields whose default (None) does not give the option's type
+OPTION_TYPES = {"grokfast_lamb": float}
 
 
 def config_options(f):
@@ -59,21 +90,31 @@ def config_options(f):
     defaults = Config()
     for name in reversed(RUN_OPTIONS):
         flag, default = "--" + name.replace("_", "-"), getattr(defaults, name)
-        help_text = f"{RUN_OPTIONS[name]}  [default: {default}]"
+        help_text = RUN_OPTIONS[name]
+        if default is not None:
+            help_text += f"  [default: {default}]"
         if isinstance(default, bool):
             decl = [f"{flag}/--no-{name.replace('_', '-')}", name]
             f = click.option(*decl, default=None, help=help_text)(f)
         elif name in CHOICES:
             f = click.option(flag, name, type=click.Choice(CHOICES[name]), help=help_text)(f)
         else:
-            f = click.option(flag, name, type=type(default), help=help_text)(f)
-    return f
+            kind = OPTION_TYPES.get(name, type(default))
+            f = click.option(flag, name, type=kind, help=help_text)(f)
+    preset_help = (
+        "start from a named setup; options you give override it: power (the defaults), nanda "
+        "(Nanda et al.: 1 layer, addition mod 113), tiny (groks in seconds)  [default: power]"
+    )
+    return click.option("--preset", type=click.Choice(list(PRESETS)), help=preset_help)(f)
 
 
 def build_config(tasks: tuple[str, ...], options: dict) -> Config:
-    """Config from the task arguments and the options the user gave (None = default)."""
+    """Config from the task arguments, the preset and the options the user gave (None = default)."""
     given = {k: v for k, v in options.items() if v is not None and k in RUN_OPTIONS}
-    return validate(Config(tasks=tuple(tasks), **given))
+    preset = options.get("preset") or "power"
+    if not tasks and "tasks" not in PRESETS[preset]:
+        raise ConfigError("TASK: give at least one task (see `tinygrok tasks`)")
+    return from_preset(preset, tuple(tasks), **given)
 
 
 def default_out(cfg: Config) -> Path:
@@ -121,61 +162,552 @@ def cli() -> None:
 
 
 @cli.command()
-@click.argument("tasks", nargs=-1, required=True, metavar="TASK [TASK ...]")
+@click.argument("tasks", nargs=-1, metavar="TASK [TASK ...]")
 @config_options
 @click.option(
     "--out", type=click.Path(path_type=Path), help="run folder  [default: runs/<time>-...]"
 )
 @click.option("--force", is_flag=True, help="overwrite the run already in --out")
-@click.option("--threads", type=int, help="BLAS threads  [default: all cores]")
+@click.option("--threads", type=int, help="BLAS and numba threads  [default: all cores]")
 @click.option("--quiet", "-q", is_flag=True, help="no progress line")
 def run(tasks, out, force, threads, quiet, **options) -> None:
     """Train one model on one or more TASKs and write a run folder.
 
-    TASK is addition, subtraction, multiplication or division (or add, sub, mul, div).
-    Several tasks train one model on all of them, an equal share of each in every batch.
+    TASK is addition, subtraction, multiplication or division (or add, sub, mul, div), or one
+    of Power et al.'s other operations: `tinygrok tasks` lists them all. Several tasks train one
+    model on all of them, an equal share of each in every batch. A --preset may supply the task.
 
     \b
     Examples:
       tinygrok run division
       tinygrok run division --sparse 0.9
       tinygrok run division multiplication --seed 3 --out runs/divmul
+      tinygrok run --preset nanda --train-frac 0.5
     """
     cfg = build_config(tasks, options)
     if threads is not None and threads < 1:
         raise ConfigError(f"--threads: must be an integer >= 1 (got {threads})")
     out = out or default_out(cfg)
-    if (out / "config.json").exists() and not force:
-        raise ConfigError(f"--out: {out} already holds a run; pass --force to overwrite it")
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise ConfigError(f"--out: cannot make the folder {out} ({e.strerror})") from None
     from tinygrok.model import n_params
-    from tinygrok.train import StopFlag, set_threads, train
+    from tinygrok.runlock import RunLock
+    from tinygrok.train import set_threads, train
 
-    set_threads(threads)
-    click.echo(
-        f"tinygrok: training {' + '.join(cfg.tasks)} mod {cfg.p} "
-        f"({n_params(cfg):,} parameters, {cfg.step_budget:,} step budget) -> {out}",
-        err=True,
-    )
+    with RunLock(out):  # checked under the lock: no other process can start a run here meanwhile
+        if (out / "config.json").exists() and not force:
+            raise ConfigError(
+                f"--out: {out} already holds a run; continue it with `tinygrok resume "
+                f"{shlex.quote(str(out))}`, or pass --force to start it over"
+            )
+        set_threads(threads)
+        click.echo(
+            f"tinygrok: training {' + '.join(cfg.tasks)} mod {cfg.p} "
+            f"({n_params(cfg):,} parameters, {cfg.step_budget:,} step budget) -> {out}",
+            err=True,
+        )
+        summary = with_stop_flag(lambda stop: train(cfg, out, progress=not quiet, stop=stop))
+    report(summary, out)
+
+
+@cli.command()
+@click.argument("run_dir", type=click.Path(path_type=Path), metavar="RUN_DIR")
+@click.option(
+    "--steps", type=int, help="step budget per task; raise it to train a finished run longer"
+)
+@click.option("--threads", type=int, help="BLAS and numba threads  [default: all cores]")
+@click.option("--quiet", "-q", is_flag=True, help="no progress line")
+def resume(run_dir, steps, threads, quiet) -> None:
+    """Continue the run in RUN_DIR from its checkpoint to the end of its budget.
+
+    The run ends with the same metrics.jsonl and summary.json as if it had never stopped (same
+    engine and threads; wall-clock times aside).
+
+    \b
+    Examples:
+      tinygrok resume runs/divmul
+      tinygrok resume runs/divmul --steps 50000
+    """
+    if threads is not None and threads < 1:
+        raise ConfigError(f"--threads: must be an integer >= 1 (got {threads})")
+    if not (run_dir / "config.json").is_file():  # checked first: no .lock in a folder of no run
+        raise ConfigError(
+            f"RUN_DIR: {run_dir} holds no run (no config.json); start one with "
+            f"`tinygrok run TASK --out {shlex.quote(str(run_dir))}`"
+        )
+    from tinygrok.checkpoint import read_run
+    from tinygrok.runlock import RunLock
+    from tinygrok.train import resume as resume_run
+    from tinygrok.train import set_threads
+
+    with RunLock(run_dir):
+        saved = read_run(run_dir, steps)
+        set_threads(threads)
+        click.echo(
+            f"tinygrok: resuming {run_dir} at step {saved.checkpoint.step:,} of "
+            f"{saved.cfg.step_budget:,}",
+            err=True,
+        )
+        summary = with_stop_flag(lambda stop: resume_run(saved, progress=not quiet, stop=stop))
+    report(summary, run_dir)
+
+
+def with_stop_flag(start: Callable) -> dict:
+    """Call `start(stop)` with SIGINT and SIGTERM routed to a StopFlag: the run finishes its
+    step, saves, and returns with status "interrupted"."""
+    from tinygrok.train import StopFlag
+
     stop = StopFlag()
     stop.install()
     try:
-        summary = train(cfg, out, progress=not quiet, stop=stop)
+        return start(stop)
     finally:
         stop.uninstall()
+
+
+def report(summary: dict, out: Path) -> None:
+    """Print the end of a run; exit 130 if it was interrupted, 3 if it diverged."""
     click.echo(describe(summary))
     click.echo(f"run folder: {out} (curves.png, metrics.jsonl, summary.json)")
     if summary["status"] == "interrupted":
         click.echo(
-            f"tinygrok: interrupted at step {summary['steps_run']:,}; checkpoint saved.", err=True
+            f"tinygrok: interrupted at step {summary['steps_run']:,}; checkpoint saved. "
+            f"Resume with: tinygrok resume {shlex.quote(str(out))}",
+            err=True,
         )
         sys.exit(EXIT_INTERRUPTED)
     if summary["status"] == "diverged":
         click.echo(
-            f"tinygrok: diverged (NaN/inf loss) at step {summary['diverged_step']:,}; "
-            "try a smaller --lr",
+            f"tinygrok: diverged at step {summary['diverged_step']:,}: the loss or the parameters "
+            "became NaN or infinite; the last good checkpoint is kept; try a smaller --lr",
             err=True,
         )
         sys.exit(EXIT_DIVERGED)
+
+
+@cli.command()
+@click.argument("tasks", nargs=-1, metavar="[TASK ...]")
+@click.option("--p", type=int, default=11, show_default=True, help="modulus")
+@click.option("--layers", type=int, default=2, show_default=True, help="transformer blocks")
+@click.option("--d-model", type=int, default=8, show_default=True, help="residual stream width")
+@click.option("--heads", type=int, default=2, show_default=True, help="attention heads")
+@click.option("--d-mlp", type=int, help="MLP hidden width  [default: 4 * d-model]")
+@click.option("--layer-norm/--no-layer-norm", default=True, show_default=True, help="pre-LayerNorm")
+@click.option("--activation", type=click.Choice(ACTIVATIONS), default="gelu", show_default=True)
+@click.option("--engine", type=click.Choice(ENGINES), default=Config.engine, show_default=True)
+@click.option("--seed", type=int, default=0, show_default=True, help="parameters, batch, sample")
+@click.option("--batch-size", type=int, default=8, show_default=True, help="examples in the loss")
+@click.option("--coords", type=int, default=32, show_default=True, help="coordinates per tensor")
+@click.option("--tol", type=float, default=1e-5, show_default=True, help="max relative error")
+def gradcheck(tasks, coords, tol, **options) -> None:
+    """Check every parameter's hand-written gradient against finite differences.
+
+    Builds a small float64 model (TASK defaults to addition) and prints, per parameter tensor, the
+    largest relative error between the backward pass and centered finite differences; exit code 1
+    if any tensor exceeds --tol. Tensors with more than --coords elements are sampled.
+    """
+    if coords < 1:
+        raise ConfigError(f"--coords: must be an integer >= 1 (got {coords})")
+    if not tol > 0:
+        raise ConfigError(f"--tol: must be a positive number (got {tol})")
+    from tinygrok.gradcheck import check_gradients, checked_setup, format_report, small_config
+
+    cfg = small_config(tasks=tuple(tasks) or ("addition",), **options)
+    params, tokens, targets = checked_setup(cfg)
+    checks = check_gradients(cfg, params, tokens, targets, max_coords=coords, tol=tol)
+    click.echo(
+        f"gradcheck: {' + '.join(cfg.tasks)} mod {cfg.p}, {cfg.layers} layers, d_model "
+        f"{cfg.d_model}, {cfg.heads} heads, d_mlp {cfg.d_mlp}, float64, {len(tokens)} examples"
+    )
+    click.echo(format_report(checks))
+    failed = [c.name for c in checks if not c.ok]
+    if failed:
+        click.echo(f"gradcheck: FAIL in {len(failed)} tensor(s): {', '.join(failed)}", err=True)
+        sys.exit(1)
+    click.echo(f"gradcheck: all {len(checks)} tensors within tol {tol:g}")
+
+
+def parse_sgd_level(text: str) -> tuple[float, int]:
+    """'0.3:128' -> (0.3, 128); ConfigError naming --sgd otherwise."""
+    try:
+        lr, batch = text.split(":")
+        level = float(lr), int(batch)
+    except ValueError:
+        raise ConfigError(f"--sgd: give LR:BATCH, e.g. 0.3:128 (got {text!r})") from None
+    if not (math.isfinite(level[0]) and level[0] > 0 and level[1] >= 1):
+        raise ConfigError(f"--sgd: LR must be > 0 and BATCH >= 1 (got {text!r})")
+    return level
+
+
+def experiment_command(name: str, seeds: int, out: Path, extras: dict, options: dict) -> str:
+    """The command line that reproduces an experiment, for its table."""
+    words = ["tinygrok", "experiment", name, "--seeds", str(seeds)]
+    for key, value in options.items():
+        if value is None or (key not in RUN_OPTIONS and key != "preset"):
+            continue
+        flag = "--" + key.replace("_", "-")
+        if isinstance(value, bool):
+            words.append(flag if value else "--no-" + key.replace("_", "-"))
+        else:
+            words += [flag, str(value)]
+    for flag, values in extras.items():
+        for v in values:
+            words += [flag, str(v)]
+    return shlex.join(words + ["--out", str(out)])
+
+
+@cli.command()
+@click.argument("name", metavar="EXPERIMENT")
+@config_options
+@click.option("--seeds", type=int, default=3, show_default=True, help="seeds per arm: --seed on")
+@click.option(
+    "--out", type=click.Path(path_type=Path), help="experiment folder  [default: runs/NAME]"
+)
+@click.option(
+    "--jobs", type=int, default=1, show_default=True, help="runs at a time (1 thread each)"
+)
+@click.option(
+    "--sgd",
+    "sgd_levels",
+    multiple=True,
+    metavar="LR:BATCH",
+    help="noise only: an SGD arm (repeat)  [default: 0.1:512 0.3:512 0.3:128 1:128]",
+)
+@click.option(
+    "--tiny-scale", type=float, help="init only: the tiny arm's --init-scale  [default: 0.1]"
+)
+@click.option("--report-only", is_flag=True, help="write the table and figure, run nothing")
+@click.option("--quiet", "-q", is_flag=True, help="no progress line")
+def experiment(name, seeds, out, jobs, sgd_levels, tiny_scale, report_only, quiet, **options):
+    """Run one of seed 000's comparisons (and Grokfast's), baselines included, for several seeds.
+
+    EXPERIMENT is diversity (division alone, with multiplication, addition, subtraction, all
+    four), noise (AdamW against SGD at several lr and batch sizes), init (dense, --sparse 0.9,
+    --sparse 0.9 --keep-mask, a tiny --init-scale) or grokfast (none, ema, ma). Run options set
+    the base recipe of every arm. Writes every run under --out, table.md and comparison.png.
+    Running the same command again skips the runs already done.
+
+    \b
+    Examples:
+      tinygrok experiment diversity --seeds 3
+      tinygrok experiment grokfast --weight-decay 0.1 --out runs/grokfast-wd0.1
+      tinygrok experiment noise --sgd 0.3:128 --sgd 1:64
+    """
+    from tinygrok.experiments import EXPERIMENTS, plan, run_all, states, write_plan, write_report
+
+    if name not in EXPERIMENTS:
+        raise ConfigError(f"EXPERIMENT: must be one of {', '.join(EXPERIMENTS)} (got {name!r})")
+    only_for = (("--sgd", sgd_levels, "noise"), ("--tiny-scale", tiny_scale, "init"))
+    for flag, value, allowed in only_for:
+        if value is not None and value != () and name != allowed:
+            raise ConfigError(f"{flag}: only for the {allowed} experiment")
+    if jobs < 1:
+        raise ConfigError(f"--jobs: must be an integer >= 1 (got {jobs})")
+    preset = options.get("preset") or "power"
+    base = build_config(() if "tasks" in PRESETS[preset] else ("division",), options)
+    arm_options, extras = {}, {}
+    if sgd_levels:
+        arm_options["levels"] = tuple(parse_sgd_level(s) for s in sgd_levels)
+        extras["--sgd"] = sgd_levels
+    if tiny_scale is not None:
+        arm_options["tiny_scale"] = tiny_scale
+        extras["--tiny-scale"] = (tiny_scale,)
+    out = out or Path("runs") / name
+    specs = plan(name, base, seeds, out, **arm_options)
+    command = experiment_command(name, seeds, out, extras, options)
+    from tinygrok.runlock import RunLock
+
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise ConfigError(f"--out: cannot make the folder {out} ({e.strerror})") from None
+    with RunLock(out):
+        done = states(specs).count("done")  # first: a folder of another experiment is an error
+        write_plan(name, specs, base, out, command)
+        failures, interrupted = {}, False
+        if not report_only:
+            click.echo(
+                f"tinygrok: experiment {name}, {len(specs)} runs ({done} already done) -> {out}",
+                err=True,
+            )
+            failures, interrupted = run_all(specs, jobs, progress=not quiet)
+        click.echo(write_report(name, specs, base, out, command))
+    click.echo(f"experiment folder: {out} (table.md, comparison.png)")
+    for run_name, error in failures.items():
+        click.echo(f"tinygrok: run {run_name} failed: {error}", err=True)
+    if interrupted:
+        click.echo("tinygrok: interrupted; run the same command again to continue", err=True)
+        sys.exit(EXIT_INTERRUPTED)
+    if failures:
+        sys.exit(1)
+
+
+@cli.command()
+@click.argument("tasks", nargs=-1, metavar="TASK [TASK ...]")
+@config_options
+@click.option("--seeds", help="seeds to run: 0-9, 0,3,7 or 0-4,10  [default: --seed]")
+@click.option(
+    "--grid",
+    multiple=True,
+    metavar="KEY=V1,V2,...",
+    help="a run option and its values (weight_decay=0.1,1); repeat it for the product of grids",
+)
+@click.option(
+    "--out",
+    type=click.Path(path_type=Path, file_okay=False),
+    required=True,
+    help="sweep folder: runs/, sweep.json, runs.csv, summary.md, sweep.png",
+)
+@click.option("--workers", type=int, help="runs at a time, one thread each  [default: cores]")
+@click.option(
+    "--executor",
+    type=click.Choice(["local", "dask"]),
+    default="local",
+    show_default=True,
+    help='a local process pool, or a Dask cluster (pip install "tinygrok[dask]")',
+)
+@click.option(
+    "--scheduler",
+    metavar="ADDRESS",
+    help="Dask scheduler, e.g. tcp://10.0.0.5:8786; its workers need tinygrok and --out on a "
+    "shared disk  [default: start a local cluster of --workers processes]",
+)
+@click.option(
+    "--retries", type=int, default=2, show_default=True, help="times a failed run is tried again"
+)
+@click.option("--quiet", "-q", is_flag=True, help="no status line")
+def sweep(tasks, seeds, grid, out, workers, executor, scheduler, retries, quiet, **options) -> None:
+    """Train every combination of --seeds and --grid values, each as a run folder in --out.
+
+    Every run option sets all runs; each --grid KEY (a run option, as weight_decay or
+    --weight-decay) takes every listed value, and the sweep runs the product of grids times the
+    seeds, as OUT/runs/KEY=V,...,seed=S. Running the same command again skips finished runs and
+    resumes interrupted ones. At the end it writes runs.csv, summary.md (printed) and sweep.png.
+
+    \b
+    Examples:
+      tinygrok sweep division --seeds 0-9 --grid weight_decay=0.1,0.3,1 --out sweeps/wd
+      tinygrok sweep division --seeds 0-4 --grid sparse=0,0.9 --steps 5000 --out sweeps/sparse
+      tinygrok sweep division --seeds 0-99 --executor dask --scheduler tcp://head:8786 \\
+          --out /shared/sweeps/big
+    """
+    import os
+
+    from tinygrok.sweep import check_executor, make_sweep, run_sweep
+
+    check_executor(executor)
+    if scheduler is not None and executor != "dask":
+        raise ConfigError("--scheduler: only with --executor dask")
+    if scheduler is not None and workers is not None:
+        raise ConfigError("--workers: with --scheduler, the cluster's own workers run the sweep")
+    for flag, value, least in (("--workers", workers, 1), ("--retries", retries, 0)):
+        if value is not None and value < least:
+            raise ConfigError(f"{flag}: must be an integer >= {least} (got {value})")
+    given = {k for k, v in options.items() if v is not None and k in RUN_OPTIONS}
+    plan = make_sweep(lambda values: build_config(tasks, options | values), grid, seeds, given)
+    from tinygrok.aggregate import summarize as summarize_sweep
+    from tinygrok.runlock import RunLock
+    from tinygrok.train import StopFlag
+
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise ConfigError(f"--out: cannot make the folder {out} ({e.strerror})") from None
+    stop = StopFlag()
+    with RunLock(out):
+        stop.install()
+        try:
+            outcome = run_sweep(
+                plan,
+                out.resolve(),
+                executor,
+                workers or os.cpu_count() or 1,
+                retries,
+                scheduler,
+                progress=not quiet,
+                stop=stop,
+            )
+        finally:
+            stop.uninstall()
+        click.echo(summarize_sweep(out))
+    click.echo(f"sweep folder: {out} (runs.csv, summary.md, sweep.png, runs/)")
+    for name, error in outcome.failures.items():
+        click.echo(f"tinygrok: run {name} failed: {error}", err=True)
+    if outcome.interrupted:
+        click.echo("tinygrok: interrupted; run the same command again to continue", err=True)
+        sys.exit(EXIT_INTERRUPTED)
+    if outcome.failures:
+        sys.exit(1)
+
+
+@cli.command()
+@click.argument("sweep_dir", type=click.Path(path_type=Path, file_okay=False), metavar="DIR")
+def summarize(sweep_dir) -> None:
+    """Rebuild runs.csv, summary.md and sweep.png of the sweep in DIR, and print the table.
+
+    Reads only DIR/sweep.json and each run's config.json and summary.json, so it also works on a
+    sweep that is still running or was copied from a cluster.
+    """
+    from tinygrok.aggregate import summarize as summarize_sweep
+
+    click.echo(summarize_sweep(sweep_dir))
+
+
+@cli.command()
+def tasks() -> None:
+    """List every task a run can train, with its other names and what it computes."""
+    from tinygrok.tasks import ALIASES, FIXED_ELEMENTS, OPERATIONS
+
+    other = {name: [a for a, t in ALIASES.items() if t == name] for name in OPERATIONS}
+    width = max(len(n) for n in OPERATIONS) + 2
+    also = max(len(", ".join(a)) for a in other.values()) + 2
+    click.echo(f"{'TASK':{width}}{'ALSO':{also}}ANSWER TO [a, op, b, =], WITH x = a, y = b")
+    for name, (_, prime, _, description) in OPERATIONS.items():
+        notes = ["p prime"] if prime else []
+        if name in FIXED_ELEMENTS:
+            notes.append(f"p = {FIXED_ELEMENTS[name]}")
+        note = f"  ({'; '.join(notes)})" if notes else ""
+        click.echo(f"{name:{width}}{', '.join(other[name]):{also}}{description}{note}")
+
+
+@cli.command()
+@click.argument("run_dir", type=click.Path(path_type=Path, file_okay=False), metavar="RUN_DIR")
+@click.option(
+    "--key-freqs",
+    metavar="K1,K2,...",
+    help="key frequencies to restrict to  [default: found in the last snapshot's embedding]",
+)
+@click.option("--threads", type=int, help="BLAS threads  [default: all cores]")
+def analyze(run_dir, key_freqs, threads) -> None:
+    """Progress measures of a run trained with --snapshot-every (Nanda et al. 2023).
+
+    Over the snapshots in RUN_DIR/snapshots: the Fourier spectrum of the number embeddings and
+    of the unembedding, the key frequencies, the Gini coefficient of both spectra, restricted and
+    excluded loss (addition and subtraction runs), and the weight norm of each layer. Writes
+    RUN_DIR/analysis.json, analysis-spectrum.png, analysis-measures.png and
+    analysis-weight-norm.png (loss against weight norm, Omnigrok's LU picture).
+
+    \b
+    Example:
+      tinygrok run --preset tiny --snapshot-every 25 --out runs/tiny
+      tinygrok analyze runs/tiny
+    """
+    freqs = None
+    if key_freqs is not None:
+        try:
+            freqs = [int(k) for k in key_freqs.split(",")]
+        except ValueError:
+            raise ConfigError(
+                f"--key-freqs: expected integers such as 14,35,41 (got {key_freqs!r})"
+            ) from None
+    if threads is not None and threads < 1:
+        raise ConfigError(f"--threads: must be an integer >= 1 (got {threads})")
+    from tinygrok.analysis import analyze as analyze_run
+    from tinygrok.train import set_threads
+
+    set_threads(threads)
+    a = analyze_run(run_dir, freqs)
+    steps = a["steps"]
+    click.echo(f"{len(steps)} snapshots, steps {steps[0]:,} to {steps[-1]:,}")
+    for key, name in (("memorized_step", "memorized"), ("generalized_step", "generalized")):
+        click.echo(f"{name:12s} {'step ' + format(a[key], ',') if a[key] is not None else 'never'}")
+    if "key_frequencies" in a:
+        click.echo(f"key frequencies: {', '.join(map(str, a['key_frequencies'])) or 'none'}")
+        click.echo(
+            f"Gini of the Fourier norms, start -> end: embedding {a['gini_embedding'][0]:.2f} "
+            f"-> {a['gini_embedding'][-1]:.2f}, unembedding {a['gini_unembedding'][0]:.2f} -> "
+            f"{a['gini_unembedding'][-1]:.2f}"
+        )
+    else:
+        click.echo("no Fourier measures: S5 elements are permutations, not numbers mod p")
+    if "restricted_loss" in a:
+        click.echo(
+            f"restricted loss start -> end: {a['restricted_loss'][0]:.3g} -> "
+            f"{a['restricted_loss'][-1]:.3g}; excluded loss {a['excluded_loss'][0]:.3g} -> "
+            f"{a['excluded_loss'][-1]:.3g}"
+        )
+    norms = a["weight_norms"]["total"]
+    click.echo(f"total weight norm start -> end: {norms[0]:.1f} -> {norms[-1]:.1f}")
+    click.echo(f"wrote {run_dir / 'analysis.json'} and {', '.join(a['figures'])}")
+
+
+@cli.command()
+@click.argument("tasks", nargs=-1, metavar="TASK [TASK ...]")
+@config_options
+@click.option(
+    "--grid",
+    multiple=True,
+    required=True,
+    metavar="KEY=V1,V2,...",
+    help="a run option and its values; give one or two (the diagram's x and y axes)",
+)
+@click.option("--seeds", help="seeds per cell: 0-2, 0,3,7  [default: --seed]")
+@click.option(
+    "--out",
+    type=click.Path(path_type=Path, file_okay=False),
+    required=True,
+    help="phase folder: runs/, sweep.json, phase.json, phase.png",
+)
+@click.option("--workers", type=int, default=1, show_default=True, help="runs at a time")
+@click.option(
+    "--grok-ratio",
+    type=float,
+    default=1.0,
+    show_default=True,
+    help="grokking: generalized_step - memorized_step >= this times memorized_step",
+)
+@click.option("--quiet", "-q", is_flag=True, help="no status line")
+def phase(tasks, grid, seeds, out, workers, grok_ratio, quiet, **options) -> None:
+    """Train a grid of one or two run options and draw its phase diagram.
+
+    Each cell is classified as comprehension, grokking, memorization or confusion (the rules are
+    in tinygrok/phase.py and docs/ANALYSIS.md). The grid is a sweep: runs go to OUT/runs/, and
+    running the same command again skips finished runs and redraws OUT/phase.png.
+
+    \b
+    Example:
+      tinygrok phase --preset tiny --grid weight_decay=0,0.3,1,3 --grid train_frac=0.3,0.5,0.7 \\
+          --out runs/phase-tiny
+    """
+    if not 1 <= len(grid) <= 2:
+        raise ConfigError(f"--grid: give one or two keys, the diagram's axes (got {len(grid)})")
+    if workers < 1:
+        raise ConfigError(f"--workers: must be an integer >= 1 (got {workers})")
+    if not grok_ratio >= 0:
+        raise ConfigError(f"--grok-ratio: must be a number >= 0 (got {grok_ratio})")
+    from tinygrok.phase import write_phase
+    from tinygrok.runlock import RunLock
+    from tinygrok.sweep import make_sweep, run_sweep
+    from tinygrok.train import StopFlag
+
+    given = {k for k, v in options.items() if v is not None and k in RUN_OPTIONS}
+    plan = make_sweep(lambda values: build_config(tasks, options | values), grid, seeds, given)
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise ConfigError(f"--out: cannot make the folder {out} ({e.strerror})") from None
+    stop = StopFlag()
+    with RunLock(out):
+        stop.install()
+        try:
+            outcome = run_sweep(plan, out.resolve(), "local", workers, progress=not quiet, stop=stop)
+        finally:
+            stop.uninstall()
+        title = f"{' + '.join(plan.base.tasks)} mod {plan.base.p}: regimes"
+        rows, png = write_phase(plan, out, title, grok_ratio)
+    for row in rows:
+        values = ", ".join(f"{k}={v}" for k, v in row["values"].items())
+        click.echo(f"{values:40s} {row['regime']:14s} ({row['agreement']} runs)")
+    click.echo(f"phase folder: {out} ({png.name}, phase.json, runs/)")
+    for name, error in outcome.failures.items():
+        click.echo(f"tinygrok: run {name} failed: {error}", err=True)
+    if outcome.interrupted:
+        click.echo("tinygrok: interrupted; run the same command again to continue", err=True)
+        sys.exit(EXIT_INTERRUPTED)
+    if outcome.failures:
+        sys.exit(1)
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -9,10 +9,18 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import os
 from dataclasses import dataclass
 
 from tinygrok.errors import ConfigError
-from tinygrok.tasks import canonical_task, is_prime, task_names
+from tinygrok.tasks import (
+    OPERATIONS,
+    SEQ_LEN,
+    canonical_task,
+    fixed_elements,
+    is_prime,
+    task_names,
+)
 
 
 @dataclass(frozen=True)
@@ -34,6 +42,7 @@ class Config:
     # initialization
     sparse: float = 0.0
     init_scale: float = 1.0
+    keep_mask: bool = False
     # optimizer
     optimizer: str = "adamw"
     lr: float = 1e-3
@@ -43,16 +52,23 @@ class Config:
     weight_decay: float = 1.0
     momentum: float = 0.9
     warmup_steps: int = 10
+    # gradient filter (Grokfast); lamb None means the filter's default (2.0 ema, 5.0 ma)
+    grokfast: str = "none"
+    grokfast_alpha: float = 0.98
+    grokfast_lamb: float | None = None
+    grokfast_window: int = 100
     # schedule of the run
     steps: int = 20_000
     eval_every: int = 50
+    checkpoint_every: int = 1000
+    snapshot_every: int = 0
     patience: int = 1000
     memorized_threshold: float = 0.99
     generalized_threshold: float = 0.95
     seed: int = 0
     # numerics
     dtype: str = "float32"
-    engine: str = "numpy"
+    engine: str = "numba"
 
     @property
     def step_budget(self) -> int:
@@ -82,13 +98,55 @@ class Config:
         return cls(**d)
 
 
+# Named starting points; explicit options override them (`from_preset`).
 PRESETS: dict[str, dict] = {
+    # Power et al. (2022) as DESIGN.md sets the defaults: 2 layers, d_model 128, division mod 97
     "power": {},
+    # Nanda et al. (2023): 1 layer, no LayerNorm, ReLU, a + b mod 113 on 30% of the pairs, full
+    # batch (113^2 >= any training set), AdamW lr 1e-3, betas (0.9, 0.98), weight decay 1
+    "nanda": {
+        "tasks": ("addition",),
+        "p": 113,
+        "train_frac": 0.3,
+        "batch_size": 113 * 113,
+        "layers": 1,
+        "d_model": 128,
+        "heads": 4,
+        "d_mlp": 512,
+        "layer_norm": False,
+        "activation": "relu",
+        "lr": 1e-3,
+        "beta1": 0.9,
+        "beta2": 0.98,
+        "weight_decay": 1.0,
+        "steps": 40_000,
+        "eval_every": 100,
+    },
+    # Groks a + b mod 23 within seconds (docs/ANALYSIS.md: memorized near step 100, generalized
+    # at 500-950 over seeds 0-2): 1 layer, d_model 32, full batch, 60% of the pairs
+    "tiny": {
+        "tasks": ("addition",),
+        "p": 23,
+        "train_frac": 0.6,
+        "batch_size": 23 * 23,
+        "layers": 1,
+        "d_model": 32,
+        "heads": 4,
+        "d_mlp": 128,
+        "lr": 5e-3,
+        "weight_decay": 1.0,
+        "steps": 3000,
+        "eval_every": 25,
+        "patience": 500,
+    },
 }
 
 ACTIVATIONS = ("gelu", "relu")
 OPTIMIZERS = ("adamw", "sgd")
-ENGINES = ("numpy",)
+# Gradient filters and their default lambda (Lee et al. 2024's defaults)
+GROKFAST_FILTERS: dict[str, float | None] = {"none": None, "ema": 2.0, "ma": 5.0}
+# numba: the compiled kernels (the default); numpy: their NumPy references, the slow spec
+ENGINES = ("numba", "numpy")
 DTYPES = ("float32", "float64")
 
 # Above this many pairs per task the dataset alone (tokens, labels, evaluation) outgrows a laptop.
@@ -116,7 +174,7 @@ def _positive_int(name: str, value: int, minimum: int = 1) -> None:
 
 def validate(cfg: Config) -> Config:
     """Check every field; return the config with task names made canonical, or raise ConfigError."""
-    if not cfg.tasks:
+    if not cfg.tasks or not all(isinstance(t, str) for t in cfg.tasks):
         raise ConfigError(f"TASK: give at least one task ({', '.join(task_names())})")
     tasks = tuple(canonical_task(t) for t in cfg.tasks)
     if len(set(tasks)) != len(tasks):
@@ -126,9 +184,23 @@ def validate(cfg: Config) -> Config:
         raise ConfigError(
             f"--p: must be at most {MAX_P}; p*p pairs must fit in memory (got {cfg.p})"
         )
-    if "division" in tasks and not is_prime(cfg.p):
-        raise ConfigError(f"--p: division needs a prime p (got {cfg.p}; try 97 or 113)")
+    for t in tasks:
+        if OPERATIONS[t][1] and not is_prime(cfg.p):  # [1]: needs a prime p
+            raise ConfigError(f"--p: {t} needs a prime p (got {cfg.p}; try 97 or 113)")
+    n_elements = fixed_elements(tasks)
+    if n_elements is not None and cfg.p != n_elements:
+        raise ConfigError(
+            f"--p: S5 tasks have {n_elements} elements, so p must be {n_elements} "
+            f"(got {cfg.p}; leave --p out)"
+        )
     _in_range("train-frac", cfg.train_frac, 0.0, 1.0, True, True)
+    for t in tasks:
+        n_pairs = cfg.p * (cfg.p - 1) if OPERATIONS[t][2] else cfg.p**2  # [2]: excludes b = 0
+        if not 0 < int(cfg.train_frac * n_pairs) < n_pairs:
+            raise ConfigError(
+                f"--train-frac: {cfg.train_frac:g} of {n_pairs} pairs leaves an empty train or "
+                "validation set; choose a fraction nearer 0.5 or a larger --p"
+            )
     _positive_int("batch-size", cfg.batch_size, len(tasks))
     for name in ("layers", "d-model", "heads", "d-mlp"):
         _positive_int(name, getattr(cfg, name.replace("-", "_")))
@@ -136,6 +208,8 @@ def validate(cfg: Config) -> Config:
         raise ConfigError(
             f"--d-model: must be divisible by --heads (got {cfg.d_model} and {cfg.heads})"
         )
+    if not isinstance(cfg.layer_norm, bool):
+        raise ConfigError(f"--layer-norm: must be true or false (got {cfg.layer_norm!r})")
     if cfg.activation not in ACTIVATIONS:
         raise ConfigError(f"--activation: must be one of {', '.join(ACTIVATIONS)}")
     _in_range("sparse", cfg.sparse, 0.0, 1.0, False, True)
@@ -149,8 +223,26 @@ def validate(cfg: Config) -> Config:
     _in_range("weight-decay", cfg.weight_decay, 0.0, math.inf, False, True)
     _in_range("momentum", cfg.momentum, 0.0, 1.0, False, True)
     _positive_int("warmup-steps", cfg.warmup_steps, 0)
+    if not isinstance(cfg.keep_mask, bool):
+        raise ConfigError(f"--keep-mask: must be true or false (got {cfg.keep_mask!r})")
+    if cfg.grokfast not in GROKFAST_FILTERS:
+        raise ConfigError(f"--grokfast: must be one of {', '.join(GROKFAST_FILTERS)}")
+    _in_range("grokfast-alpha", cfg.grokfast_alpha, 0.0, 1.0, False, True)
+    lamb = cfg.grokfast_lamb
+    if lamb is None:
+        lamb = GROKFAST_FILTERS[cfg.grokfast]
+    else:
+        _in_range("grokfast-lamb", lamb, 0.0, math.inf, False, True)
+    _positive_int("grokfast-window", cfg.grokfast_window)
     _positive_int("steps", cfg.steps)
     _positive_int("eval-every", cfg.eval_every)
+    _positive_int("checkpoint-every", cfg.checkpoint_every)
+    _positive_int("snapshot-every", cfg.snapshot_every, 0)
+    if cfg.snapshot_every % cfg.eval_every:
+        raise ConfigError(
+            "--snapshot-every: must be a multiple of --eval-every, snapshots are taken at "
+            f"evaluations (got {cfg.snapshot_every} and {cfg.eval_every})"
+        )
     _positive_int("patience", cfg.patience, 0)
     _in_range("memorized-threshold", cfg.memorized_threshold, 0.0, 1.0, True, False)
     _in_range("generalized-threshold", cfg.generalized_threshold, 0.0, 1.0, True, False)
@@ -159,4 +251,49 @@ def validate(cfg: Config) -> Config:
         raise ConfigError(f"--dtype: must be one of {', '.join(DTYPES)}")
     if cfg.engine not in ENGINES:
         raise ConfigError(f"--engine: must be one of {', '.join(ENGINES)}")
-    return cfg.replace(tasks=tasks)
+    need, have = memory_needed(cfg, len(tasks)), physical_memory()
+    if have and need > have:
+        raise ConfigError(
+            f"--layers/--d-model/--d-mlp/--batch-size: this model needs about {need / 2**30:,.1f} "
+            f"GB, more than this machine's {have / 2**30:,.1f} GB; choose smaller sizes"
+        )
+    return cfg.replace(tasks=tasks, grokfast_lamb=lamb)
+
+
+def from_preset(preset: str, tasks: tuple[str, ...] = (), **given) -> Config:
+    """The validated config of a preset, with the tasks (if any) and options the user gave on top.
+
+    S5 tasks fix p at 120 unless the user gave --p (validate then checks it).
+    """
+    if preset not in PRESETS:
+        raise ConfigError(f"--preset: must be one of {', '.join(PRESETS)} (got {preset!r})")
+    fields = dict(PRESETS[preset])
+    if tasks:
+        fields["tasks"] = tuple(tasks)
+    fields |= given
+    if "p" not in given and fields.get("tasks"):
+        n_elements = fixed_elements(tuple(canonical_task(t) for t in fields["tasks"]))
+        fields["p"] = n_elements or fields.get("p", Config.p)
+    return validate(Config(**fields))
+
+
+def memory_needed(cfg: Config, n_tasks: int) -> int:
+    """Rough bytes a run needs: parameters, gradients, two optimizer moments and the mask (five
+    copies of N values), the activations of a batch or an evaluation chunk (4096 rows), and the
+    dataset. Plain integer arithmetic, so absurd sizes cost nothing to reject."""
+    C, F, P = cfg.d_model, cfg.d_mlp, cfg.p
+    n = cfg.layers * (4 * C * C + 2 * C * F + 9 * C + F) + (2 * P + n_tasks + 7) * C + P
+    item = 8 if cfg.dtype == "float64" else 4
+    rows = min(max(cfg.batch_size, 4096), n_tasks * P * P)
+    activations = rows * SEQ_LEN * cfg.layers * (8 * C + 2 * F) * item
+    dataset = n_tasks * P * P * (SEQ_LEN + 1) * 8
+    grokfast_ring = cfg.grokfast_window * n * item if cfg.grokfast == "ma" else 0
+    return 5 * n * item + activations + dataset + grokfast_ring
+
+
+def physical_memory() -> int | None:
+    """Bytes of RAM, or None where the system does not say."""
+    try:
+        return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    except (AttributeError, ValueError, OSError):
+        return None

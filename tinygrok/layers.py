@@ -6,6 +6,22 @@
 Nothing is stored between calls; the cache holds what the backward needs. The backward repeats,
 in a comment, the forward line it differentiates.
 
+The math (rows are examples or positions; the kernel files state the rest of it):
+
+    embedding   x[b, t] = wte[tok[b, t]] + wpe[t]
+                dwte[v] = sum of dx[b, t] over tok[b, t] = v,    dwpe[t] = sum_b dx[b, t]
+    linear      y = x W + b
+                dx = dy W^T,    dW = x^T dy,    db = sum_rows dy
+    layer norm  y = (x - mean x) / sqrt(var x + eps) * w + b        (kernels/layernorm.py)
+    attention   [q, k, v] = x W_qkv + b_qkv,    y = attn(q, k, v) W_o + b_o,
+                attn = softmax(q k^T / sqrt(HS) + causal mask) v per head  (kernels/attention.py)
+                backward: the linear rule through W_o, the kernel's backward, the linear rule
+                through W_qkv; x feeds q, k and v, so dx is the sum of the three
+    MLP         y = act(x W_fc + b_fc) W_proj + b_proj           (kernels/activation.py)
+                backward: the linear rule, act'(pre) elementwise, the linear rule
+    loss        mean_n -log softmax(z_n)[y_n],  dz = (softmax(z) - onehot(y)) / N
+                                                                   (kernels/crossentropy.py)
+
 Shape legend: B batch, T sequence length (4), Tq positions that are queried (T, or 1 in the last
 layer, where only the last position reaches the loss), C channels (d_model), NH heads,
 F MLP width, V vocabulary, P answer classes.
@@ -18,6 +34,7 @@ import numpy as np
 from tinygrok.kernels.activation import bias_act_backward, bias_act_forward
 from tinygrok.kernels.attention import attention_backward, attention_forward
 from tinygrok.kernels.crossentropy import cross_entropy_backward, cross_entropy_forward
+from tinygrok.kernels.embedding import embedding_backward as embedding_backward_kernel
 from tinygrok.kernels.layernorm import layernorm_backward, layernorm_forward
 
 # ----------------------------------------------------------------------------------------------
@@ -30,14 +47,11 @@ def embedding_forward(tokens: np.ndarray, wte: np.ndarray, wpe: np.ndarray) -> n
 
 
 def embedding_backward(
-    dx: np.ndarray, tokens: np.ndarray, n_vocab: int
+    dx: np.ndarray, tokens: np.ndarray, n_vocab: int, engine: str
 ) -> tuple[np.ndarray, np.ndarray]:
     """dx (B, T, C) -> dwte (V, C), dwpe (T, C)."""
-    C = dx.shape[-1]
     # x = wte[tokens] + wpe: every use of a token row adds its dx into that row
-    dwte = np.zeros((n_vocab, C), dtype=dx.dtype)
-    np.add.at(dwte, tokens.reshape(-1), dx.reshape(-1, C))
-    return dwte, dx.sum(axis=0)
+    return embedding_backward_kernel(dx, tokens, n_vocab, engine)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -64,7 +78,9 @@ def layernorm_back(dy: np.ndarray, cache: tuple, engine: str) -> tuple[np.ndarra
 
 def linear_forward(x: np.ndarray, w: np.ndarray, b: np.ndarray) -> np.ndarray:
     """x (N, Cin), w (Cin, Cout), b (Cout,) -> (N, Cout)."""
-    return x @ w + b
+    y = x @ w
+    y += b  # in place: no second (N, Cout) temporary
+    return y
 
 
 def linear_backward(
@@ -105,7 +121,7 @@ def attention(
         xq = x2
         qkv = linear_forward(x2, w_qkv, b_qkv).reshape(B, T, 3 * C)  # (B, T, 3C)
         q, k, v = qkv[..., :C], qkv[..., C : 2 * C], qkv[..., 2 * C :]
-    q, k, v = (np.ascontiguousarray(t) for t in (q, k, v))
+    # q, k, v stay views of the projection: the kernels take strided rows
     att_y, a = attention_forward(q, k, v, n_head, engine)  # (B, Tq, C), (B, NH, Tq, T)
     Tq = q.shape[1]
     att_y2 = att_y.reshape(B * Tq, C)

@@ -5,7 +5,15 @@
     delay_steps      generalized_step - memorized_step
     progress_pct     100 * generalized_step / step_budget (seed 000's figure)
 
-Each is None (JSON null) when it did not happen.
+Each is None (JSON null) when it did not happen. Stability after generalizing:
+
+    unstable                       validation accuracy fell below generalized_threshold at an
+                                   evaluation after generalized_step (false if never generalized)
+    min_val_acc_after_generalized  the lowest validation accuracy from generalized_step on (None
+                                   if it never generalized)
+
+A run stopped early by `patience` has only been watched until it stayed generalized for `patience`
+steps, so `unstable` covers the evaluated steps only; run with patience 0 to watch the whole budget.
 """
 
 from __future__ import annotations
@@ -32,4 +40,16 @@ def grokking_metrics(
         "generalized_step": gen,
         "delay_steps": None if mem is None or gen is None else gen - mem,
         "progress_pct": None if gen is None else 100.0 * gen / step_budget,
+    }
+
+
+def stability(steps: list[int], val_acc: list[float], generalized_threshold: float = 0.95) -> dict:
+    """Whether validation accuracy fell back below the threshold after first reaching it."""
+    gen = first_step(steps, val_acc, generalized_threshold)
+    if gen is None:
+        return {"unstable": False, "min_val_acc_after_generalized": None}
+    after = [v for s, v in zip(steps, val_acc, strict=True) if s >= gen]
+    return {
+        "unstable": min(after) < generalized_threshold,
+        "min_val_acc_after_generalized": min(after),
     }

@@ -8,6 +8,14 @@ A decoder-only transformer (GPT-2 shape): token + learned position embedding, `l
 then a final layer norm and an untied unembedding to the P answer classes, read at the last
 position. With `layer_norm=False` every layer norm is the identity.
 
+    x_0    = wte[tokens] + wpe                                   (B, T, C)
+    logits = ln_f(x_L[:, -1]) head.w + head.b                    (B, P)
+    loss   = mean_b -log softmax(logits_b)[target_b]
+
+The backward runs the blocks in reverse. A residual x_out = x + f(x) passes its gradient both
+ways: dx = dx_out + (df/dx)^T dx_out, so each branch's backward adds its dx to the stream's.
+Each layer's own rule is in layers.py and the kernels.
+
 All parameters live in one flat vector; `Params` gives named views into it with the shapes of the
 table, so optimizers, weight decay, masks, norms and checkpoints work on one array, and the layers
 on named tensors.
@@ -88,11 +96,23 @@ class Params:
         return Params(self.shapes, self.flat.copy())
 
 
+def matrix_sparsity(params: Params) -> float:
+    """Fraction of exactly-zero entries over all weight matrices (`is_matrix`) together."""
+    zeros = total = 0
+    for name, shape in params.shapes.items():
+        if is_matrix(name, shape):
+            zeros += int(np.count_nonzero(params[name] == 0))
+            total += params[name].size
+    return zeros / total
+
+
 def init_params(cfg: Config) -> tuple[Params, Params]:
     """Initialize as PyTorch initializes these layers (DESIGN.md), then apply --sparse and
     --init-scale to the weight matrices. Returns the parameters and the mask (1 = kept)."""
     shapes = param_shapes(cfg)
     rng = np.random.default_rng([cfg.seed, INIT_STREAM])
+    # the masks draw from their own stream: a sparse start is the dense start with entries zeroed
+    mask_rng = np.random.default_rng([cfg.seed, INIT_STREAM, 1])
     params = Params.zeros(shapes, np.float64)
     mask = Params(shapes, np.ones(params.flat.size, dtype=np.float64))
     C = cfg.d_model
@@ -120,7 +140,7 @@ def init_params(cfg: Config) -> tuple[Params, Params]:
             w *= cfg.init_scale
             if cfg.sparse > 0:
                 n = w.size
-                zero = rng.permutation(n)[: int(round(cfg.sparse * n))]
+                zero = mask_rng.permutation(n)[: int(round(cfg.sparse * n))]
                 m = mask[name].reshape(-1)
                 m[zero] = 0.0
                 w *= mask[name]
@@ -229,7 +249,7 @@ def backward(
         dx = dh
     # x = wte[tokens] + wpe
     grads["wte"][...], grads["wpe"][...] = L.embedding_backward(
-        dx, caches[0], params["wte"].shape[0]
+        dx, caches[0], params["wte"].shape[0], engine
     )
 
 

@@ -1,5 +1,10 @@
 """Optimizers over the flat parameter vector: AdamW and SGD with momentum, and the learning-rate
-schedule (linear warmup, then constant). The update formulas are in `kernels/optimizer.py`.
+schedule (linear warmup, then constant). The update formulas (AdamW: decoupled weight decay
+p <- p (1 - lr wd), then the bias-corrected Adam step; SGD: momentum on g + wd p) are in
+`kernels/optimizer.py`. The learning rate at step t = 1, 2, ...:
+
+    lr_t = lr * t / warmup_steps     for t < warmup_steps
+    lr_t = lr                        after
 
 An optimizer is a small object because it carries state (moments, step count) from step to step;
 `state()` and `load_state()` let checkpoints save and restore it exactly.

@@ -19,10 +19,15 @@ def plot_curves(run_dir: Path, out: Path | None = None) -> Path:
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+    from matplotlib.ticker import FuncFormatter, NullFormatter
 
     run_dir = Path(run_dir)
-    records = [r for r in read_metrics(run_dir) if r["step"] > 0]
+    records = read_metrics(run_dir)
+    log_x = records[-1]["step"] > 0
+    if log_x:  # step 0 has no place on a log axis
+        records = [r for r in records if r["step"] > 0]
     summary = json.loads((run_dir / "summary.json").read_text())
+    p = json.loads((run_dir / "config.json").read_text())["config"]["p"]
     fig, (ax_acc, ax_loss) = plt.subplots(2, 1, figsize=(7, 6.5), sharex=True)
     steps = [r["step"] for r in records]
     series = {"": records}
@@ -61,9 +66,14 @@ def plot_curves(run_dir: Path, out: Path | None = None) -> Path:
     ax_loss.set_ylabel("cross-entropy")
     ax_loss.set_yscale("log")
     ax_loss.set_xlabel("step")
-    ax_loss.set_xscale("log")
+    if log_x:
+        ax_loss.set_xscale("log")
+    for ax in (ax_acc, ax_loss):
+        ax.xaxis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:,.0f}"))
+        ax.xaxis.set_minor_formatter(NullFormatter())
+        ax.grid(alpha=0.25, which="major")
     delay = summary.get("delay_steps")
-    title = " + ".join(summary["tasks"]) + f" mod p, seed {summary['seed']}"
+    title = " + ".join(summary["tasks"]) + f" mod {p}, seed {summary['seed']}"
     if delay is not None:
         title += f": delay {delay:,} steps"
     ax_acc.set_title(title)

@@ -12,10 +12,17 @@ division's split is the same whether it is trained alone or beside other tasks.
 
 Batches are a pure function of (seed, step): each task walks through its training set in epochs,
 each epoch a fresh seeded permutation. Resuming a run at step t needs no sampler state.
+
+Besides the four core operations the table holds the rest of Power et al. (2022)'s tasks: five
+polynomials mod p, "x / y if y is odd, else x - y", and three operations on the symmetric group
+S5. An S5 task has 120 elements, a token per permutation: its examples are `[x, op, y, =]` with
+x, y in 0..119 indexing `S5_PERMS`, so for S5 the run's `p` is the number of elements, 120
+(`fixed_elements`).
 """
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -31,7 +38,79 @@ OPERATIONS: dict[str, tuple[Callable[[int, int, int], int], bool, bool, str]] = 
     "multiplication": (lambda a, b, p: (a * b) % p, False, False, "a * b mod p"),
     "division": (lambda a, b, p: a * pow(b, p - 2, p) % p, True, True, "a / b mod p, b != 0"),
 }
+
+# S5: the 120 permutations of (0, 1, 2, 3, 4) in lexicographic order; token i is S5_PERMS[i]. A
+# permutation x maps i -> x[i], and (x o y)[i] = x[y[i]] (apply y first), as in Power et al.'s code.
+S5_PERMS: tuple[tuple[int, ...], ...] = tuple(itertools.permutations(range(5)))
+S5_INDEX: dict[tuple[int, ...], int] = {perm: i for i, perm in enumerate(S5_PERMS)}
+
+
+def compose(x: tuple[int, ...], y: tuple[int, ...]) -> tuple[int, ...]:
+    """x o y: the permutation i -> x[y[i]]."""
+    return tuple(x[i] for i in y)
+
+
+def inverse(x: tuple[int, ...]) -> tuple[int, ...]:
+    """x^-1: the permutation with x o x^-1 = identity."""
+    inv = [0] * len(x)
+    for i, xi in enumerate(x):
+        inv[xi] = i
+    return tuple(inv)
+
+
+def _s5(*factors: str) -> Callable[[int, int, int], int]:
+    """Label function of the S5 word `factors` over "x", "y", "x^-1" (p is 120 and unused)."""
+
+    def label(a: int, b: int, p: int) -> int:
+        x, y = S5_PERMS[a], S5_PERMS[b]
+        elements = {"x": x, "y": y, "x^-1": inverse(x)}
+        out = tuple(range(5))
+        for f in factors:
+            out = compose(out, elements[f])
+        return S5_INDEX[out]
+
+    return label
+
+
+# Power et al. (2022), appendix A.1: the other operations, on x = a and y = b.
+OPERATIONS |= {
+    "x2+y2": (lambda a, b, p: (a * a + b * b) % p, False, False, "x^2 + y^2 mod p"),
+    "x2+xy+y2": (
+        lambda a, b, p: (a * a + a * b + b * b) % p,
+        False,
+        False,
+        "x^2 + x*y + y^2 mod p",
+    ),
+    "x2+xy+y2+x": (
+        lambda a, b, p: (a * a + a * b + b * b + a) % p,
+        False,
+        False,
+        "x^2 + x*y + y^2 + x mod p",
+    ),
+    "x3+xy": (lambda a, b, p: (a**3 + a * b) % p, False, False, "x^3 + x*y mod p"),
+    "x3+xy2+y": (lambda a, b, p: (a**3 + a * b * b + b) % p, False, False, "x^3 + x*y^2 + y mod p"),
+    "div-if-odd": (
+        lambda a, b, p: a * pow(b, p - 2, p) % p if b % 2 else (a - b) % p,
+        True,
+        True,
+        "x / y mod p if y is odd, else x - y mod p; y != 0",
+    ),
+    "s5": (_s5("x", "y"), False, False, "x o y in S5, permutations of 5 items"),
+    "s5-conj": (_s5("x", "y", "x^-1"), False, False, "x o y o x^-1 in S5 (conjugation)"),
+    "s5-xyx": (_s5("x", "y", "x"), False, False, "x o y o x in S5"),
+}
+# Tasks whose elements do not depend on p: task -> number of elements (the run's p).
+FIXED_ELEMENTS = {"s5": len(S5_PERMS), "s5-conj": len(S5_PERMS), "s5-xyx": len(S5_PERMS)}
 ALIASES = {"add": "addition", "sub": "subtraction", "mul": "multiplication", "div": "division"}
+ALIASES |= {
+    "x^2+y^2": "x2+y2",
+    "x^2+xy+y^2": "x2+xy+y2",
+    "x^2+xy+y^2+x": "x2+xy+y2+x",
+    "x^3+xy": "x3+xy",
+    "x^3+xy^2+y": "x3+xy2+y",
+    "s5-compose": "s5",
+    "s5-conjugate": "s5-conj",
+}
 SEQ_LEN = 4  # [a, op, b, =]
 
 # Streams of the run seed, so that split, initialization and batches never share random numbers.
@@ -50,6 +129,12 @@ def canonical_task(name: str) -> str:
     if name not in OPERATIONS:
         raise ConfigError(f"TASK: unknown task {name!r}; choose from {', '.join(task_names())}")
     return name
+
+
+def fixed_elements(tasks: tuple[str, ...]) -> int | None:
+    """The number of elements the (canonical) tasks impose on p, or None if p is free."""
+    counts = {FIXED_ELEMENTS[t] for t in tasks if t in FIXED_ELEMENTS}
+    return counts.pop() if len(counts) == 1 else None
 
 
 def is_prime(n: int) -> bool:

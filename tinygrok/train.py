@@ -3,18 +3,21 @@
 A run reads top to bottom: build the data and the model, then for every step take the learning
 rate, the batch, the loss and gradients, and the optimizer step; every `eval_every` steps evaluate
 on the full training and validation sets, append a line to `metrics.jsonl`, and stop once the model
-has generalized and stayed so for `patience` steps. At the end write `summary.json`,
-`checkpoint.npz` and `curves.png` (file contracts in DESIGN.md).
+has generalized and stayed so for `patience` steps. A checkpoint is written at step 0, every
+`checkpoint_every` steps and at the end; then `summary.json` and `curves.png` (file contracts in
+DESIGN.md, checkpoint contents in checkpoint.py). `resume` continues a run from its checkpoint and
+ends with the same files, line for line, as the run left alone.
 
 Ctrl-C or SIGTERM finishes the current step, then writes the checkpoint and a summary with status
-"interrupted". A NaN or infinite loss stops the run with status "diverged".
+"interrupted". A NaN or infinite loss or parameter stops the run with status "diverged" and keeps
+the last good checkpoint. The caller holds the run folder's lock (runlock.py; the CLI does).
 """
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
-import os
 import signal
 import sys
 import time
@@ -24,13 +27,21 @@ from pathlib import Path
 import numpy as np
 
 from tinygrok import __version__
+from tinygrok.checkpoint import Checkpoint, SavedRun, atomic_write, save_checkpoint, write_json
 from tinygrok.config import Config
-from tinygrok.metrics import grokking_metrics
-from tinygrok.model import Params, evaluate, init_params, loss_and_grads
+from tinygrok.grokfast import make_grad_filter
+from tinygrok.metrics import grokking_metrics, stability
+from tinygrok.model import (
+    Params,
+    evaluate,
+    init_params,
+    loss_and_grads,
+    matrix_sparsity,
+    param_shapes,
+)
 from tinygrok.optim import learning_rate, make_optimizer
+from tinygrok.snapshots import clear_snapshots, save_snapshot
 from tinygrok.tasks import Batches, TaskData, make_dataset
-
-CHECKPOINT_FORMAT = 1
 
 
 @dataclass
@@ -58,11 +69,11 @@ class StopFlag:
 class Progress:
     """One status line on stderr: rewritten in place on a terminal, every 15 s otherwise."""
 
-    def __init__(self, budget: int, enabled: bool = True):
+    def __init__(self, budget: int, enabled: bool = True, start: int = 0):
         self.budget, self.enabled = budget, enabled
         self.tty = sys.stderr.isatty()
         self.t0 = self.last = time.perf_counter()
-        self.last_step = 0
+        self.last_step = start
         self.rate = 0.0
 
     def update(self, step: int, record: dict | None, force: bool = False) -> None:
@@ -98,12 +109,21 @@ class Progress:
 
 
 def set_threads(n: int | None) -> dict:
-    """Limit BLAS to n threads (None: leave the library's default); return the counts in use."""
+    """Limit BLAS and the numba kernels to n threads each (None: leave the libraries' defaults,
+    one thread per core); return the counts in use, {"blas": ..., "numba": ...}.
+
+    numba's pool is sized when numba starts (NUMBA_NUM_THREADS, default one per core), so numba
+    gets min(n, pool size); the returned count says which.
+    """
+    import numba
     from threadpoolctl import threadpool_info, threadpool_limits
 
     if n is not None:
-        threadpool_limits(n)
-    return {"blas": max((i["num_threads"] for i in threadpool_info()), default=1)}
+        threadpool_limits(n, user_api="blas")
+        numba.set_num_threads(min(n, numba.config.NUMBA_NUM_THREADS))
+    infos = [i for i in threadpool_info() if i["user_api"] == "blas"]
+    blas = max((i["num_threads"] for i in infos), default=1)
+    return {"blas": blas, "numba": numba.get_num_threads()}
 
 
 def format_seconds(s: float) -> str:
@@ -140,33 +160,6 @@ def evaluate_run(params: Params, data: list[TaskData], cfg: Config) -> dict:
     return out
 
 
-def write_json(path: Path, obj: dict) -> None:
-    """Write JSON atomically: a crash never leaves a half-written file as the only copy."""
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(obj, indent=2) + "\n")
-    os.replace(tmp, path)
-
-
-def save_checkpoint(
-    path: Path, cfg: Config, params: Params, mask: Params, opt_state: dict, step: int
-) -> None:
-    """Parameters, mask, optimizer state, step and config in one .npz (no pickled objects).
-
-    Batches are a pure function of (seed, step), so the step is the whole sampler state.
-    """
-    arrays = {
-        "format_version": np.array(CHECKPOINT_FORMAT),
-        "config_json": np.array(json.dumps(cfg.to_dict())),
-        "step": np.array(step),
-        "params": params.flat,
-        "mask": mask.flat,
-    }
-    arrays |= {f"optimizer.{k}": v for k, v in opt_state.items()}
-    tmp = path.with_name(path.name + ".tmp.npz")
-    np.savez(tmp, **arrays)
-    os.replace(tmp, path)
-
-
 def run_summary(
     cfg: Config, records: list[dict], status: str, wall_s: float, n_params: int
 ) -> dict:
@@ -175,9 +168,10 @@ def run_summary(
     thresholds = (cfg.step_budget, cfg.memorized_threshold, cfg.generalized_threshold)
 
     def metrics_of(rows: list[dict]) -> dict:
+        val_acc = [r["val_acc"] for r in rows]
         return grokking_metrics(
-            steps, [r["train_acc"] for r in rows], [r["val_acc"] for r in rows], *thresholds
-        )
+            steps, [r["train_acc"] for r in rows], val_acc, *thresholds
+        ) | stability(steps, val_acc, cfg.generalized_threshold)
 
     last = records[-1]
     steps_run = last["step"]
@@ -205,32 +199,85 @@ def run_summary(
     }
 
 
+def generalized_since(records: list[dict], threshold: float) -> int | None:
+    """The first step of the unbroken stretch of evaluations, ending with the latest, whose
+    validation accuracy is >= threshold (step 0 does not count); None if the latest is below.
+    With several tasks every task's validation accuracy must be >= threshold, so an early stop
+    never cuts off a task that has not generalized yet.
+
+    The early-stop streak is read from the records alone, so a checkpoint needs no state for it;
+    walking back from the end reads at most patience / eval_every records before the run stops.
+    """
+    since = None
+    for r in reversed(records):
+        worst = min(t["val_acc"] for t in r.get("per_task", {"": r}).values())
+        if r["step"] == 0 or worst < threshold:
+            break
+        since = r["step"]
+    return since
+
+
 def train(cfg: Config, out_dir: Path, progress: bool = True, stop: StopFlag | None = None) -> dict:
-    """Run `cfg` to its end, writing the run folder `out_dir`; returns the summary."""
-    out_dir.mkdir(parents=True, exist_ok=True)
-    stop = stop or StopFlag()
-    dtype = np.dtype(cfg.dtype)
+    """Start `cfg` at step 0 in the run folder `out_dir` and run it to its end; returns the
+    summary. The files of an earlier run in `out_dir` are replaced (the CLI wants --force)."""
     data = make_dataset(cfg.tasks, cfg.p, cfg.train_frac, cfg.seed)
-    batches = Batches(data, cfg.batch_size, cfg.seed)
     params, mask = init_params(cfg)
-    grads = Params.zeros(params.shapes, dtype)
-    opt = make_optimizer(cfg, params.flat.size, dtype, cfg.engine)
-    n_params = params.flat.size
+    opt = make_optimizer(cfg, params.flat.size, params.flat.dtype, cfg.engine)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    for stale in ("checkpoint.npz", "summary.json", "curves.png"):
+        (out_dir / stale).unlink(missing_ok=True)
+    clear_snapshots(out_dir)
     write_json(
         out_dir / "config.json",
         {
             "config": cfg.to_dict(),
             "tinygrok_version": __version__,
             "engine": cfg.engine,
-            "n_params": n_params,
+            "threads": set_threads(None),
+            "n_params": params.flat.size,
         },
     )
-    metrics_path = out_dir / "metrics.jsonl"
-    log = metrics_path.open("w")
-    bar = Progress(cfg.step_budget, progress)
-    t0 = time.perf_counter()
-    records: list[dict] = []
-    status, streak_start = "finished", None
+    (out_dir / "metrics.jsonl").write_text("")
+    grad_filter = make_grad_filter(cfg, params.flat.size, params.flat.dtype)
+    filter_state = grad_filter.state() if grad_filter else {}
+    start = Checkpoint(
+        cfg, 0, "running", 0.0, [], params.flat, mask.flat, opt.state(), filter_state
+    )
+    return _loop(start, data, out_dir, progress, stop)
+
+
+def resume(run: SavedRun, progress: bool = True, stop: StopFlag | None = None) -> dict:
+    """Continue a run that `checkpoint.read_run` read and checked, from its checkpoint to the end
+    of its budget. Its files end as those of the same run left alone, wall-clock fields aside."""
+    cfg = run.cfg
+    data = make_dataset(cfg.tasks, cfg.p, cfg.train_frac, cfg.seed)
+    if run.config_doc["config"] != cfg.to_dict():  # --steps changed the budget
+        write_json(run.dir / "config.json", run.config_doc | {"config": cfg.to_dict()})
+    # Evaluations after the checkpoint, and the extra one of an interruption, are done again.
+    lines = "".join(json.dumps(r) + "\n" for r in run.checkpoint.records)
+    atomic_write(run.dir / "metrics.jsonl", lambda f: f.write(lines.encode()))
+    return _loop(dataclasses.replace(run.checkpoint, cfg=cfg), data, run.dir, progress, stop)
+
+
+def _loop(
+    start: Checkpoint, data: list[TaskData], out_dir: Path, progress: bool, stop: StopFlag | None
+) -> dict:
+    """Train from the state `start` to the end of its config's budget; returns the summary."""
+    cfg, stop = start.cfg, stop or StopFlag()
+    shapes = param_shapes(cfg)
+    params, mask = Params(shapes, start.params), Params(shapes, start.mask)
+    grads = Params.zeros(shapes, params.flat.dtype)
+    opt = make_optimizer(cfg, params.flat.size, params.flat.dtype, cfg.engine)
+    opt.load_state(start.optimizer)
+    grad_filter = make_grad_filter(cfg, params.flat.size, params.flat.dtype)
+    if grad_filter:
+        grad_filter.load_state(start.grad_filter)
+    batches = Batches(data, cfg.batch_size, cfg.seed)
+    records = list(start.records)
+    log = (out_dir / "metrics.jsonl").open("a")
+    bar = Progress(cfg.step_budget, progress, start.step)
+    t0 = time.perf_counter() - start.elapsed_s  # elapsed_s keeps counting across a resume
+    status, step = "finished", start.step
 
     def record(step: int, lr: float) -> dict:
         ev = evaluate_run(params, data, cfg)
@@ -243,41 +290,69 @@ def train(cfg: Config, out_dir: Path, progress: bool = True, stop: StopFlag | No
         records.append(r)
         log.write(json.dumps(r) + "\n")
         log.flush()
+        if cfg.snapshot_every and step % cfg.snapshot_every == 0:
+            save_snapshot(out_dir, step, params.flat)  # for `tinygrok analyze`
         return r
 
-    last = record(0, 0.0)
-    step = 0
-    try:
-        for step in range(1, cfg.step_budget + 1):
-            lr = learning_rate(cfg, step)
-            tokens, targets = batches(step)
-            loss = loss_and_grads(params, tokens, targets, cfg, grads, cfg.engine)
-            if not math.isfinite(loss):
-                status = "diverged"
-                break
-            opt.step(params.flat, grads.flat, lr)
-            if step % cfg.eval_every == 0 or step == cfg.step_budget:
-                last = record(step, lr)
-                if last["val_acc"] >= cfg.generalized_threshold:
-                    streak_start = step if streak_start is None else streak_start
-                    if cfg.patience and step - streak_start >= cfg.patience:
-                        break
-                else:
-                    streak_start = None
-            if stop.reason:
-                status = "interrupted"
-                if records[-1]["step"] != step:
+    def save(step: int, status: str) -> None:
+        on_schedule = [r for r in records if r["step"] % cfg.eval_every == 0]
+        elapsed = time.perf_counter() - t0
+        state = (params.flat, mask.flat, opt.state(), grad_filter.state() if grad_filter else {})
+        save_checkpoint(
+            out_dir / "checkpoint.npz", Checkpoint(cfg, step, status, elapsed, on_schedule, *state)
+        )
+
+    last = records[-1] if records else None
+    # NaN and inf are caught below and reported once; numpy's warnings about them are noise.
+    with np.errstate(over="ignore", invalid="ignore", divide="ignore"):
+        try:
+            if not records:
+                last = record(0, 0.0)
+                save(0, "running")  # so that even a run killed at step 1 can be resumed
+            for step in range(start.step + 1, cfg.step_budget + 1):
+                lr = learning_rate(cfg, step)
+                tokens, targets = batches(step)
+                loss = loss_and_grads(params, tokens, targets, cfg, grads, cfg.engine)
+                if not math.isfinite(loss):
+                    status = "diverged"
+                    break
+                if cfg.keep_mask:
+                    # pruned weights get no gradient, so their moments stay 0 and, being 0
+                    # themselves, weight decay and the update leave them at exactly 0
+                    grads.flat *= mask.flat
+                if grad_filter:
+                    grad_filter.apply(grads.flat)  # Grokfast: amplify the slow gradient
+                opt.step(params.flat, grads.flat, lr)
+                if not np.isfinite(params.flat).all():
+                    status = "diverged"
+                    break
+                if step % cfg.eval_every == 0 or step == cfg.step_budget:
                     last = record(step, lr)
-                break
-            bar.update(step, last)
-    finally:
-        bar.update(step, last, force=True)
-        bar.close()
-        log.close()
+                    if cfg.patience:
+                        since = generalized_since(records, cfg.generalized_threshold)
+                        if since is not None and step - since >= cfg.patience:
+                            break
+                if stop.reason and step < cfg.step_budget:
+                    status = "interrupted"
+                    if records[-1]["step"] != step:
+                        last = record(step, lr)  # so the summary shows where the run stopped
+                    break
+                if step % cfg.checkpoint_every == 0 and step < cfg.step_budget:
+                    save(step, "running")
+                bar.update(step, last)
+        finally:
+            bar.update(step, last, force=True)
+            bar.close()
+            log.close()
+        if status != "diverged":  # a diverged run keeps its last good checkpoint
+            save(step, status)
+            if cfg.snapshot_every:
+                save_snapshot(out_dir, step, params.flat)  # the end, wherever it falls
     wall = time.perf_counter() - t0
-    if status != "diverged":
-        save_checkpoint(out_dir / "checkpoint.npz", cfg, params, mask, opt.state(), step)
-    summary = run_summary(cfg, records, status, wall, n_params)
+    summary = run_summary(cfg, records, status, wall, params.flat.size)
+    # zeros over the weight matrices: those --sparse set (the mask's), and those left at the end
+    summary["initial_sparsity"] = matrix_sparsity(mask)
+    summary["final_sparsity"] = matrix_sparsity(params)
     if status == "diverged":
         summary["diverged_step"] = step
     write_json(out_dir / "summary.json", summary)

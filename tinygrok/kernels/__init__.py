@@ -1,2 +1,44 @@
 """Kernels: one file per family, each with its NumPy reference first (the spec and the test
-oracle), then the fast kernel, then the public function that dispatches on the engine."""
+oracle), then the numba kernel, then the public function that dispatches on the engine.
+
+Every numba kernel is compiled with `@njit(cache=True)`, so it is compiled once and then loaded
+from the on-disk cache (`__pycache__/*.nbi`, `*.nbc` beside this file). The first time a tinygrok
+kernel compiles in a process, one line on stderr says so: the first run takes a while.
+
+FASTMATH is the one flag set every kernel uses. It lets LLVM reassociate sums (so reductions
+vectorize), contract multiply-adds into FMAs and use approximate reciprocals, but it keeps the
+no-NaN and no-inf assumptions off, so a NaN or inf still shows in the loss. numba's cache does
+not notice edits to this file: after changing the set, touch the kernel files (or delete the
+cache) so that they recompile.
+"""
+
+from __future__ import annotations
+
+import sys
+
+from numba.core import event
+
+FASTMATH = {"nsz", "arcp", "contract", "afn", "reassoc"}
+
+
+class _CompileNotice(event.Listener):
+    """Print one line the first time a tinygrok kernel is compiled (a cache miss) in a process."""
+
+    def __init__(self) -> None:
+        self.shown = False
+
+    def on_start(self, ev: event.Event) -> None:
+        module = getattr(ev.data["dispatcher"].py_func, "__module__", "")
+        if not self.shown and module.startswith(__name__):
+            self.shown = True
+            sys.stderr.write(
+                "tinygrok: compiling the numba kernels (first run only, about a minute; "
+                "they are cached on disk for later runs)\n"
+            )
+            sys.stderr.flush()
+
+    def on_end(self, ev: event.Event) -> None:
+        pass
+
+
+event.register("numba:compile", _CompileNotice())

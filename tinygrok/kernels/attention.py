@@ -18,11 +18,19 @@ Backward, given dy:
     dk[j]   = sum_i ds[i, j] q[i] / sqrt(HS)
 
 With Tq = 1 only the last position is queried: that is all the loss needs in the last layer.
+
+q, k and v may be strided views (slices of one (B, T, 3C) projection).
+
+The numba kernels run one (batch row, head) pair per parallel iteration: each writes only its own
+slices of the outputs. The causal mask is a loop bound, so no -inf ever enters the arithmetic.
 """
 
 from __future__ import annotations
 
 import numpy as np
+from numba import njit, prange
+
+from tinygrok.kernels import FASTMATH
 
 
 def _heads(x: np.ndarray, n_head: int) -> np.ndarray:
@@ -72,11 +80,97 @@ def attention_backward_ref(
     return merge(dqh, Tq), merge(dkh, T), merge(dvh, T)
 
 
+@njit(cache=True, parallel=True, fastmath=FASTMATH)
+def _attention_forward_nb(q, k, v, n_head, scale, y, a):
+    """Fills y (B, Tq, C) and a (B, NH, Tq, T); see `attention_forward_ref`."""
+    B, Tq, C = q.shape
+    T = k.shape[1]
+    HS = C // n_head
+    zero = q.dtype.type(0)
+    for bh in prange(B * n_head):
+        b, h = bh // n_head, bh % n_head
+        lo, hi = h * HS, (h + 1) * HS
+        for i in range(Tq):
+            last = T - Tq + i  # query i sees keys 0..last
+            qi, yi, ai = q[b, i, lo:hi], y[b, i, lo:hi], a[b, h, i]  # (HS,), (HS,), (T,)
+            # s[i, j] = q[i] . k[j] * scale, kept in a until the softmax is done
+            for j in range(last + 1):
+                kj = k[b, j, lo:hi]
+                s = zero
+                for c in range(HS):
+                    s += qi[c] * kj[c]
+                ai[j] = s * scale
+            # a[i, :] = softmax(s[i, :])
+            m = ai[0]
+            for j in range(1, last + 1):
+                m = max(m, ai[j])
+            total = zero
+            for j in range(last + 1):
+                ai[j] = np.exp(ai[j] - m)
+                total += ai[j]
+            for j in range(last + 1):
+                ai[j] /= total
+            for j in range(last + 1, T):
+                ai[j] = zero
+            # y[i] = sum_j a[i, j] v[j]
+            yi[:] = zero
+            for j in range(last + 1):
+                vj, aij = v[b, j, lo:hi], ai[j]
+                for c in range(HS):
+                    yi[c] += aij * vj[c]
+
+
+@njit(cache=True, parallel=True, fastmath=FASTMATH)
+def _attention_backward_nb(dy, q, k, v, a, n_head, scale, dq, dk, dv):
+    """Fills dq (B, Tq, C), dk and dv (B, T, C); see `attention_backward_ref`."""
+    B, Tq, C = q.shape
+    T = k.shape[1]
+    HS = C // n_head
+    zero = q.dtype.type(0)
+    for bh in prange(B * n_head):
+        b, h = bh // n_head, bh % n_head
+        lo, hi = h * HS, (h + 1) * HS
+        dk[b, :, lo:hi] = zero
+        dv[b, :, lo:hi] = zero
+        for i in range(Tq):
+            last = T - Tq + i
+            qi, dyi, dqi, ai = q[b, i, lo:hi], dy[b, i, lo:hi], dq[b, i, lo:hi], a[b, h, i]
+            # y = a @ v:  da[i, j] = dy[i] . v[j],  dv[j] += a[i, j] dy[i];
+            # and the softmax backward's dot = sum_j a[i, j] da[i, j]
+            dot = zero
+            for j in range(last + 1):
+                vj, dvj, aij = v[b, j, lo:hi], dv[b, j, lo:hi], ai[j]
+                da = zero
+                for c in range(HS):
+                    da += dyi[c] * vj[c]
+                    dvj[c] += aij * dyi[c]
+                dot += aij * da
+            # a = softmax(s):  ds[i, j] = a[i, j] (da[i, j] - dot)
+            # s = q k^T scale:  dq[i] = sum_j ds[i, j] k[j] scale,  dk[j] += ds[i, j] q[i] scale
+            dqi[:] = zero
+            for j in range(last + 1):
+                vj, kj, dkj = v[b, j, lo:hi], k[b, j, lo:hi], dk[b, j, lo:hi]
+                da = zero
+                for c in range(HS):
+                    da += dyi[c] * vj[c]
+                ds = ai[j] * (da - dot) * scale
+                for c in range(HS):
+                    dqi[c] += ds * kj[c]
+                    dkj[c] += ds * qi[c]
+
+
 def attention_forward(
     q: np.ndarray, k: np.ndarray, v: np.ndarray, n_head: int, engine: str = "numpy"
 ) -> tuple[np.ndarray, np.ndarray]:
     """Dispatch on the engine; see `attention_forward_ref` for shapes."""
-    return attention_forward_ref(q, k, v, n_head)
+    if engine != "numba":
+        return attention_forward_ref(q, k, v, n_head)
+    B, Tq, C = q.shape
+    scale = q.dtype.type(1.0 / np.sqrt(C // n_head))
+    y = np.empty((B, Tq, C), dtype=q.dtype)
+    a = np.empty((B, n_head, Tq, k.shape[1]), dtype=q.dtype)
+    _attention_forward_nb(q, k, v, n_head, scale, y, a)
+    return y, a
 
 
 def attention_backward(
@@ -89,4 +183,12 @@ def attention_backward(
     engine: str = "numpy",
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Dispatch on the engine; see `attention_backward_ref` for shapes."""
-    return attention_backward_ref(dy, q, k, v, a, n_head)
+    if engine != "numba":
+        return attention_backward_ref(dy, q, k, v, a, n_head)
+    # numba vectorizes the accumulations below only over contiguous rows: on strided views the
+    # kernel ran 8x slower than these copies cost
+    q, k, v = (np.ascontiguousarray(t) for t in (q, k, v))
+    scale = q.dtype.type(1.0 / np.sqrt(q.shape[2] // n_head))
+    dq, dk, dv = np.empty_like(q), np.empty_like(k), np.empty_like(v)
+    _attention_backward_nb(np.ascontiguousarray(dy), q, k, v, a, n_head, scale, dq, dk, dv)
+    return dq, dk, dv

@@ -5,11 +5,16 @@
     d mean(loss) / dz[n, c] = (softmax(z[n])[c] - [c == y[n]]) / N
 
 Shapes: N rows, P classes.
+
+The numba kernels run one row per parallel iteration.
 """
 
 from __future__ import annotations
 
 import numpy as np
+from numba import njit, prange
+
+from tinygrok.kernels import FASTMATH
 
 
 def cross_entropy_forward_ref(
@@ -33,15 +38,51 @@ def cross_entropy_backward_ref(
     return (d / len(targets)).astype(dtype)
 
 
+@njit(cache=True, parallel=True, fastmath=FASTMATH)
+def _cross_entropy_forward_nb(logits, targets, loss, probs):
+    """Fills loss (N,) and probs (N, P), both float64; see `cross_entropy_forward_ref`."""
+    N, P = logits.shape
+    for n in prange(N):
+        zr, pr = logits[n], probs[n]
+        m = np.float64(zr[0])
+        for c in range(1, P):
+            m = max(m, np.float64(zr[c]))
+        total = np.float64(0)
+        for c in range(P):
+            pr[c] = np.exp(np.float64(zr[c]) - m)
+            total += pr[c]
+        for c in range(P):
+            pr[c] /= total
+        loss[n] = np.log(total) - (np.float64(zr[targets[n]]) - m)
+
+
+@njit(cache=True, parallel=True, fastmath=FASTMATH)
+def _cross_entropy_backward_nb(probs, targets, inv_n, dlogits):
+    """Fills dlogits (N, P) = (probs - onehot(targets)) / N in dlogits' dtype."""
+    N, P = probs.shape
+    for n in prange(N):
+        for c in range(P):
+            dlogits[n, c] = probs[n, c] * inv_n
+        dlogits[n, targets[n]] = (probs[n, targets[n]] - 1) * inv_n
+
+
 def cross_entropy_forward(
     logits: np.ndarray, targets: np.ndarray, engine: str = "numpy"
 ) -> tuple[np.ndarray, np.ndarray]:
     """Dispatch on the engine; see `cross_entropy_forward_ref`."""
-    return cross_entropy_forward_ref(logits, targets)
+    if engine != "numba":
+        return cross_entropy_forward_ref(logits, targets)
+    loss, probs = np.empty(len(targets)), np.empty(logits.shape)
+    _cross_entropy_forward_nb(logits, targets, loss, probs)
+    return loss, probs
 
 
 def cross_entropy_backward(
     probs: np.ndarray, targets: np.ndarray, dtype: np.dtype, engine: str = "numpy"
 ) -> np.ndarray:
     """Dispatch on the engine; see `cross_entropy_backward_ref`."""
-    return cross_entropy_backward_ref(probs, targets, dtype)
+    if engine != "numba":
+        return cross_entropy_backward_ref(probs, targets, dtype)
+    dlogits = np.empty(probs.shape, dtype=dtype)
+    _cross_entropy_backward_nb(probs, targets, 1.0 / len(targets), dlogits)
+    return dlogits

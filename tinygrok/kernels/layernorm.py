@@ -5,13 +5,22 @@ Backward:  dxhat = dy w
            dx    = rstd (dxhat - mean(dxhat) - xhat mean(dxhat xhat))
            dw    = sum_rows dy xhat,   db = sum_rows dy
 (llm.c, doc/layernorm/layernorm.md, derives the dx line.)
+
+The numba kernels run one row per parallel iteration, except for dw and db, which sum over rows:
+there each iteration owns a fixed block of ROWS_PER_BLOCK rows and writes that block's partial
+sums, and the partials are added afterwards in block order. The blocks do not depend on the
+thread count, so neither do the results.
 """
 
 from __future__ import annotations
 
 import numpy as np
+from numba import njit, prange
+
+from tinygrok.kernels import FASTMATH
 
 EPS = 1e-5
+ROWS_PER_BLOCK = 64
 
 
 def layernorm_forward_ref(
@@ -38,11 +47,65 @@ def layernorm_backward_ref(
     return dx, (dy * xhat).sum(axis=0), dy.sum(axis=0)
 
 
+@njit(cache=True, parallel=True, fastmath=FASTMATH)
+def _layernorm_forward_nb(x, w, b, eps, y, mean, rstd):
+    """Fills y (N, C), mean (N,), rstd (N,); see `layernorm_forward_ref`."""
+    N, C = x.shape
+    zero, one, n_c = x.dtype.type(0), x.dtype.type(1), x.dtype.type(C)
+    for n in prange(N):
+        xr, yr = x[n], y[n]
+        m = zero
+        for c in range(C):
+            m += xr[c]
+        m /= n_c
+        var = zero
+        for c in range(C):
+            var += (xr[c] - m) * (xr[c] - m)
+        r = one / np.sqrt(var / n_c + eps)
+        for c in range(C):
+            yr[c] = (xr[c] - m) * r * w[c] + b[c]
+        mean[n], rstd[n] = m, r
+
+
+@njit(cache=True, parallel=True, fastmath=FASTMATH)
+def _layernorm_backward_nb(dy, x, w, mean, rstd, rows_per_block, dx, dw_part, db_part):
+    """Fills dx (N, C) and the per-block partial sums dw_part, db_part (blocks, C)."""
+    N, C = x.shape
+    zero, n_c = x.dtype.type(0), x.dtype.type(C)
+    for blk in prange(dw_part.shape[0]):
+        dwp, dbp = dw_part[blk], db_part[blk]
+        dwp[:] = zero
+        dbp[:] = zero
+        for n in range(blk * rows_per_block, min(N, (blk + 1) * rows_per_block)):
+            xr, dyr, dxr, m, r = x[n], dy[n], dx[n], mean[n], rstd[n]
+            # dxhat = dy w;  the row means of dxhat and dxhat xhat;  dw += dy xhat;  db += dy
+            s1, s2 = zero, zero
+            for c in range(C):
+                xhat = (xr[c] - m) * r
+                dxhat = dyr[c] * w[c]
+                s1 += dxhat
+                s2 += dxhat * xhat
+                dwp[c] += dyr[c] * xhat
+                dbp[c] += dyr[c]
+            s1 /= n_c
+            s2 /= n_c
+            # dx = rstd (dxhat - mean(dxhat) - xhat mean(dxhat xhat))
+            for c in range(C):
+                xhat = (xr[c] - m) * r
+                dxr[c] = (dyr[c] * w[c] - s1 - xhat * s2) * r
+
+
 def layernorm_forward(
     x: np.ndarray, w: np.ndarray, b: np.ndarray, engine: str = "numpy"
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Dispatch on the engine; see `layernorm_forward_ref`."""
-    return layernorm_forward_ref(x, w, b)
+    if engine != "numba":
+        return layernorm_forward_ref(x, w, b)
+    N = x.shape[0]
+    y = np.empty_like(x)
+    mean, rstd = np.empty(N, dtype=x.dtype), np.empty(N, dtype=x.dtype)
+    _layernorm_forward_nb(x, w, b, x.dtype.type(EPS), y, mean, rstd)
+    return y, mean, rstd
 
 
 def layernorm_backward(
@@ -54,4 +117,11 @@ def layernorm_backward(
     engine: str = "numpy",
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Dispatch on the engine; see `layernorm_backward_ref`."""
-    return layernorm_backward_ref(dy, x, w, mean, rstd)
+    if engine != "numba":
+        return layernorm_backward_ref(dy, x, w, mean, rstd)
+    N, C = x.shape
+    blocks = -(-N // ROWS_PER_BLOCK)
+    dx = np.empty_like(x)
+    dw_part, db_part = np.empty((blocks, C), dtype=x.dtype), np.empty((blocks, C), dtype=x.dtype)
+    _layernorm_backward_nb(dy, x, w, mean, rstd, ROWS_PER_BLOCK, dx, dw_part, db_part)
+    return dx, dw_part.sum(axis=0), db_part.sum(axis=0)

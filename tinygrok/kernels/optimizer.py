@@ -13,11 +13,19 @@ SGD with momentum, as torch.optim.SGD (weight decay added to the gradient, no da
     buf <- g                    at the first step
     buf <- mu buf + g           after it
     p <- p - lr buf
+
+Every element is independent, so the numba kernels run over elements in parallel. Their scalars
+arrive in the parameters' dtype, as NumPy treats Python floats in the reference.
 """
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
+from numba import njit, prange
+
+from tinygrok.kernels import FASTMATH
 
 
 def adamw_update_ref(
@@ -39,7 +47,7 @@ def adamw_update_ref(
     v *= beta2
     v += (1 - beta2) * g * g
     bc1, bc2 = 1 - beta1**step, 1 - beta2**step
-    p -= (lr / bc1) * m / (np.sqrt(v) / np.sqrt(bc2) + eps)
+    p -= (lr / bc1) * m / (np.sqrt(v) / math.sqrt(bc2) + eps)
 
 
 def sgd_update_ref(
@@ -61,11 +69,75 @@ def sgd_update_ref(
     p -= lr * buf
 
 
-def adamw_update(*args, engine: str = "numpy") -> None:
+@njit(cache=True, parallel=True, fastmath=FASTMATH)
+def _adamw_update_nb(p, g, m, v, decay, beta1, c1, beta2, c2, step_size, sqrt_bc2, eps):
+    """p, g, m, v (N,); decay = 1 - lr wd, c1 = 1 - beta1, c2 = 1 - beta2,
+    step_size = lr / (1 - beta1^t), sqrt_bc2 = sqrt(1 - beta2^t)."""
+    for i in prange(p.size):
+        p[i] *= decay
+        m[i] = beta1 * m[i] + c1 * g[i]
+        v[i] = beta2 * v[i] + c2 * g[i] * g[i]
+        p[i] -= step_size * m[i] / (np.sqrt(v[i]) / sqrt_bc2 + eps)
+
+
+@njit(cache=True, parallel=True, fastmath=FASTMATH)
+def _sgd_update_nb(p, g, buf, lr, momentum, weight_decay, first):
+    """p, g, buf (N,); `first` starts the momentum buffer at the first step's gradient."""
+    for i in prange(p.size):
+        d = g[i] + weight_decay * p[i]
+        buf[i] = d if first else momentum * buf[i] + d
+        p[i] -= lr * buf[i]
+
+
+def adamw_update(
+    p: np.ndarray,
+    g: np.ndarray,
+    m: np.ndarray,
+    v: np.ndarray,
+    lr: float,
+    beta1: float,
+    beta2: float,
+    eps: float,
+    weight_decay: float,
+    step: int,
+    engine: str = "numpy",
+) -> None:
     """Dispatch on the engine; see `adamw_update_ref`."""
-    adamw_update_ref(*args)
+    if engine != "numba":
+        adamw_update_ref(p, g, m, v, lr, beta1, beta2, eps, weight_decay, step)
+        return
+    k = p.dtype.type
+    bc1, bc2 = 1 - beta1**step, 1 - beta2**step
+    decay, step_size = k(1 - lr * weight_decay), k(lr / bc1)
+    _adamw_update_nb(
+        p,
+        g,
+        m,
+        v,
+        decay,
+        k(beta1),
+        k(1 - beta1),
+        k(beta2),
+        k(1 - beta2),
+        step_size,
+        k(math.sqrt(bc2)),
+        k(eps),
+    )
 
 
-def sgd_update(*args, engine: str = "numpy") -> None:
+def sgd_update(
+    p: np.ndarray,
+    g: np.ndarray,
+    buf: np.ndarray,
+    lr: float,
+    momentum: float,
+    weight_decay: float,
+    step: int,
+    engine: str = "numpy",
+) -> None:
     """Dispatch on the engine; see `sgd_update_ref`."""
-    sgd_update_ref(*args)
+    if engine != "numba":
+        sgd_update_ref(p, g, buf, lr, momentum, weight_decay, step)
+        return
+    k = p.dtype.type
+    _sgd_update_nb(p, g, buf, k(lr), k(momentum), k(weight_decay), step == 1)

@@ -1,0 +1,143 @@
+"""What the benchmark scripts share: thread settings, a tinygrok training step, the matrix
+products of a step (for FLOP counts and the BLAS rate), and robust timing.
+
+The scripts run as `python benchmarks/NAME.py`, so this folder is on sys.path.
+"""
+
+from __future__ import annotations
+
+import os
+import platform
+import statistics
+import time
+from collections.abc import Callable
+from datetime import date
+
+import numpy as np
+
+from tinygrok.config import Config
+from tinygrok.model import Params, init_params, loss_and_grads
+from tinygrok.optim import learning_rate, make_optimizer
+from tinygrok.tasks import SEQ_LEN, Batches, make_dataset, vocab_size
+from tinygrok.train import set_threads
+
+
+def set_all_threads(n: int) -> dict:
+    """BLAS, numba and (when imported) PyTorch on n threads; returns the counts in use."""
+    counts = set_threads(n)
+    try:
+        import torch
+    except ImportError:
+        return counts
+    torch.set_num_threads(n)
+    return counts | {"torch": torch.get_num_threads()}
+
+
+def machine_line() -> str:
+    """One line naming the machine, the date and the load, printed above every table."""
+    load = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
+    return (
+        f"{date.today()}  {platform.processor() or platform.machine()}  {os.cpu_count()} cores  "
+        f"load average {load:.1f}  numpy {np.__version__}"
+    )
+
+
+class TinygrokSteps:
+    """tinygrok's training step (loss, gradients, optimizer) on the run's own batches."""
+
+    def __init__(self, cfg: Config, engine: str):
+        self.cfg, self.engine = cfg, engine
+        data = make_dataset(cfg.tasks, cfg.p, cfg.train_frac, cfg.seed)
+        self.batches = Batches(data, cfg.batch_size, cfg.seed)
+        self.params, _ = init_params(cfg)
+        self.grads = Params.zeros(self.params.shapes, self.params.flat.dtype)
+        self.opt = make_optimizer(cfg, self.params.flat.size, self.params.flat.dtype, engine)
+        self.t = 0
+
+    def __call__(self, n: int) -> None:
+        """Take n steps."""
+        for _ in range(n):
+            self.t += 1
+            tokens, targets = self.batches(self.t)
+            loss_and_grads(self.params, tokens, targets, self.cfg, self.grads, self.engine)
+            self.opt.step(self.params.flat, self.grads.flat, learning_rate(self.cfg, self.t))
+
+
+def step_products(cfg: Config, last_only: bool) -> list[tuple[int, int, int]]:
+    """The matrix products (M, K, N) of one training step, forward and backward.
+
+    With `last_only` (tinygrok) the last block projects queries, runs attention's output
+    projection and its MLP for the last position only; without it (the usual PyTorch model) every
+    block runs on every position. The attention scores (T x T per head) are left out: they are
+    below 0.1% of the FLOPs and tinygrok computes them in its attention kernel.
+    """
+    B, T, C, F, P = cfg.batch_size, SEQ_LEN, cfg.d_model, cfg.d_mlp, cfg.p
+    N = B * T
+    prods: list[tuple[int, int, int]] = []
+
+    def linear(rows: int, cin: int, cout: int) -> None:
+        # y = x @ w;  dx = dy @ w.T;  dw = x.T @ dy
+        prods.extend([(rows, cin, cout), (rows, cout, cin), (cin, rows, cout)])
+
+    for i in range(cfg.layers):
+        last = last_only and i == cfg.layers - 1
+        rows = B if last else N
+        if last:
+            linear(B, C, C)  # query of the last position
+            linear(N, C, 2 * C)  # keys and values of every position
+        else:
+            linear(N, C, 3 * C)
+        linear(rows, C, C)  # attention output projection
+        linear(rows, C, F)
+        linear(rows, F, C)
+    linear(B, C, P)  # unembedding of the last position
+    return prods
+
+
+def gflop(prods: list[tuple[int, int, int]]) -> float:
+    """FLOPs of the products, in units of 1e9 (a multiply-add counts 2)."""
+    return sum(2 * m * k * n for m, k, n in prods) / 1e9
+
+
+def blas_products(prods: list[tuple[int, int, int]], dtype=np.float32) -> Callable[[int], None]:
+    """A step's matrix products alone, on random matrices: BLAS's rate on the model's shapes."""
+    rng = np.random.default_rng(0)
+    pairs = [
+        (rng.standard_normal((m, k)).astype(dtype), rng.standard_normal((k, n)).astype(dtype))
+        for m, k, n in prods
+    ]
+
+    def run(n: int) -> None:
+        for _ in range(n):
+            for a, b in pairs:
+                a @ b
+
+    return run
+
+
+def ms_per_step(
+    runners: dict[str, Callable[[int], None]],
+    steps: dict[str, int],
+    rounds: int,
+    warmup: int = 2,
+) -> dict[str, list[float]]:
+    """Milliseconds per step of every runner, one sample per round; the runners take turns
+    within each round, so a slow minute on a shared machine hits all of them alike."""
+    for run in runners.values():
+        run(warmup)
+    samples: dict[str, list[float]] = {name: [] for name in runners}
+    for _ in range(rounds):
+        for name, run in runners.items():
+            t = time.perf_counter()
+            run(steps[name])
+            samples[name].append(1000 * (time.perf_counter() - t) / steps[name])
+    return samples
+
+
+def median(xs: list[float]) -> float:
+    return statistics.median(xs)
+
+
+def n_tokens(cfg: Config) -> int:
+    """Vocabulary size of the config's model."""
+    return vocab_size(cfg.p, len(cfg.tasks))

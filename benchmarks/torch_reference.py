@@ -1,0 +1,169 @@
+"""The same model and recipe in PyTorch (CPU, eager): what a user would write instead of tinygrok.
+
+GPT-2-shaped, pre-LayerNorm blocks with a fused QKV projection, `scaled_dot_product_attention`
+(causal), a tanh-GELU MLP, a final LayerNorm and an untied unembedding read at the last position;
+torch.optim.AdamW with the run's betas, eps and weight decay on every parameter, and tinygrok's
+warmup schedule. Like the usual PyTorch implementations it runs every block on every position
+(`last_only=False`); `last_only=True` skips, as tinygrok does, the last block's work for the
+positions that do not reach the loss.
+
+`load_tinygrok` copies tinygrok's parameters in (tinygrok stores a weight as (in, out), PyTorch
+as (out, in)), so both start from the same point; `check_same_model` verifies that the two
+compute the same loss and gradients before anything is timed.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from tinygrok.config import Config
+from tinygrok.model import Params, loss_and_grads
+from tinygrok.optim import learning_rate
+from tinygrok.tasks import SEQ_LEN, Batches, make_dataset, vocab_size
+
+
+class Block(nn.Module):
+    def __init__(self, C: int, n_head: int, F_: int):
+        super().__init__()
+        self.n_head = n_head
+        self.ln1, self.ln2 = nn.LayerNorm(C), nn.LayerNorm(C)
+        self.qkv, self.proj = nn.Linear(C, 3 * C), nn.Linear(C, C)
+        self.fc, self.out = nn.Linear(C, F_), nn.Linear(F_, C)
+
+    def forward(self, x: torch.Tensor, last_only: bool) -> torch.Tensor:
+        B, T, C = x.shape
+        NH, HS = self.n_head, C // self.n_head
+        qkv = self.qkv(self.ln1(x)).view(B, T, 3, NH, HS).permute(2, 0, 3, 1, 4)
+        q, k, v = qkv[0], qkv[1], qkv[2]  # (B, NH, T, HS)
+        if last_only:  # the last position sees every key: no mask needed
+            y = F.scaled_dot_product_attention(q[:, :, -1:], k, v)  # (B, NH, 1, HS)
+            x = x[:, -1:]
+        else:
+            y = F.scaled_dot_product_attention(q, k, v, is_causal=True)  # (B, NH, T, HS)
+        x = x + self.proj(y.transpose(1, 2).reshape(B, x.shape[1], C))
+        return x + self.out(F.gelu(self.fc(self.ln2(x)), approximate="tanh"))
+
+
+class TorchModel(nn.Module):
+    def __init__(self, cfg: Config, last_only: bool = False):
+        super().__init__()
+        if not cfg.layer_norm or cfg.activation != "gelu":
+            raise ValueError("the PyTorch reference has LayerNorm and GELU, as the default model")
+        C = cfg.d_model
+        self.last_only = last_only
+        self.wte = nn.Embedding(vocab_size(cfg.p, len(cfg.tasks)), C)
+        self.wpe = nn.Parameter(torch.zeros(SEQ_LEN, C))
+        self.blocks = nn.ModuleList([Block(C, cfg.heads, cfg.d_mlp) for _ in range(cfg.layers)])
+        self.ln_f = nn.LayerNorm(C)
+        self.head = nn.Linear(C, cfg.p)
+
+    def forward(self, tokens: torch.Tensor) -> torch.Tensor:
+        """tokens (B, T) -> logits (B, P) at the last position."""
+        x = self.wte(tokens) + self.wpe
+        for i, block in enumerate(self.blocks):
+            x = block(x, self.last_only and i == len(self.blocks) - 1)
+        return self.head(self.ln_f(x[:, -1]))
+
+
+def _pairs(model: TorchModel, cfg: Config) -> list[tuple[str, torch.Tensor, bool]]:
+    """(tinygrok name, PyTorch tensor, transposed) for every parameter."""
+    out = [("wte", model.wte.weight, False), ("wpe", model.wpe, False)]
+    for i, blk in enumerate(model.blocks):
+        b = f"blocks.{i}."
+        out += [
+            (b + "ln1.w", blk.ln1.weight, False),
+            (b + "ln1.b", blk.ln1.bias, False),
+            (b + "attn.w_qkv", blk.qkv.weight, True),
+            (b + "attn.b_qkv", blk.qkv.bias, False),
+            (b + "attn.w_o", blk.proj.weight, True),
+            (b + "attn.b_o", blk.proj.bias, False),
+            (b + "ln2.w", blk.ln2.weight, False),
+            (b + "ln2.b", blk.ln2.bias, False),
+            (b + "mlp.w_fc", blk.fc.weight, True),
+            (b + "mlp.b_fc", blk.fc.bias, False),
+            (b + "mlp.w_proj", blk.out.weight, True),
+            (b + "mlp.b_proj", blk.out.bias, False),
+        ]
+    out += [
+        ("ln_f.w", model.ln_f.weight, False),
+        ("ln_f.b", model.ln_f.bias, False),
+        ("head.w", model.head.weight, True),
+        ("head.b", model.head.bias, False),
+    ]
+    return out
+
+
+def load_tinygrok(model: TorchModel, params: Params, cfg: Config) -> None:
+    """Copy tinygrok's parameters into the PyTorch model."""
+    with torch.no_grad():
+        for name, tensor, transposed in _pairs(model, cfg):
+            w = params[name]
+            tensor.copy_(torch.from_numpy(np.ascontiguousarray(w.T if transposed else w)))
+
+
+def check_same_model(cfg: Config, params: Params, engine: str, tol: float = 2e-4) -> float:
+    """Loss and every gradient of one batch, tinygrok vs PyTorch from the same parameters;
+    raises if they differ by more than `tol` (relative to each tensor's largest entry).
+    Returns the largest relative difference."""
+    data = make_dataset(cfg.tasks, cfg.p, cfg.train_frac, cfg.seed)
+    tokens, targets = Batches(data, cfg.batch_size, cfg.seed)(1)
+    grads = Params.zeros(params.shapes, params.flat.dtype)
+    loss = loss_and_grads(params, tokens, targets, cfg, grads, engine)
+    worst = 0.0
+    for last_only in (False, True):
+        model = TorchModel(cfg, last_only)
+        load_tinygrok(model, params, cfg)
+        t_loss = F.cross_entropy(model(torch.from_numpy(tokens)), torch.from_numpy(targets))
+        t_loss.backward()
+        worst = max(worst, abs(t_loss.item() - loss) / abs(loss))
+        for name, tensor, transposed in _pairs(model, cfg):
+            g = tensor.grad.numpy()
+            g = g.T if transposed else g
+            want = grads[name]
+            worst = max(worst, float(np.abs(g - want).max() / max(np.abs(want).max(), 1e-6)))
+    if worst > tol:
+        raise AssertionError(f"PyTorch and tinygrok disagree: relative difference {worst:.2e}")
+    return worst
+
+
+class TorchSteps:
+    """PyTorch's training step on tinygrok's batches, from tinygrok's initial parameters."""
+
+    def __init__(self, cfg: Config, params: Params, last_only: bool = False):
+        self.cfg = cfg
+        data = make_dataset(cfg.tasks, cfg.p, cfg.train_frac, cfg.seed)
+        self.batches = Batches(data, cfg.batch_size, cfg.seed)
+        self.model = TorchModel(cfg, last_only)
+        load_tinygrok(self.model, params, cfg)
+        self.opt = torch.optim.AdamW(
+            self.model.parameters(),
+            lr=cfg.lr,
+            betas=(cfg.beta1, cfg.beta2),
+            eps=cfg.eps,
+            weight_decay=cfg.weight_decay,
+        )
+        self.t = 0
+
+    def __call__(self, n: int) -> None:
+        """Take n steps."""
+        for _ in range(n):
+            self.t += 1
+            tokens, targets = self.batches(self.t)
+            for group in self.opt.param_groups:
+                group["lr"] = learning_rate(self.cfg, self.t)
+            loss = F.cross_entropy(self.model(torch.from_numpy(tokens)), torch.from_numpy(targets))
+            self.opt.zero_grad(set_to_none=True)
+            loss.backward()
+            self.opt.step()
+
+    @torch.no_grad()
+    def evaluate(self, x: np.ndarray, y: np.ndarray, chunk: int = 4096) -> float:
+        """Accuracy over a whole set, in chunks."""
+        correct = 0
+        for s in range(0, len(y), chunk):
+            logits = self.model(torch.from_numpy(x[s : s + chunk]))
+            correct += int((logits.argmax(1) == torch.from_numpy(y[s : s + chunk])).sum())
+        return correct / len(y)

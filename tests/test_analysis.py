@@ -1,0 +1,196 @@
+"""Progress measures (Fourier spectrum, key frequencies, Gini, restricted and excluded loss),
+regime rules, and the `analyze` and `phase` commands on tiny runs."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+from clirun import TINY, run_cli
+
+from tinygrok.analysis import (
+    cross_entropy,
+    fourier_basis,
+    frequency_norms,
+    gini,
+    key_frequencies,
+    pair_directions,
+    restricted_excluded,
+)
+from tinygrok.phase import cell_regime, classify
+
+
+@pytest.mark.parametrize("p", [7, 12, 23, 113])
+def test_fourier_basis_is_orthonormal(p):
+    basis, freqs = fourier_basis(p)
+    assert basis.shape == (p, p)
+    np.testing.assert_allclose(basis @ basis.T, np.eye(p), atol=1e-10)
+    assert freqs.max() == p // 2 and np.bincount(freqs)[0] == 1
+
+
+@pytest.mark.parametrize("p, planted", [(23, [7]), (113, [14, 35, 41]), (30, [4, 15])])
+def test_planted_frequencies_are_recovered(p, planted):
+    rng = np.random.default_rng(0)
+    x = np.arange(p)[:, None]
+    w = 0.01 * rng.standard_normal((p, 16))  # noise on every frequency
+    for k in planted:
+        phase = 2 * np.pi * k * x / p
+        w += np.cos(phase) * rng.standard_normal(16) + np.sin(phase) * rng.standard_normal(16)
+    norms = frequency_norms(w)
+    assert norms.shape == (p // 2 + 1,)
+    assert key_frequencies(norms) == planted
+    assert set(np.argsort(norms)[-len(planted) :]) == set(planted)
+
+
+def test_flat_spectrum_has_no_key_frequencies():
+    w = np.random.default_rng(1).standard_normal((97, 128))  # a fresh embedding: flat spectrum
+    assert key_frequencies(frequency_norms(w)) == []
+
+
+def test_gini_of_one_hot_and_flat_spectra():
+    one_hot = np.zeros(57)
+    one_hot[14] = 3.0
+    assert gini(one_hot) == pytest.approx(56 / 57) and gini(one_hot) > 0.95
+    assert gini(np.full(57, 2.5)) == pytest.approx(0.0, abs=1e-12)
+    rng = np.random.default_rng(2)
+    assert gini(1 + 0.05 * rng.random(57)) < 0.05
+    assert 0.3 < gini(rng.exponential(size=1000)) < 0.7  # exponential: Gini 1/2
+
+
+def fourier_logits(p: int, freqs: list[int], s: int, scale: float) -> np.ndarray:
+    """Logits (p*p, p) of the Fourier circuit: sum over k of cos(w_k (a + s b - c))."""
+    a, b = np.divmod(np.arange(p * p), p)
+    c = np.arange(p)
+    w = 2 * np.pi * np.array(freqs)[:, None, None] / p
+    return scale * np.cos(w * ((a + s * b)[None, :, None] - c[None, None, :])).sum(axis=0)
+
+
+@pytest.mark.parametrize("task, s", [("addition", 1), ("subtraction", -1)])
+def test_restricted_loss_of_a_fourier_model_is_low(task, s):
+    p, key = 31, [3, 8, 11]
+    a, b = np.divmod(np.arange(p * p), p)
+    labels = (a + s * b) % p
+    rows = np.random.default_rng(3).permutation(p * p)
+    train, val = rows[: p * p // 2], rows[p * p // 2 :]
+    logits = fourier_logits(p, key, s, scale=6.0)
+    assert cross_entropy(logits, labels) < 1e-3  # the circuit computes the task
+    restricted, excluded = restricted_excluded(logits, labels, train, val, key, s)
+    assert restricted < 1e-3  # everything is in the key frequencies' directions
+    assert excluded == pytest.approx(np.log(p), rel=1e-6)  # nothing left without them
+    # keeping the wrong frequencies leaves nothing either
+    wrong, _ = restricted_excluded(logits, labels, train, val, [1, 2], s)
+    assert wrong == pytest.approx(np.log(p), rel=1e-6)
+
+
+def test_restricted_loss_of_a_lookup_table_is_high():
+    p = 31
+    a, b = np.divmod(np.arange(p * p), p)
+    labels = (a + b) % p
+    rows = np.random.default_rng(4).permutation(p * p)
+    train, val = rows[: p * p // 2], rows[p * p // 2 :]
+    # memorizes the training pairs only: +10 on their answer, random logits elsewhere
+    logits = np.random.default_rng(5).standard_normal((p * p, p))
+    logits[train, labels[train]] += 10.0
+    restricted, excluded = restricted_excluded(logits, labels, train, val, [3, 8], 1)
+    assert restricted > 0.9 * np.log(p)
+    assert excluded < 0.1  # removing two frequencies barely touches a lookup table
+
+
+def test_pair_directions_are_orthonormal():
+    d = pair_directions(12, [1, 5, 6], 1)  # k = 6 = p/2 has no sine
+    assert d.shape == (5, 144)
+    np.testing.assert_allclose(d @ d.T, np.eye(5), atol=1e-10)
+
+
+def summary(mem, gen, status="finished"):
+    return {"memorized_step": mem, "generalized_step": gen, "status": status}
+
+
+@pytest.mark.parametrize(
+    "mem, gen, status, regime",
+    [
+        (100, 150, "finished", "comprehension"),  # delay 50 < 1 x 100
+        (100, 200, "finished", "grokking"),  # delay 100 >= 1 x 100
+        (1400, 9400, "finished", "grokking"),  # Nanda et al.'s 30% run
+        (300, 200, "finished", "comprehension"),  # generalized before memorizing
+        (None, 500, "finished", "comprehension"),
+        (100, None, "finished", "memorization"),
+        (None, None, "finished", "confusion"),
+        (100, 5000, "diverged", "confusion"),
+        (10, 30, "finished", "comprehension"),  # delay 20 is within 2 evaluations (eval 10)
+    ],
+)
+def test_regime_rules(mem, gen, status, regime):
+    assert classify(summary(mem, gen, status), eval_every=10) == regime
+
+
+def test_grok_ratio_and_cells():
+    assert classify(summary(100, 250), grok_ratio=2.0) == "comprehension"
+    assert classify(summary(100, 300), grok_ratio=2.0) == "grokking"
+    assert cell_regime(["grokking", "memorization", "grokking"]) == "grokking"
+    assert cell_regime(["memorization", "grokking"]) == "grokking"  # a tie: earlier in REGIMES
+
+
+SMALL = [*TINY, "--steps", "40", "--patience", "0"]
+
+
+def test_snapshot_every_must_follow_evaluations(tmp_path):
+    r = run_cli("run", "addition", *SMALL, "--snapshot-every", "15", "--out", tmp_path / "r")
+    assert r.code == 2 and len(r.err_lines) == 1 and "--snapshot-every" in r.err
+
+
+def test_analyze_a_tiny_run(tmp_path):
+    run = tmp_path / "run"
+    r = run_cli("run", "addition", *SMALL, "--snapshot-every", "20", "--out", run)
+    assert r.code == 0, r.err
+    steps = sorted(int(f.stem[5:]) for f in (run / "snapshots").glob("step_*.npz"))
+    assert steps == [0, 20, 40]
+    r = run_cli("analyze", run, "--threads", "1")
+    assert r.code == 0, r.err
+    a = json.loads((run / "analysis.json").read_text())
+    assert a["steps"] == steps
+    for key in ("restricted_loss", "excluded_loss", "gini_embedding", "gini_unembedding"):
+        assert len(a[key]) == 3 and all(np.isfinite(a[key]))
+    assert len(a["embedding_spectrum"][0]) == 11 // 2 + 1
+    assert set(a["weight_norms"]) == {"embedding", "blocks.0", "unembedding", "total"}
+    records = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
+    by_step = {rec["step"]: rec for rec in records}
+    for i, step in enumerate(steps):  # the snapshots are the parameters the run evaluated
+        assert a["train_loss"][i] == pytest.approx(by_step[step]["train_loss"], rel=1e-4)
+        assert a["weight_norms"]["total"][i] == pytest.approx(
+            by_step[step]["weight_norm"], rel=1e-5
+        )
+    for name in a["figures"]:
+        assert (run / name).stat().st_size > 10_000
+    assert "snapshots, steps 0 to 40" in r.out
+
+
+def test_analyze_errors(tmp_path):
+    run = tmp_path / "run"
+    assert run_cli("run", "addition", *SMALL, "--out", run).code == 0
+    r = run_cli("analyze", run)
+    assert r.code == 2 and r.err_lines == [
+        f"tinygrok: error: RUN_DIR: {run} has no parameter snapshots; train it with "
+        "--snapshot-every N"
+    ]
+    r = run_cli("analyze", tmp_path / "nothing")
+    assert r.code == 2 and "holds no run" in r.err
+
+
+def test_phase_draws_a_grid(tmp_path):
+    out = tmp_path / "phase"
+    r = run_cli(
+        "phase", "addition", *SMALL, "--grid", "weight_decay=0,1", "--grid", "train_frac=0.5",
+        "--out", out,
+    )  # fmt: skip
+    assert r.code == 0, r.err
+    doc = json.loads((out / "phase.json").read_text())
+    assert [c["values"] for c in doc["cells"]] == [
+        {"weight_decay": 0.0, "train_frac": 0.5},
+        {"weight_decay": 1.0, "train_frac": 0.5},
+    ]
+    for cell in doc["cells"]:
+        run = cell["runs"][0]
+        assert cell["regime"] == classify(run, eval_every=10)
+    assert (out / "phase.png").stat().st_size > 10_000

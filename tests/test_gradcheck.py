@@ -1,0 +1,292 @@
+"""Hand-written backward passes against centered finite differences, in float64 (CS231n, llm.c).
+
+Every layer is checked with the scalar `loss = sum(out * dout)` for a random `dout`, so that the
+backward of `out` is exactly `dout`; Hypothesis draws the shapes. The whole model is checked on
+sampled coordinates of every parameter tensor. Every engine of `tinygrok.config.ENGINES` runs the
+same checks.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from tinygrok import layers as L
+from tinygrok.config import ENGINES, Config, validate
+from tinygrok.model import Params, backward, forward, init_params, loss_and_grads
+from tinygrok.tasks import Batches, make_dataset
+
+H = 1e-6  # finite-difference step
+ATOL, RTOL = 1e-6, 1e-5  # |analytic - numeric| <= ATOL + RTOL * |numeric|
+SETTINGS = settings(max_examples=8, deadline=None)
+
+engines = pytest.mark.parametrize("engine", ENGINES)
+seeds = st.integers(0, 2**32 - 1)
+
+
+def numeric_grad(f: Callable[[], float], x: np.ndarray) -> np.ndarray:
+    """Centered differences of the scalar f() with respect to every element of x (in place)."""
+    grad = np.zeros_like(x)
+    flat, gflat = x.reshape(-1), grad.reshape(-1)  # views: x must be contiguous
+    for i in range(flat.size):
+        old = flat[i]
+        flat[i] = old + H
+        up = f()
+        flat[i] = old - H
+        down = f()
+        flat[i] = old
+        gflat[i] = (up - down) / (2 * H)
+    return grad
+
+
+def assert_close(analytic: np.ndarray, numeric: np.ndarray, name: str) -> None:
+    assert analytic.shape == numeric.shape, name
+    err = np.abs(analytic - numeric) - (ATOL + RTOL * np.abs(numeric))
+    worst = np.unravel_index(np.argmax(err), err.shape) if err.size else None
+    assert err.size == 0 or err.max() <= 0, (
+        f"{name}: analytic {analytic[worst]:.8g} vs numeric {numeric[worst]:.8g} at {worst}"
+    )
+
+
+def check_layer(
+    out_of: Callable[[], np.ndarray], grads: dict[str, np.ndarray], inputs: dict[str, np.ndarray]
+) -> None:
+    """Compare the analytic `grads` of sum(out * dout) with finite differences over `inputs`.
+
+    `grads` must have been computed (and copied) before this call: the finite differences
+    perturb the inputs in place, and caches may hold views of them.
+    """
+    dout = np.random.default_rng(1).standard_normal(out_of().shape)
+    for name, x in inputs.items():
+        assert_close(grads[name], numeric_grad(lambda: float((out_of() * dout).sum()), x), name)
+
+
+def randn(rng: np.random.Generator, *shape: int, scale: float = 1.0) -> np.ndarray:
+    return scale * rng.standard_normal(shape)
+
+
+# ----------------------------------------------------------------------------------------------
+# layers
+
+
+@engines
+@SETTINGS
+@given(B=st.integers(1, 3), T=st.integers(1, 4), C=st.integers(1, 6), V=st.integers(1, 9), seed=seeds)
+def test_embedding(engine, B, T, C, V, seed):
+    rng = np.random.default_rng(seed)
+    tokens = rng.integers(0, V, (B, T))
+    wte, wpe = randn(rng, V, C), randn(rng, T, C)
+    dout = np.random.default_rng(1).standard_normal((B, T, C))
+    dwte, dwpe = L.embedding_backward(dout, tokens, V, engine)
+    out = lambda: L.embedding_forward(tokens, wte, wpe)  # noqa: E731
+    check_layer(out, {"wte": dwte.copy(), "wpe": dwpe.copy()}, {"wte": wte, "wpe": wpe})
+
+
+@engines
+@SETTINGS
+@given(N=st.integers(1, 6), C=st.integers(2, 12), seed=seeds)
+def test_layernorm(engine, N, C, seed):
+    rng = np.random.default_rng(seed)
+    x, w, b = randn(rng, N, C, scale=2.0), randn(rng, C), randn(rng, C)
+    dout = np.random.default_rng(1).standard_normal((N, C))
+    _, cache = L.layernorm(x, w, b, engine)
+    dx, dw, db = (g.copy() for g in L.layernorm_back(dout, cache, engine))
+    out = lambda: L.layernorm(x, w, b, engine)[0]  # noqa: E731
+    check_layer(out, {"x": dx, "w": dw, "b": db}, {"x": x, "w": w, "b": b})
+
+
+@SETTINGS
+@given(N=st.integers(1, 6), Cin=st.integers(1, 8), Cout=st.integers(1, 8), seed=seeds)
+def test_linear(N, Cin, Cout, seed):
+    """The linear map, which is also the unembedding (head.w, head.b)."""
+    rng = np.random.default_rng(seed)
+    x, w, b = randn(rng, N, Cin), randn(rng, Cin, Cout), randn(rng, Cout)
+    dout = np.random.default_rng(1).standard_normal((N, Cout))
+    dx, dw, db = L.linear_backward(dout, x, w)
+    out = lambda: L.linear_forward(x, w, b)  # noqa: E731
+    check_layer(out, {"x": dx, "w": dw, "b": db}, {"x": x, "w": w, "b": b})
+
+
+@engines
+@pytest.mark.parametrize("q_last", [False, True])
+@SETTINGS
+@given(
+    B=st.integers(1, 3), T=st.integers(1, 4), NH=st.integers(1, 3), HS=st.integers(1, 4), seed=seeds
+)
+def test_attention(engine, q_last, B, T, NH, HS, seed):
+    rng = np.random.default_rng(seed)
+    C = NH * HS
+    x = randn(rng, B, T, C)
+    w_qkv, b_qkv = randn(rng, C, 3 * C, scale=0.7), randn(rng, 3 * C, scale=0.5)
+    w_o, b_o = randn(rng, C, C), randn(rng, C)
+    weights = {"x": x, "w_qkv": w_qkv, "b_qkv": b_qkv, "w_o": w_o, "b_o": b_o}
+
+    def out() -> np.ndarray:
+        return L.attention(x, w_qkv, b_qkv, w_o, b_o, NH, q_last, engine)[0]
+
+    y, cache = L.attention(x, w_qkv, b_qkv, w_o, b_o, NH, q_last, engine)
+    assert y.shape == (B, 1 if q_last else T, C)
+    dout = np.random.default_rng(1).standard_normal(y.shape)
+    grads = L.attention_back(dout, cache, engine)
+    check_layer(out, {k: g.copy() for k, g in zip(weights, grads, strict=True)}, weights)
+
+
+@engines
+@pytest.mark.parametrize("act", ["gelu", "relu"])
+@SETTINGS
+@given(N=st.integers(1, 6), C=st.integers(1, 6), F=st.integers(1, 10), seed=seeds)
+def test_mlp(engine, act, N, C, F, seed):
+    rng = np.random.default_rng(seed)
+    x, w_fc, b_fc = randn(rng, N, C), randn(rng, C, F), randn(rng, F)
+    w_proj, b_proj = randn(rng, F, C), randn(rng, C)
+    weights = {"x": x, "w_fc": w_fc, "b_fc": b_fc, "w_proj": w_proj, "b_proj": b_proj}
+
+    def out() -> np.ndarray:
+        return L.mlp(x, w_fc, b_fc, w_proj, b_proj, act, engine)[0]
+
+    _, cache = L.mlp(x, w_fc, b_fc, w_proj, b_proj, act, engine)
+    dout = np.random.default_rng(1).standard_normal((N, C))
+    grads = L.mlp_back(dout, cache, engine)
+    check_layer(out, {k: g.copy() for k, g in zip(weights, grads, strict=True)}, weights)
+
+
+@engines
+@SETTINGS
+@given(N=st.integers(1, 6), P=st.integers(2, 12), scale=st.sampled_from([0.1, 1.0, 5.0]), seed=seeds)
+def test_softmax_cross_entropy(engine, N, P, scale, seed):
+    """Here the loss is the layer's own output, the mean cross-entropy."""
+    rng = np.random.default_rng(seed)
+    logits, targets = randn(rng, N, P, scale=scale), rng.integers(0, P, N)
+    loss, cache = L.cross_entropy(logits, targets, engine)
+    dlogits = L.cross_entropy_back(cache, engine).copy()
+    assert dlogits.dtype == np.float64
+    numeric = numeric_grad(lambda: L.cross_entropy(logits, targets, engine)[0], logits)
+    assert_close(dlogits, numeric, "logits")
+    logp = logits - logits.max(1, keepdims=True)
+    logp -= np.log(np.exp(logp).sum(1, keepdims=True))
+    assert loss == pytest.approx(-logp[np.arange(N), targets].mean(), rel=1e-12)
+
+
+# ----------------------------------------------------------------------------------------------
+# the whole model
+
+
+def small_config(**changes) -> Config:
+    """Two tasks mod 7, two layers of width 8: every code path of the model, in float64."""
+    fields = dict(
+        tasks=("addition", "division"),
+        p=7,
+        layers=2,
+        d_model=8,
+        heads=2,
+        d_mlp=12,
+        dtype="float64",
+        batch_size=24,
+    )
+    return validate(Config(**(fields | changes)))
+
+
+def perturbed_params(cfg: Config, seed: int = 0) -> Params:
+    """The initialization plus noise, so that no parameter is at a special value (LayerNorm gains
+    of exactly 1, attention biases of exactly 0)."""
+    params, _ = init_params(cfg)
+    params.flat += 0.3 * np.random.default_rng(seed).standard_normal(params.flat.size)
+    return params
+
+
+def batch(cfg: Config) -> tuple[np.ndarray, np.ndarray]:
+    data = make_dataset(cfg.tasks, cfg.p, cfg.train_frac, cfg.seed)
+    return Batches(data, cfg.batch_size, cfg.seed)(1)
+
+
+@engines
+@pytest.mark.parametrize(
+    "changes",
+    [
+        {},
+        {"layer_norm": False},
+        {"activation": "relu"},
+        {"layer_norm": False, "activation": "relu", "tasks": ("subtraction",), "heads": 4},
+    ],
+    ids=["ln-gelu", "noln-gelu", "ln-relu", "noln-relu-1task"],
+)
+def test_whole_model_gradients(engine, changes):
+    cfg = small_config(**changes)
+    params, (tokens, targets) = perturbed_params(cfg), batch(cfg)
+    grads = Params.zeros(params.shapes, np.float64)
+    loss_and_grads(params, tokens, targets, cfg, grads, engine)
+
+    def loss() -> float:
+        logits, _ = forward(params, tokens, cfg, engine)
+        return L.cross_entropy(logits, targets, engine)[0]
+
+    rng = np.random.default_rng(2)
+    for name in params.shapes:
+        view = params[name].reshape(-1)
+        coords = rng.choice(view.size, size=min(view.size, 6), replace=False)
+        numeric = np.empty(len(coords))
+        for j, i in enumerate(coords):
+            old = view[i]
+            view[i] = old + H
+            up = loss()
+            view[i] = old - H
+            down = loss()
+            view[i] = old
+            numeric[j] = (up - down) / (2 * H)
+        assert_close(grads[name].reshape(-1)[coords], numeric, name)
+
+
+@engines
+@pytest.mark.parametrize("layer_norm", [True, False])
+def test_every_parameter_receives_a_gradient(engine, layer_norm):
+    """At the real initialization (LayerNorm 1/0, zero attention biases), on one batch."""
+    cfg = small_config(layer_norm=layer_norm)
+    params, _ = init_params(cfg)
+    tokens, targets = batch(cfg)
+    grads = Params.zeros(params.shapes, np.float64)
+    loss_and_grads(params, tokens, targets, cfg, grads, engine)
+    dead = [n for n in params.shapes if not np.abs(grads[n]).max() > 1e-8]
+    assert not dead, f"no gradient reaches {dead}"
+
+
+@engines
+def test_backward_leaves_no_stale_gradient(engine):
+    """`backward` overwrites every gradient: a second call into dirty buffers gives the same."""
+    cfg = small_config()
+    params, (tokens, targets) = perturbed_params(cfg), batch(cfg)
+    clean = Params.zeros(params.shapes, np.float64)
+    loss_and_grads(params, tokens, targets, cfg, clean, engine)
+    dirty = Params(params.shapes, np.full(params.flat.size, 7.0))
+    logits, caches = forward(params, tokens, cfg, engine)
+    _, c_ce = L.cross_entropy(logits, targets, engine)
+    backward(L.cross_entropy_back(c_ce, engine), caches, params, cfg, dirty, engine)
+    np.testing.assert_array_equal(dirty.flat, clean.flat)
+
+
+@engines
+@pytest.mark.parametrize("layer_norm", [True, False])
+def test_float32_and_float64_forward_agree(engine, layer_norm):
+    cfg64 = validate(
+        Config(
+            tasks=("division",),
+            p=23,
+            layers=2,
+            d_model=32,
+            heads=4,
+            d_mlp=64,
+            layer_norm=layer_norm,
+            dtype="float64",
+        )
+    )
+    params64, _ = init_params(cfg64)
+    params32 = params64.astype(np.float32)
+    (d,) = make_dataset(cfg64.tasks, cfg64.p, cfg64.train_frac, cfg64.seed)
+    logits64, _ = forward(params64, d.train_x, cfg64, engine)
+    logits32, _ = forward(params32, d.train_x, cfg64.replace(dtype="float32"), engine)
+    assert logits32.dtype == np.float32 and logits64.dtype == np.float64
+    scale = np.abs(logits64).max()
+    np.testing.assert_allclose(logits32, logits64, rtol=1e-4, atol=1e-5 * scale)

@@ -1,0 +1,202 @@
+"""Every numba kernel against its NumPy reference, on shapes Hypothesis draws, in float32 and
+float64. The references are the spec; the kernels may differ only by rounding.
+
+float64 must agree to about 1e-12. float32 allows what reordered sums, FMAs and (for GELU) the
+rational tanh change: relative 1e-4, and absolute 1e-4 of the output's largest magnitude for
+values that cancel to near zero.
+"""
+
+from __future__ import annotations
+
+import numba
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from tinygrok.kernels.activation import bias_act_backward, bias_act_forward
+from tinygrok.kernels.attention import attention_backward, attention_forward
+from tinygrok.kernels.crossentropy import cross_entropy_backward, cross_entropy_forward
+from tinygrok.kernels.embedding import embedding_backward
+from tinygrok.kernels.layernorm import layernorm_backward, layernorm_forward
+from tinygrok.kernels.optimizer import adamw_update, sgd_update
+
+DTYPES = [np.float32, np.float64]
+SETTINGS = settings(deadline=None, max_examples=15)
+dims = st.integers(1, 70)
+seeds = st.integers(0, 2**32 - 1)
+
+
+def assert_close(actual: np.ndarray, expected: np.ndarray) -> None:
+    """Same dtype and shape, equal up to the rounding of the dtype (see the module docstring)."""
+    assert actual.dtype == expected.dtype and actual.shape == expected.shape
+    rtol = 1e-4 if expected.dtype == np.float32 else 1e-11
+    scale = float(np.abs(expected).max(initial=1.0))
+    np.testing.assert_allclose(actual, expected, rtol=rtol, atol=rtol * scale)
+
+
+def normal(rng: np.random.Generator, shape: tuple[int, ...], dtype, scale: float = 1.0):
+    return (scale * rng.standard_normal(shape)).astype(dtype)
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("act", ["gelu", "relu"])
+@SETTINGS
+@given(n=dims, f=st.integers(1, 150), seed=seeds)
+def test_bias_act(dtype, act, n, f, seed):
+    rng = np.random.default_rng(seed)
+    h, b, dout = normal(rng, (n, f), dtype, 3), normal(rng, (f,), dtype), normal(rng, (n, f), dtype)
+    for got, want in zip(
+        bias_act_forward(h, b, act, "numba"), bias_act_forward(h, b, act), strict=True
+    ):
+        assert_close(got, want)
+    pre = h + b
+    assert_close(bias_act_backward(dout, pre, act, "numba"), bias_act_backward(dout, pre, act))
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@SETTINGS
+@given(
+    b=st.integers(1, 8),
+    t=st.integers(1, 6),
+    heads=st.integers(1, 4),
+    hs=st.integers(1, 9),
+    last_only=st.booleans(),
+    views=st.booleans(),
+    seed=seeds,
+)
+def test_attention(dtype, b, t, heads, hs, last_only, views, seed):
+    rng = np.random.default_rng(seed)
+    c = heads * hs
+    tq = 1 if last_only else t
+    if views:  # q, k, v as the model passes them: slices of one (B, T, 3C) projection
+        qkv = normal(rng, (b, t, 3 * c), dtype, 2)
+        q, k, v = qkv[:, t - tq :, :c], qkv[..., c : 2 * c], qkv[..., 2 * c :]
+    else:
+        q, k, v = (normal(rng, (b, n, c), dtype, 2) for n in (tq, t, t))
+    y_ref, a_ref = attention_forward(q, k, v, heads)
+    y, a = attention_forward(q, k, v, heads, "numba")
+    assert_close(y, y_ref)
+    assert_close(a, a_ref)
+    dy = normal(rng, (b, tq, c), dtype)
+    for got, want in zip(
+        attention_backward(dy, q, k, v, a_ref, heads, "numba"),
+        attention_backward(dy, q, k, v, a_ref, heads),
+        strict=True,
+    ):
+        assert_close(got, want)
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@SETTINGS
+@given(n=st.integers(1, 200), c=st.integers(2, 150), seed=seeds)
+def test_layernorm(dtype, n, c, seed):
+    rng = np.random.default_rng(seed)
+    x = normal(rng, (n, c), dtype, 2) + dtype(rng.standard_normal())
+    w, b, dy = normal(rng, (c,), dtype), normal(rng, (c,), dtype), normal(rng, (n, c), dtype)
+    fwd = layernorm_forward(x, w, b, "numba")
+    ref = layernorm_forward(x, w, b)
+    for got, want in zip(fwd, ref, strict=True):
+        assert_close(got, want)
+    _, mean, rstd = ref
+    for got, want in zip(
+        layernorm_backward(dy, x, w, mean, rstd, "numba"),
+        layernorm_backward(dy, x, w, mean, rstd),
+        strict=True,
+    ):
+        assert_close(got, want)
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@SETTINGS
+@given(n=dims, p=st.integers(2, 120), seed=seeds)
+def test_cross_entropy(dtype, n, p, seed):
+    rng = np.random.default_rng(seed)
+    logits, targets = normal(rng, (n, p), dtype, 5), rng.integers(0, p, n)
+    (loss, probs), (loss_ref, probs_ref) = (
+        cross_entropy_forward(logits, targets, "numba"),
+        cross_entropy_forward(logits, targets),
+    )
+    assert loss.dtype == probs.dtype == np.float64  # in float64 whatever the logits' dtype
+    np.testing.assert_allclose(loss, loss_ref, rtol=1e-12, atol=1e-12)
+    np.testing.assert_allclose(probs, probs_ref, rtol=1e-12, atol=1e-15)
+    assert_close(
+        cross_entropy_backward(probs_ref, targets, dtype, "numba"),
+        cross_entropy_backward(probs_ref, targets, dtype),
+    )
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@SETTINGS
+@given(n=st.integers(1, 3000), weight_decay=st.sampled_from([0.0, 0.1, 1.0]), seed=seeds)
+def test_adamw(dtype, n, weight_decay, seed):
+    rng = np.random.default_rng(seed)
+    state = [normal(rng, (n,), dtype), normal(rng, (n,), dtype), np.abs(normal(rng, (n,), dtype))]
+    ref = [s.copy() for s in state]  # p, m, v
+    for step in (1, 2, 3):  # the moments evolve over a few steps
+        g = normal(rng, (n,), dtype)
+        hyper = (1e-2, 0.9, 0.98, 1e-8, weight_decay, step)
+        adamw_update(state[0], g, state[1], state[2], *hyper, engine="numba")
+        adamw_update(ref[0], g, ref[1], ref[2], *hyper)
+    for got, want in zip(state, ref, strict=True):
+        assert_close(got, want)
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@SETTINGS
+@given(n=st.integers(1, 3000), weight_decay=st.sampled_from([0.0, 0.5]), seed=seeds)
+def test_sgd(dtype, n, weight_decay, seed):
+    rng = np.random.default_rng(seed)
+    p, buf = normal(rng, (n,), dtype), normal(rng, (n,), dtype)
+    p_ref, buf_ref = p.copy(), buf.copy()
+    for step in (1, 2, 3):  # the first step starts the momentum buffer
+        g = normal(rng, (n,), dtype)
+        sgd_update(p, g, buf, 0.1, 0.9, weight_decay, step, engine="numba")
+        sgd_update(p_ref, g, buf_ref, 0.1, 0.9, weight_decay, step)
+    assert_close(p, p_ref)
+    assert_close(buf, buf_ref)
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@SETTINGS
+@given(
+    b=st.integers(1, 60),
+    t=st.integers(1, 5),
+    c=st.integers(1, 70),
+    v=st.integers(1, 12),
+    seed=seeds,
+)
+def test_embedding_backward(dtype, b, t, c, v, seed):
+    rng = np.random.default_rng(seed)
+    dx, tokens = normal(rng, (b, t, c), dtype), rng.integers(0, v, (b, t))
+    for got, want in zip(
+        embedding_backward(dx, tokens, v, "numba"), embedding_backward(dx, tokens, v), strict=True
+    ):
+        assert_close(got, want)
+
+
+def test_kernels_do_not_depend_on_thread_count():
+    """The kernels that sum over rows (layer norm's dw, db; the embedding's scatter-add) split
+    the rows into fixed blocks, so one thread and all threads give identical bits."""
+    rng = np.random.default_rng(0)
+    x, dy = normal(rng, (999, 64), np.float32), normal(rng, (999, 64), np.float32)
+    w = normal(rng, (64,), np.float32)
+    dx3, tokens = normal(rng, (500, 4, 64), np.float32), rng.integers(0, 30, (500, 4))
+    _, mean, rstd = layernorm_forward(x, w, w, "numba")
+
+    def run() -> list[np.ndarray]:
+        return [
+            *layernorm_backward(dy, x, w, mean, rstd, "numba"),
+            *embedding_backward(dx3, tokens, 30, "numba"),
+        ]
+
+    before = numba.get_num_threads()
+    try:
+        numba.set_num_threads(1)
+        one = run()
+        numba.set_num_threads(numba.config.NUMBA_NUM_THREADS)
+        every = run()
+    finally:
+        numba.set_num_threads(before)
+    for a, b in zip(one, every, strict=True):
+        assert np.array_equal(a, b)

@@ -1,0 +1,277 @@
+"""Runs that survive: a run stopped (by a signal, or by a crash) and resumed ends with the same
+metrics.jsonl and summary.json, bit for bit, as the same run left alone (wall-clock fields aside);
+checkpoints are written atomically; a diverging run stops cleanly and keeps its last good
+checkpoint. All on a tiny model with the NumPy engine, in seconds."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import signal
+import time
+from pathlib import Path
+
+import numba
+import numpy as np
+import pytest
+from clirun import TINY, file_digests, metrics_lines, run_cli, spawn, summary
+from threadpoolctl import threadpool_limits
+
+import tinygrok.checkpoint as checkpoint_mod
+import tinygrok.plots
+import tinygrok.train as train_mod
+from tinygrok.checkpoint import CHECKPOINT_FORMAT, load_checkpoint, read_config
+
+REAL_LEARNING_RATE = train_mod.learning_rate
+REAL_PLOT_CURVES = tinygrok.plots.plot_curves
+
+
+@pytest.fixture(autouse=True)
+def no_plots(monkeypatch):
+    """curves.png takes seconds to draw on a loaded machine and is not under test here."""
+    monkeypatch.setattr("tinygrok.plots.plot_curves", lambda run_dir, out=None: None)
+
+
+def signal_at(monkeypatch, step: int | None, sig: int = signal.SIGINT) -> None:
+    """Send this process `sig` while it computes `step` (from inside the loop's lr lookup);
+    None: no more signals."""
+
+    def learning_rate(cfg, s):
+        if s == step:
+            os.kill(os.getpid(), sig)
+        return REAL_LEARNING_RATE(cfg, s)
+
+    monkeypatch.setattr(train_mod, "learning_rate", learning_rate)
+
+
+def assert_same_run(a: Path, b: Path) -> None:
+    """Same evaluations, summary, config and final parameters, wall-clock fields aside."""
+    assert metrics_lines(a) == metrics_lines(b)
+    assert summary(a) == summary(b)
+    assert (a / "config.json").read_text() == (b / "config.json").read_text()
+    with np.load(a / "checkpoint.npz") as za, np.load(b / "checkpoint.npz") as zb:
+        assert za.files == zb.files
+        for k in za.files:
+            if k != "run_json":  # holds elapsed_s
+                np.testing.assert_array_equal(za[k], zb[k], err_msg=k)
+
+
+CASES = {
+    # stop between evaluations and checkpoints: the extra evaluation is dropped on resume
+    "off-schedule": (["division"], [], 37),
+    # stop on an evaluation and a checkpoint step
+    "on-schedule": (["division"], [], 50),
+    "two-tasks-sgd": (["add", "sub"], ["--optimizer", "sgd", "--lr", "0.05"], 23),
+    "grokfast-ema": (["mul"], ["--grokfast", "ema"], 41),
+    "grokfast-ma": (["mul"], ["--grokfast", "ma", "--grokfast-window", "7"], 41),
+    "float64": (["division"], ["--dtype", "float64"], 12),
+    # early stop: val acc >= 6% from step 10 on, so the run stops at step 40; stopped at 25,
+    # inside the streak, the resumed run must still stop at 40 (not 25 + 30)
+    "early-stop-streak": (
+        ["division"],
+        ["--generalized-threshold", "0.06", "--patience", "30"],
+        25,
+    ),
+}
+
+
+@pytest.mark.parametrize("case", CASES)
+def test_interrupted_run_resumes_to_the_same_files(case, tmp_path, monkeypatch):
+    tasks, extra, stop_step = CASES[case]
+    args = [*tasks, *TINY, *extra, "--steps", "60"]
+    ref = run_cli("run", *args, "--out", tmp_path / "ref")
+    assert ref.code == 0, ref.err
+
+    signal_at(monkeypatch, stop_step)
+    first = run_cli("run", *args, "--out", tmp_path / "cut")
+    signal_at(monkeypatch, None)
+    assert first.code == 130, first.err
+    assert f"interrupted at step {stop_step}" in first.err
+    assert f"tinygrok resume {tmp_path / 'cut'}" in first.err
+    cut = json.loads((tmp_path / "cut" / "summary.json").read_text())
+    assert cut["status"] == "interrupted" and cut["steps_run"] == stop_step
+    saved = load_checkpoint(tmp_path / "cut" / "checkpoint.npz", read_config(tmp_path / "cut")[0])
+    assert saved.step == stop_step and saved.status == "interrupted"
+
+    second = run_cli("resume", tmp_path / "cut")
+    assert second.code == 0, second.err
+    assert_same_run(tmp_path / "cut", tmp_path / "ref")
+    if case == "early-stop-streak":
+        assert summary(tmp_path / "ref")["steps_run"] == 40
+
+
+def test_run_resumed_twice_matches(tmp_path, monkeypatch):
+    args = ["division", *TINY, "--steps", "60"]
+    assert run_cli("run", *args, "--out", tmp_path / "ref").code == 0
+    signal_at(monkeypatch, 13)
+    assert run_cli("run", *args, "--out", tmp_path / "cut").code == 130
+    signal_at(monkeypatch, 44)
+    assert run_cli("resume", tmp_path / "cut").code == 130
+    signal_at(monkeypatch, None)
+    assert run_cli("resume", tmp_path / "cut").code == 0
+    assert_same_run(tmp_path / "cut", tmp_path / "ref")
+
+
+def test_crash_without_final_checkpoint_resumes_from_the_last_one(tmp_path, monkeypatch):
+    """A crash (like kill -9) at step 58 leaves metrics.jsonl lines after the last checkpoint
+    (step 50) and no summary; resume drops those lines and redoes the steps."""
+    args = ["division", *TINY, "--steps", "70"]
+    assert run_cli("run", *args, "--out", tmp_path / "ref").code == 0
+
+    def crash_at_58(cfg, step):
+        if step == 58:
+            raise MemoryError("simulated crash")
+        return REAL_LEARNING_RATE(cfg, step)
+
+    monkeypatch.setattr(train_mod, "learning_rate", crash_at_58)
+    with pytest.raises(MemoryError):
+        run_cli("run", *args, "--out", tmp_path / "cut")
+    signal_at(monkeypatch, None)
+    cut = tmp_path / "cut"
+    assert not (cut / "summary.json").exists()
+    assert [r["step"] for r in metrics_lines(cut)][-1] == 50
+    assert load_checkpoint(cut / "checkpoint.npz", read_config(cut)[0]).step == 50
+    assert run_cli("resume", cut).code == 0
+    assert_same_run(cut, tmp_path / "ref")
+
+
+def test_resume_with_more_steps_matches_the_longer_run(tmp_path):
+    """A finished 45-step run (final evaluation off the schedule, at 45) trained on to 80 steps
+    equals a run of 80 steps from the start."""
+    args = ["division", *TINY]
+    assert run_cli("run", *args, "--steps", "80", "--out", tmp_path / "ref").code == 0
+    assert run_cli("run", *args, "--steps", "45", "--out", tmp_path / "ext").code == 0
+    assert metrics_lines(tmp_path / "ext")[-1]["step"] == 45
+    r = run_cli("resume", tmp_path / "ext", "--steps", "80")
+    assert r.code == 0, r.err
+    assert_same_run(tmp_path / "ext", tmp_path / "ref")
+
+
+def test_checkpoint_holds_the_whole_state_and_no_pickle(tmp_path):
+    out = tmp_path / "run"
+    assert (
+        run_cli("run", "division", *TINY, "--steps", "30", "--grokfast", "ema", "--out", out).code
+        == 0
+    )
+    with np.load(out / "checkpoint.npz", allow_pickle=False) as z:
+        files = set(z.files)
+        assert all(z[k].dtype != object for k in files)
+        assert int(z["format_version"]) == CHECKPOINT_FORMAT
+        assert int(z["step"]) == 30 == int(z["optimizer.t"]) == int(z["grad_filter.t"])
+        run = json.loads(str(z["run_json"]))
+    assert files == {
+        "format_version", "config_json", "step", "params", "mask", "run_json",
+        "optimizer.m", "optimizer.v", "optimizer.t", "grad_filter.mu", "grad_filter.t",
+    }  # fmt: skip
+    assert run["status"] == "finished"
+    assert [r["step"] for r in run["records"]] == [0, 10, 20, 30]
+
+
+def test_no_pickle_is_ever_loaded():
+    """Every np.load in the package passes allow_pickle=False, and nothing imports pickle."""
+    src = Path(train_mod.__file__).parent
+    for path in src.rglob("*.py"):
+        text = path.read_text()
+        assert not re.search(r"^\s*(import|from)\s+(c?pickle|joblib|dill)\b", text, re.M), path
+        for call in re.findall(r"np\.load\(([^)]*)\)", text):
+            assert "allow_pickle=False" in call, f"{path}: np.load({call})"
+
+
+def test_checkpoint_write_is_atomic(tmp_path, monkeypatch):
+    """A crash in the middle of writing a checkpoint leaves the previous one whole."""
+    out = tmp_path / "run"
+    assert run_cli("run", "division", *TINY, "--steps", "20", "--out", out).code == 0
+    before = file_digests(out)
+    cfg = read_config(out)[0]
+    ckpt = load_checkpoint(out / "checkpoint.npz", cfg)
+
+    def savez_then_crash(f, **arrays):
+        f.write(b"PK\x03\x04 half a checkpoint")
+        raise OSError(28, "No space left on device")
+
+    with monkeypatch.context() as m:
+        m.setattr(checkpoint_mod.np, "savez", savez_then_crash)
+        with pytest.raises(OSError):
+            checkpoint_mod.save_checkpoint(out / "checkpoint.npz", ckpt)
+    assert file_digests(out)["checkpoint.npz"] == before["checkpoint.npz"]
+    assert load_checkpoint(out / "checkpoint.npz", cfg).step == 20
+    assert run_cli("resume", out, "--steps", "30").code == 0
+
+
+def test_diverged_run_stops_with_one_line_and_keeps_its_last_good_checkpoint(tmp_path):
+    out = tmp_path / "run"
+    args = ["division", *TINY, "--lr", "3", "--checkpoint-every", "5", "--eval-every", "5"]
+    r = run_cli("run", *args, "--steps", "200", "--out", out)
+    assert r.code == 3
+    assert len(r.err_lines) == 2 and r.err_lines[0].startswith("tinygrok: training")
+    s = json.loads((out / "summary.json").read_text())
+    step = s["diverged_step"]
+    assert s["status"] == "diverged" and 5 < step < 200
+    assert f"diverged at step {step}" in r.err_lines[1] and "--lr" in r.err_lines[1]
+    ckpt = load_checkpoint(out / "checkpoint.npz", read_config(out)[0])
+    assert ckpt.step == (step - 1) // 5 * 5 and np.isfinite(ckpt.params).all()
+
+
+def test_parameters_turning_infinite_count_as_divergence(tmp_path):
+    """lr 1e39 overflows float32 parameters in the first update, while the loss of step 1 (taken
+    before the update) is still finite: only the parameter check can catch step 1."""
+    out = tmp_path / "run"
+    r = run_cli("run", "division", *TINY, "--lr", "1e39", "--steps", "20", "--out", out)
+    assert r.code == 3
+    assert json.loads((out / "summary.json").read_text())["diverged_step"] == 1
+    assert load_checkpoint(out / "checkpoint.npz", read_config(out)[0]).step == 0
+
+
+def test_curves_of_the_shortest_runs(tmp_path, monkeypatch):
+    """A one-step run draws its curves; a run that diverges before its first evaluation has
+    nothing to draw and says so with its one line, not a plotting traceback."""
+    monkeypatch.setattr(tinygrok.plots, "plot_curves", REAL_PLOT_CURVES)
+    one, nan = tmp_path / "one", tmp_path / "nan"
+    assert run_cli("run", "division", *TINY, "--steps", "1", "--out", one).code == 0
+    assert (one / "curves.png").stat().st_size > 0
+    r = run_cli("run", "division", *TINY, "--lr", "1e39", "--out", nan)
+    assert r.code == 3 and len(r.err_lines) == 2, r.err
+    assert not (nan / "curves.png").exists()
+
+
+def wait_for_lines(path: Path, n: int, proc, timeout: float = 60.0) -> None:
+    """Until `path` has n lines (the subprocess is training), or fail."""
+    t0 = time.monotonic()
+    while time.monotonic() - t0 < timeout:
+        assert proc.poll() is None, proc.communicate()
+        if path.exists() and len(path.read_text().splitlines()) >= n:
+            return
+        time.sleep(0.02)
+    pytest.fail(f"{path} never reached {n} lines")
+
+
+@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM])
+def test_signal_to_a_real_process_interrupts_and_resumes_exactly(sig, tmp_path):
+    """Ctrl-C (SIGINT) or SIGTERM to a real `tinygrok run`: it finishes its step, saves, prints
+    the resume command and exits 130; resumed, it ends as a run that was never stopped. (The
+    resume and the reference run in this process, with the same single thread.)"""
+    cut, ref = tmp_path / "cut", tmp_path / "ref"
+    args = ["division", *TINY, "--threads", "1"]
+    proc = spawn("run", *args, "--steps", "100000", "--out", cut)
+    wait_for_lines(cut / "metrics.jsonl", 2, proc)
+    proc.send_signal(sig)
+    out, err = proc.communicate(timeout=60)
+    assert proc.returncode == 130, err
+    assert "Traceback" not in err
+    assert err.strip().splitlines()[-1].endswith(f"Resume with: tinygrok resume {cut}")
+    stopped = json.loads((cut / "summary.json").read_text())
+    k = stopped["steps_run"]
+    assert stopped["status"] == "interrupted" and 10 <= k < 100000
+    assert load_checkpoint(cut / "checkpoint.npz", read_config(cut)[0]).step == k
+    # the budget becomes k + 25 steps; the reference runs that budget from the start
+    steps = str(k + 25)
+    numba_threads = numba.get_num_threads()
+    with threadpool_limits(limits=None):  # --threads 1 below sets them for this process: restore
+        try:
+            r = run_cli("resume", cut, "--steps", steps, "--threads", "1")
+            assert r.code == 0, r.err
+            assert run_cli("run", *args, "--steps", steps, "--out", ref).code == 0
+        finally:
+            numba.set_num_threads(numba_threads)
+    assert_same_run(cut, ref)

@@ -1,0 +1,60 @@
+"""Backward of the token and position embedding, x[b, t] = wte[tokens[b, t]] + wpe[t]:
+
+    dwte[v] = sum over (b, t) with tokens[b, t] = v of dx[b, t]      (a scatter-add)
+    dwpe[t] = sum_b dx[b, t]
+
+Many rows share a token (the operation and `=` tokens are in every example), so the scatter-add
+cannot run in parallel over examples. The numba kernel runs in parallel over blocks of
+CHANNELS_PER_BLOCK channels instead: every block owns its columns of dwte and dwpe, and adds the
+examples in order.
+
+Shapes: B batch, T positions, C channels, V vocabulary.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from numba import njit, prange
+
+from tinygrok.kernels import FASTMATH
+
+CHANNELS_PER_BLOCK = 16
+
+
+def embedding_backward_ref(
+    dx: np.ndarray, tokens: np.ndarray, n_vocab: int
+) -> tuple[np.ndarray, np.ndarray]:
+    """dx (B, T, C), tokens (B, T) ints -> dwte (V, C), dwpe (T, C)."""
+    C = dx.shape[-1]
+    dwte = np.zeros((n_vocab, C), dtype=dx.dtype)
+    np.add.at(dwte, tokens.reshape(-1), dx.reshape(-1, C))
+    return dwte, dx.sum(axis=0)
+
+
+@njit(cache=True, parallel=True, fastmath=FASTMATH)
+def _embedding_backward_nb(dx, tokens, channels_per_block, dwte, dwpe):
+    """Fills dwte (V, C) and dwpe (T, C); see `embedding_backward_ref`."""
+    B, T, C = dx.shape
+    zero = dx.dtype.type(0)
+    for blk in prange(-(-C // channels_per_block)):
+        lo, hi = blk * channels_per_block, min(C, (blk + 1) * channels_per_block)
+        dwte[:, lo:hi] = zero
+        dwpe[:, lo:hi] = zero
+        for b in range(B):
+            for t in range(T):
+                row, d = dwte[tokens[b, t]], dx[b, t]
+                for c in range(lo, hi):
+                    row[c] += d[c]
+                    dwpe[t, c] += d[c]
+
+
+def embedding_backward(
+    dx: np.ndarray, tokens: np.ndarray, n_vocab: int, engine: str = "numpy"
+) -> tuple[np.ndarray, np.ndarray]:
+    """Dispatch on the engine; see `embedding_backward_ref`."""
+    if engine != "numba":
+        return embedding_backward_ref(dx, tokens, n_vocab)
+    B, T, C = dx.shape
+    dwte, dwpe = np.empty((n_vocab, C), dtype=dx.dtype), np.empty((T, C), dtype=dx.dtype)
+    _embedding_backward_nb(np.ascontiguousarray(dx), tokens, CHANNELS_PER_BLOCK, dwte, dwpe)
+    return dwte, dwpe
