@@ -9,6 +9,7 @@ from __future__ import annotations
 import os
 import platform
 import statistics
+import sys
 import time
 from collections.abc import Callable
 from datetime import date
@@ -23,11 +24,10 @@ from tinygrok.train import set_threads
 
 
 def set_all_threads(n: int) -> dict:
-    """BLAS, numba and (when imported) PyTorch on n threads; returns the counts in use."""
+    """BLAS, numba and (when the script uses it) PyTorch on n threads; returns the counts."""
     counts = set_threads(n)
-    try:
-        import torch
-    except ImportError:
+    torch = sys.modules.get("torch")
+    if torch is None:
         return counts
     torch.set_num_threads(n)
     return counts | {"torch": torch.get_num_threads()}

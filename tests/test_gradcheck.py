@@ -22,47 +22,61 @@ from tinygrok.tasks import Batches, make_dataset
 
 H = 1e-6  # finite-difference step
 ATOL, RTOL = 1e-6, 1e-5  # |analytic - numeric| <= ATOL + RTOL * |numeric|
+LAYER_COORDS, MODEL_COORDS = 16, 5  # coordinates checked per tensor
 SETTINGS = settings(max_examples=8, deadline=None)
 
 engines = pytest.mark.parametrize("engine", ENGINES)
 seeds = st.integers(0, 2**32 - 1)
 
 
-def numeric_grad(f: Callable[[], float], x: np.ndarray) -> np.ndarray:
-    """Centered differences of the scalar f() with respect to every element of x (in place)."""
-    grad = np.zeros_like(x)
-    flat, gflat = x.reshape(-1), grad.reshape(-1)  # views: x must be contiguous
-    for i in range(flat.size):
+def numeric_grad(f: Callable[[], float], x: np.ndarray, coords: np.ndarray) -> np.ndarray:
+    """Centered differences of the scalar f() with respect to the flat elements `coords` of x,
+    which is perturbed in place and restored."""
+    flat = x.reshape(-1)  # a view: x must be contiguous
+    assert np.shares_memory(flat, x)
+    grad = np.empty(len(coords))
+    for j, i in enumerate(coords):
         old = flat[i]
         flat[i] = old + H
         up = f()
         flat[i] = old - H
         down = f()
         flat[i] = old
-        gflat[i] = (up - down) / (2 * H)
+        grad[j] = (up - down) / (2 * H)
     return grad
+
+
+def sample(x: np.ndarray, rng: np.random.Generator, n: int) -> np.ndarray:
+    """Every flat index of a tensor of at most n elements, n random ones of a larger one."""
+    return np.arange(x.size) if x.size <= n else rng.choice(x.size, n, replace=False)
 
 
 def assert_close(analytic: np.ndarray, numeric: np.ndarray, name: str) -> None:
     assert analytic.shape == numeric.shape, name
     err = np.abs(analytic - numeric) - (ATOL + RTOL * np.abs(numeric))
-    worst = np.unravel_index(np.argmax(err), err.shape) if err.size else None
+    worst = int(np.argmax(err)) if err.size else None
     assert err.size == 0 or err.max() <= 0, (
-        f"{name}: analytic {analytic[worst]:.8g} vs numeric {numeric[worst]:.8g} at {worst}"
+        f"{name}: analytic {analytic[worst]:.8g} vs numeric {numeric[worst]:.8g}"
     )
 
 
 def check_layer(
-    out_of: Callable[[], np.ndarray], grads: dict[str, np.ndarray], inputs: dict[str, np.ndarray]
+    out_of: Callable[[], np.ndarray],
+    dout: np.ndarray,
+    grads: dict[str, np.ndarray],
+    inputs: dict[str, np.ndarray],
 ) -> None:
     """Compare the analytic `grads` of sum(out * dout) with finite differences over `inputs`.
 
     `grads` must have been computed (and copied) before this call: the finite differences
     perturb the inputs in place, and caches may hold views of them.
     """
-    dout = np.random.default_rng(1).standard_normal(out_of().shape)
+    rng = np.random.default_rng(2)
     for name, x in inputs.items():
-        assert_close(grads[name], numeric_grad(lambda: float((out_of() * dout).sum()), x), name)
+        assert grads[name].shape == x.shape, name
+        coords = sample(x, rng, LAYER_COORDS)
+        numeric = numeric_grad(lambda: float((out_of() * dout).sum()), x, coords)
+        assert_close(grads[name].reshape(-1)[coords], numeric, name)
 
 
 def randn(rng: np.random.Generator, *shape: int, scale: float = 1.0) -> np.ndarray:
@@ -75,28 +89,30 @@ def randn(rng: np.random.Generator, *shape: int, scale: float = 1.0) -> np.ndarr
 
 @engines
 @SETTINGS
-@given(B=st.integers(1, 3), T=st.integers(1, 4), C=st.integers(1, 6), V=st.integers(1, 9), seed=seeds)
+@given(
+    B=st.integers(1, 3), T=st.integers(1, 4), C=st.integers(1, 6), V=st.integers(1, 9), seed=seeds
+)
 def test_embedding(engine, B, T, C, V, seed):
+    """Token and position embedding; tokens repeat, so rows of dwte sum several uses."""
     rng = np.random.default_rng(seed)
     tokens = rng.integers(0, V, (B, T))
-    wte, wpe = randn(rng, V, C), randn(rng, T, C)
-    dout = np.random.default_rng(1).standard_normal((B, T, C))
+    wte, wpe, dout = randn(rng, V, C), randn(rng, T, C), randn(rng, B, T, C)
     dwte, dwpe = L.embedding_backward(dout, tokens, V, engine)
     out = lambda: L.embedding_forward(tokens, wte, wpe)  # noqa: E731
-    check_layer(out, {"wte": dwte.copy(), "wpe": dwpe.copy()}, {"wte": wte, "wpe": wpe})
+    check_layer(out, dout, {"wte": dwte.copy(), "wpe": dwpe.copy()}, {"wte": wte, "wpe": wpe})
 
 
 @engines
 @SETTINGS
-@given(N=st.integers(1, 6), C=st.integers(2, 12), seed=seeds)
-def test_layernorm(engine, N, C, seed):
+@given(B=st.integers(1, 3), T=st.integers(1, 4), C=st.integers(2, 12), seed=seeds)
+def test_layernorm(engine, B, T, C, seed):
     rng = np.random.default_rng(seed)
-    x, w, b = randn(rng, N, C, scale=2.0), randn(rng, C), randn(rng, C)
-    dout = np.random.default_rng(1).standard_normal((N, C))
+    x, w, b = randn(rng, B, T, C, scale=2.0), randn(rng, C), randn(rng, C)
+    dout = randn(rng, B, T, C)
     _, cache = L.layernorm(x, w, b, engine)
     dx, dw, db = (g.copy() for g in L.layernorm_back(dout, cache, engine))
     out = lambda: L.layernorm(x, w, b, engine)[0]  # noqa: E731
-    check_layer(out, {"x": dx, "w": dw, "b": db}, {"x": x, "w": w, "b": b})
+    check_layer(out, dout, {"x": dx, "w": dw, "b": db}, {"x": x, "w": w, "b": b})
 
 
 @SETTINGS
@@ -104,11 +120,10 @@ def test_layernorm(engine, N, C, seed):
 def test_linear(N, Cin, Cout, seed):
     """The linear map, which is also the unembedding (head.w, head.b)."""
     rng = np.random.default_rng(seed)
-    x, w, b = randn(rng, N, Cin), randn(rng, Cin, Cout), randn(rng, Cout)
-    dout = np.random.default_rng(1).standard_normal((N, Cout))
+    x, w, b, dout = randn(rng, N, Cin), randn(rng, Cin, Cout), randn(rng, Cout), randn(rng, N, Cout)
     dx, dw, db = L.linear_backward(dout, x, w)
     out = lambda: L.linear_forward(x, w, b)  # noqa: E731
-    check_layer(out, {"x": dx, "w": dw, "b": db}, {"x": x, "w": w, "b": b})
+    check_layer(out, dout, {"x": dx, "w": dw, "b": db}, {"x": x, "w": w, "b": b})
 
 
 @engines
@@ -118,6 +133,7 @@ def test_linear(N, Cin, Cout, seed):
     B=st.integers(1, 3), T=st.integers(1, 4), NH=st.integers(1, 3), HS=st.integers(1, 4), seed=seeds
 )
 def test_attention(engine, q_last, B, T, NH, HS, seed):
+    """Projections and causal attention; with q_last only the last position is queried."""
     rng = np.random.default_rng(seed)
     C = NH * HS
     x = randn(rng, B, T, C)
@@ -130,9 +146,9 @@ def test_attention(engine, q_last, B, T, NH, HS, seed):
 
     y, cache = L.attention(x, w_qkv, b_qkv, w_o, b_o, NH, q_last, engine)
     assert y.shape == (B, 1 if q_last else T, C)
-    dout = np.random.default_rng(1).standard_normal(y.shape)
+    dout = randn(rng, *y.shape)
     grads = L.attention_back(dout, cache, engine)
-    check_layer(out, {k: g.copy() for k, g in zip(weights, grads, strict=True)}, weights)
+    check_layer(out, dout, {k: g.copy() for k, g in zip(weights, grads, strict=True)}, weights)
 
 
 @engines
@@ -140,32 +156,35 @@ def test_attention(engine, q_last, B, T, NH, HS, seed):
 @SETTINGS
 @given(N=st.integers(1, 6), C=st.integers(1, 6), F=st.integers(1, 10), seed=seeds)
 def test_mlp(engine, act, N, C, F, seed):
+    """Both linear maps of the MLP and the activation between them."""
     rng = np.random.default_rng(seed)
     x, w_fc, b_fc = randn(rng, N, C), randn(rng, C, F), randn(rng, F)
-    w_proj, b_proj = randn(rng, F, C), randn(rng, C)
+    w_proj, b_proj, dout = randn(rng, F, C), randn(rng, C), randn(rng, N, C)
     weights = {"x": x, "w_fc": w_fc, "b_fc": b_fc, "w_proj": w_proj, "b_proj": b_proj}
 
     def out() -> np.ndarray:
         return L.mlp(x, w_fc, b_fc, w_proj, b_proj, act, engine)[0]
 
     _, cache = L.mlp(x, w_fc, b_fc, w_proj, b_proj, act, engine)
-    dout = np.random.default_rng(1).standard_normal((N, C))
     grads = L.mlp_back(dout, cache, engine)
-    check_layer(out, {k: g.copy() for k, g in zip(weights, grads, strict=True)}, weights)
+    check_layer(out, dout, {k: g.copy() for k, g in zip(weights, grads, strict=True)}, weights)
 
 
 @engines
 @SETTINGS
-@given(N=st.integers(1, 6), P=st.integers(2, 12), scale=st.sampled_from([0.1, 1.0, 5.0]), seed=seeds)
+@given(
+    N=st.integers(1, 6), P=st.integers(2, 12), scale=st.sampled_from([0.1, 1.0, 5.0]), seed=seeds
+)
 def test_softmax_cross_entropy(engine, N, P, scale, seed):
-    """Here the loss is the layer's own output, the mean cross-entropy."""
+    """Here the scalar is the layer's own output, the mean cross-entropy."""
     rng = np.random.default_rng(seed)
     logits, targets = randn(rng, N, P, scale=scale), rng.integers(0, P, N)
     loss, cache = L.cross_entropy(logits, targets, engine)
     dlogits = L.cross_entropy_back(cache, engine).copy()
     assert dlogits.dtype == np.float64
-    numeric = numeric_grad(lambda: L.cross_entropy(logits, targets, engine)[0], logits)
-    assert_close(dlogits, numeric, "logits")
+    coords = np.arange(logits.size)
+    numeric = numeric_grad(lambda: L.cross_entropy(logits, targets, engine)[0], logits, coords)
+    assert_close(dlogits.reshape(-1), numeric, "logits")
     logp = logits - logits.max(1, keepdims=True)
     logp -= np.log(np.exp(logp).sum(1, keepdims=True))
     assert loss == pytest.approx(-logp[np.arange(N), targets].mean(), rel=1e-12)
@@ -226,17 +245,8 @@ def test_whole_model_gradients(engine, changes):
 
     rng = np.random.default_rng(2)
     for name in params.shapes:
-        view = params[name].reshape(-1)
-        coords = rng.choice(view.size, size=min(view.size, 6), replace=False)
-        numeric = np.empty(len(coords))
-        for j, i in enumerate(coords):
-            old = view[i]
-            view[i] = old + H
-            up = loss()
-            view[i] = old - H
-            down = loss()
-            view[i] = old
-            numeric[j] = (up - down) / (2 * H)
+        coords = sample(params[name], rng, MODEL_COORDS)
+        numeric = numeric_grad(loss, params[name], coords)
         assert_close(grads[name].reshape(-1)[coords], numeric, name)
 
 

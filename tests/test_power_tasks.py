@@ -66,7 +66,9 @@ def test_s5_group_facts():
     _, y = all_examples("s5", 120, 120, 121)
     table = y.reshape(120, 120)  # table[a, b] = a o b
     identity = S5_PERMS.index(tuple(range(5)))
-    assert (table[identity] == np.arange(120)).all() and (table[:, identity] == np.arange(120)).all()
+    assert (table[identity] == np.arange(120)).all() and (
+        table[:, identity] == np.arange(120)
+    ).all()
     for row in table:  # a Latin square: every product appears once in each row and column
         assert sorted(row) == list(range(120))
     assert (table != table.T).any()  # S5 is not commutative

@@ -106,7 +106,7 @@ def test_multi_task_batches_hold_an_equal_share_of_each_task():
         for i, d in enumerate(data):
             train = dict(zip(map(tuple, d.train_x.tolist()), d.train_y.tolist(), strict=True))
             rows = x[:, 1] == p + i
-            assert all(train[tuple(r)] == c for r, c in zip(x[rows].tolist(), y[rows].tolist()))
+            assert [train[tuple(r)] for r in x[rows].tolist()] == y[rows].tolist()
 
 
 def test_batches_are_a_pure_function_of_seed_and_step():

@@ -128,7 +128,8 @@ def summary_markdown(grid: list[str], rows: list[Row]) -> str:
     """summary.md: a title, one line on the statistics, and the per-configuration table."""
     first = rows[0].config
     seeds = len({r.job.values["seed"] for r in rows})
-    title = f"# Sweep: {' + '.join(first['tasks'])} mod {first['p']}, {seeds} seed(s)"
+    plural = "s" if seeds != 1 else ""
+    title = f"# Sweep: {' + '.join(first['tasks'])} mod {first['p']}, {seeds} seed{plural}"
     keys = grid or ["tasks"]
     header = [*keys, "seeds", *(name for name, _ in STEP_STATS), "generalized"]
     lines = [

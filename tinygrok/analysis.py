@@ -3,7 +3,7 @@ measures for grokking via mechanistic interpretability").
 
 Fourier basis. Over the p numbers x = 0..p-1 the real DFT basis has p orthonormal vectors
 
-    1 / sqrt(p),   sqrt(2/p) cos(w_k x),   sqrt(2/p) sin(w_k x),   w_k = 2 pi k / p,  k = 1..(p-1)//2
+    1 / sqrt(p),   sqrt(2/p) cos(w_k x),   sqrt(2/p) sin(w_k x)    (w_k = 2 pi k / p, k = 1..(p-1)//2)
 
 plus, for even p, cos(pi x) / sqrt(p) at k = p/2. Frequency k owns its cos and sin vectors.
 

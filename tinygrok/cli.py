@@ -692,7 +692,9 @@ def phase(tasks, grid, seeds, out, workers, grok_ratio, quiet, **options) -> Non
     with RunLock(out):
         stop.install()
         try:
-            outcome = run_sweep(plan, out.resolve(), "local", workers, progress=not quiet, stop=stop)
+            outcome = run_sweep(
+                plan, out.resolve(), "local", workers, progress=not quiet, stop=stop
+            )
         finally:
             stop.uninstall()
         title = f"{' + '.join(plan.base.tasks)} mod {plan.base.p}: regimes"

@@ -137,9 +137,9 @@ def attention_back(dy: np.ndarray, cache: tuple, engine: str) -> tuple[np.ndarra
     datt_y, dw_o, db_o = linear_backward(dy.reshape(B * Tq, C), att_y2, w_o)
     # att_y, a = attention(q, k, v)
     dq, dk, dv = attention_backward(datt_y.reshape(B, Tq, C), q, k, v, a, n_head, engine)
-    dkv = np.concatenate([dk, dv], axis=-1).reshape(B * T, 2 * C)  # (B*T, 2C)
     if q_last:
         # kv = x @ w_qkv[:, C:] + b_qkv[C:];  q = x[:, -1] @ w_qkv[:, :C] + b_qkv[:C]
+        dkv = np.concatenate([dk, dv], axis=-1).reshape(B * T, 2 * C)  # (B*T, 2C)
         dx2, dw_kv, db_kv = linear_backward(dkv, x2, w_qkv[:, C:])
         dxq, dw_q, db_q = linear_backward(dq.reshape(B, C), xq, w_qkv[:, :C])
         dx = dx2.reshape(B, T, C)
@@ -148,7 +148,7 @@ def attention_back(dy: np.ndarray, cache: tuple, engine: str) -> tuple[np.ndarra
         db_qkv = np.concatenate([db_q, db_kv])
     else:
         # qkv = x @ w_qkv + b_qkv
-        dqkv = np.concatenate([dq.reshape(B * T, C), dkv], axis=1)  # (B*T, 3C)
+        dqkv = np.concatenate([dq, dk, dv], axis=-1).reshape(B * T, 3 * C)  # (B*T, 3C)
         dx2, dw_qkv, db_qkv = linear_backward(dqkv, x2, w_qkv)
         dx = dx2.reshape(B, T, C)
     return dx, dw_qkv, db_qkv, dw_o, db_o

@@ -8,7 +8,7 @@ A run falls in one of four regimes, decided from its summary alone (DESIGN.md's 
     memorization   memorized, but validation accuracy never reached generalized_threshold (0.95)
     grokking       memorized, then generalized after a delay:
                        generalized_step - memorized_step >= grok_ratio * memorized_step   and
-                       generalized_step - memorized_step >= 2 * eval_every
+                       generalized_step - memorized_step > 2 * eval_every
                    (generalizing took at least grok_ratio times as long again as memorizing, and
                    more than the evaluation grid can blur)
     comprehension  generalized without that delay (or before memorizing)
@@ -40,7 +40,7 @@ RULES = {
     "confusion": "never memorized (train acc < memorized_threshold throughout), or diverged",
     "memorization": "memorized, never generalized (val acc < generalized_threshold throughout)",
     "grokking": "generalized_step - memorized_step >= grok_ratio * memorized_step and "
-    ">= 2 * eval_every",
+    "> 2 * eval_every",
     "comprehension": "generalized without that delay",
 }
 PHASE_FILES = ("phase.json", "phase.png")
@@ -56,7 +56,7 @@ def classify(summary: dict, eval_every: int = 1, grok_ratio: float = GROK_RATIO)
     if mem is None:
         return "comprehension"
     delay = gen - mem
-    if delay >= grok_ratio * mem and delay >= 2 * eval_every:
+    if delay >= grok_ratio * mem and delay > 2 * eval_every:
         return "grokking"
     return "comprehension"
 

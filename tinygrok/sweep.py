@@ -593,14 +593,15 @@ def run_sweep(
     save_sweep(sweep, out)
     n_configs = len(jobs) // len(sweep.seeds)
     workers = max(1, min(workers, len(todo)))  # no idle processes
-    where = (
-        f"the Dask cluster at {scheduler}"
-        if scheduler
-        else f"{workers} {'local worker processes' if executor == 'local' else 'Dask workers'}"
-    )
+
+    def count(n: int, what: str) -> str:
+        return f"{n} {what}{'s' if n != 1 else ''}"
+
+    kind = "local worker process" if executor == "local" else "Dask worker"
+    where = f"the Dask cluster at {scheduler}" if scheduler else count(workers, kind)
     print(
-        f"tinygrok: sweep of {len(jobs)} runs ({n_configs} configuration(s) x "
-        f"{len(sweep.seeds)} seed(s)) on {where} -> {out}\n"
+        f"tinygrok: sweep of {count(len(jobs), 'run')} ({count(n_configs, 'configuration')} x "
+        f"{count(len(sweep.seeds), 'seed')}) on {where} -> {out}\n"
         f"tinygrok: {states['done']} skipped (already done), {states['resume']} to resume, "
         f"{states['new']} to start",
         file=sys.stderr,

@@ -1,0 +1,73 @@
+"""Start-up: `tinygrok --help`, and the time to the first training step with a cold and a warm
+numba kernel cache.
+
+    python benchmarks/startup.py [--repeats 3]
+
+The first-step times run a fresh Python process that does what `tinygrok run division` does
+before its first step (import the engine, build the data and the model, evaluate step 0 on the
+full training and validation sets), then takes one training step. The cold run points numba's
+cache at an empty folder (NUMBA_CACHE_DIR), so every kernel compiles; the warm runs reuse it.
+The difference is the compile time a first run pays once.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+
+from _common import machine_line
+
+FIRST_STEP = """
+from tinygrok.config import Config
+from tinygrok.model import Params, evaluate, init_params, loss_and_grads
+from tinygrok.optim import make_optimizer
+from tinygrok.tasks import Batches, make_dataset
+import tinygrok.train  # what the CLI imports
+
+cfg = Config()
+data = make_dataset(cfg.tasks, cfg.p, cfg.train_frac, cfg.seed)
+params, _ = init_params(cfg)
+grads = Params.zeros(params.shapes, params.flat.dtype)
+opt = make_optimizer(cfg, params.flat.size, params.flat.dtype, cfg.engine)
+for d in data:
+    evaluate(params, d.train_x, d.train_y, cfg, cfg.engine)
+    evaluate(params, d.val_x, d.val_y, cfg, cfg.engine)
+tokens, targets = Batches(data, cfg.batch_size, cfg.seed)(1)
+loss_and_grads(params, tokens, targets, cfg, grads, cfg.engine)
+opt.step(params.flat, grads.flat, 1e-4)
+"""
+
+
+def wall(cmd: list[str], env: dict | None = None) -> float:
+    """Seconds a command takes, from process start to exit."""
+    t = time.perf_counter()
+    subprocess.run(cmd, env=env, check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    return time.perf_counter() - t
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--repeats", type=int, default=3, help="runs of each warm measurement")
+    args = ap.parse_args()
+    tinygrok = os.path.join(os.path.dirname(sys.executable), "tinygrok")
+    help_s = statistics.median(wall([tinygrok, "--help"]) for _ in range(args.repeats + 2))
+    with tempfile.TemporaryDirectory() as cache:
+        env = os.environ | {"NUMBA_CACHE_DIR": cache}
+        cold = wall([sys.executable, "-c", FIRST_STEP], env)
+        warm = statistics.median(
+            wall([sys.executable, "-c", FIRST_STEP], env) for _ in range(args.repeats)
+        )
+    print(machine_line())
+    print(f"{'tinygrok --help':44s} {help_s:6.2f} s")
+    print(f"{'to the first step, cold cache (compiles)':44s} {cold:6.2f} s")
+    print(f"{'to the first step, warm cache':44s} {warm:6.2f} s")
+    print(f"{'compile time paid once (cold - warm)':44s} {cold - warm:6.2f} s")
+
+
+if __name__ == "__main__":
+    main()
