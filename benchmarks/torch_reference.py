@@ -160,10 +160,12 @@ class TorchSteps:
             self.opt.step()
 
     @torch.no_grad()
-    def evaluate(self, x: np.ndarray, y: np.ndarray, chunk: int = 4096) -> float:
-        """Accuracy over a whole set, in chunks."""
-        correct = 0
+    def evaluate(self, x: np.ndarray, y: np.ndarray, chunk: int = 4096) -> tuple[float, float]:
+        """Mean loss and accuracy over a whole set, in chunks (as tinygrok evaluates)."""
+        loss_sum, correct = 0.0, 0
         for s in range(0, len(y), chunk):
             logits = self.model(torch.from_numpy(x[s : s + chunk]))
-            correct += int((logits.argmax(1) == torch.from_numpy(y[s : s + chunk])).sum())
-        return correct / len(y)
+            targets = torch.from_numpy(y[s : s + chunk])
+            loss_sum += float(F.cross_entropy(logits, targets, reduction="sum"))
+            correct += int((logits.argmax(1) == targets).sum())
+        return loss_sum / len(y), correct / len(y)

@@ -1,23 +1,31 @@
-"""Shared fixtures: small configurations that run in milliseconds, and one BLAS thread.
+"""Shared fixtures: a small configuration that trains in well under a second, and one thread.
 
-The tests run tiny matrices, for which a multi-threaded BLAS only adds overhead (and, on a busy
-machine, threads that wait for each other), so every test process uses one BLAS thread.
+The tests run tiny matrices, for which BLAS and numba threads only add overhead (on a busy
+2-core machine a forward pass of the gradient-check model took 16 ms on two numba threads and
+1.2 ms on one), so tests that run many small steps ask for `single_thread`. Races in the numba
+kernels are the kernel tests' business, not these.
 """
 
 from __future__ import annotations
 
-import numpy  # noqa: F401  (loads BLAS, so that the limit below finds it)
+import numba
+import numpy  # noqa: F401  (loads BLAS, so that threadpool_limits finds it)
 import pytest
 from threadpoolctl import threadpool_limits
 
 from tinygrok.config import Config, validate
 
 
-@pytest.fixture(scope="session", autouse=True)
-def one_blas_thread():
-    """Limit BLAS to one thread for the whole session."""
-    with threadpool_limits(1, user_api="blas"):
-        yield
+@pytest.fixture(scope="module")
+def single_thread():
+    """One BLAS and one numba thread for the tests of a module; restored afterwards."""
+    before = numba.get_num_threads()
+    numba.set_num_threads(1)
+    try:
+        with threadpool_limits(1, user_api="blas"):
+            yield
+    finally:
+        numba.set_num_threads(before)
 
 
 @pytest.fixture

@@ -25,6 +25,7 @@ ATOL, RTOL = 1e-6, 1e-5  # |analytic - numeric| <= ATOL + RTOL * |numeric|
 LAYER_COORDS, MODEL_COORDS = 16, 5  # coordinates checked per tensor
 SETTINGS = settings(max_examples=8, deadline=None)
 
+pytestmark = pytest.mark.usefixtures("single_thread")
 engines = pytest.mark.parametrize("engine", ENGINES)
 seeds = st.integers(0, 2**32 - 1)
 

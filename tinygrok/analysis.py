@@ -3,9 +3,10 @@ measures for grokking via mechanistic interpretability").
 
 Fourier basis. Over the p numbers x = 0..p-1 the real DFT basis has p orthonormal vectors
 
-    1 / sqrt(p),   sqrt(2/p) cos(w_k x),   sqrt(2/p) sin(w_k x)    (w_k = 2 pi k / p, k = 1..(p-1)//2)
+    1 / sqrt(p),   sqrt(2/p) cos(w_k x),   sqrt(2/p) sin(w_k x),     w_k = 2 pi k / p
 
-plus, for even p, cos(pi x) / sqrt(p) at k = p/2. Frequency k owns its cos and sin vectors.
+for k = 1..(p-1)//2, plus, for even p, cos(pi x) / sqrt(p) at k = p/2. Frequency k owns its cos
+and sin vectors.
 
 Spectrum. The embedding of the p number tokens W_E = wte[:p] (p, C) in that basis is F @ W_E
 (p, C); the norm of frequency k is the norm of its (one or two) rows. The unembedding head.w

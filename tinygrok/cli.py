@@ -244,7 +244,8 @@ def resume(run_dir, steps, threads, quiet) -> None:
 
     with RunLock(run_dir):
         saved = read_run(run_dir, steps)
-        set_threads(threads)
+        # the threads the run started with, so that its numbers continue bit for bit
+        set_threads(threads or saved.config_doc.get("threads", {}).get("blas"))
         click.echo(
             f"tinygrok: resuming {run_dir} at step {saved.checkpoint.step:,} of "
             f"{saved.cfg.step_budget:,}",

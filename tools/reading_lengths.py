@@ -4,8 +4,9 @@
     python tools/reading_lengths.py --check   only compare; exit 1 if a count is stale or a
                                               module of the package is missing from the guide
 
-A counted row is a markdown table row whose second cell links a file and whose third cell is its
-number of lines, as `wc -l` counts them: `| 3 | [tinygrok/model.py](../tinygrok/model.py) | 283 |`.
+A counted row is a markdown table row whose second cell links a file (relative to docs/) and whose
+third cell is its number of lines, as `wc -l` counts them:
+`| 3 | [tinygrok/model.py](../tinygrok/model.py) | 283 | ... |`.
 A row whose second cell is `**total**` holds the sum of the counted rows above it in its table.
 tests/test_examples.py runs the check.
 """
@@ -18,7 +19,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 GUIDE = ROOT / "docs" / "READING.md"
-FILE_ROW = re.compile(r"^(\|[^|]*\| *\[`?(?P<path>[^\]`]+)`?\]\([^)]*\) *\| *)(?P<n>\d+)( *\|.*)$")
+FILE_ROW = re.compile(r"^(\|[^|]*\| *\[[^\]]*\]\((?P<link>[^)]+)\) *\| *)(?P<n>\d+)( *\|.*)$")
 TOTAL_ROW = re.compile(r"^(\|[^|]*\| *\*\*total\*\* *\| *)(?P<n>\d+)( *\|.*)$")
 
 
@@ -27,12 +28,17 @@ def wc_l(path: Path) -> int:
     return path.read_bytes().count(b"\n")
 
 
-def updated(text: str, root: Path = ROOT) -> str:
-    """The guide with every counted row and total set from the files under `root`."""
+def target(link: str) -> Path:
+    """The file a link in the guide points to."""
+    return (GUIDE.parent / link).resolve()
+
+
+def updated(text: str) -> str:
+    """The guide with every counted row and total set from the files it links."""
     lines, running = [], 0
     for line in text.split("\n"):
         if m := FILE_ROW.match(line):
-            n = wc_l(root / m["path"])
+            n = wc_l(target(m["link"]))
             running += n
             line = f"{m[1]}{n}{m[4]}"
         elif m := TOTAL_ROW.match(line):
@@ -43,34 +49,39 @@ def updated(text: str, root: Path = ROOT) -> str:
     return "\n".join(lines)
 
 
-def listed(text: str) -> set[str]:
-    """The paths of the counted rows."""
-    return {m["path"] for line in text.split("\n") if (m := FILE_ROW.match(line))}
+def listed(text: str) -> set[Path]:
+    """The files of the counted rows."""
+    return {target(m["link"]) for line in text.split("\n") if (m := FILE_ROW.match(line))}
 
 
-def missing_modules(text: str, root: Path = ROOT) -> list[str]:
+def unlisted_modules(text: str) -> list[str]:
     """Modules of the package that the guide does not list."""
-    modules = {p.relative_to(root).as_posix() for p in (root / "tinygrok").rglob("*.py")}
-    return sorted(modules - listed(text))
+    modules = set((ROOT / "tinygrok").rglob("*.py")) - listed(text)
+    return sorted(p.relative_to(ROOT).as_posix() for p in modules)
 
 
 def main() -> None:
+    check = "--check" in sys.argv[1:]
     text = GUIDE.read_text()
-    new, missing = updated(text), missing_modules(text)
-    if "--check" not in sys.argv[1:]:
+    gone = sorted(str(p) for p in listed(text) if not p.is_file())
+    if gone:
+        sys.exit(f"docs/READING.md links files that do not exist: {', '.join(gone)}")
+    new, unlisted = updated(text), unlisted_modules(text)
+    if not check:
         GUIDE.write_text(new)
-        print(f"{GUIDE.relative_to(ROOT)}: counts updated")
+        print("docs/READING.md: line counts updated")
     stale = [
-        f"  {a.split('|')[2].strip()}: says {a.split('|')[3].strip()}, is {b.split('|')[3].strip()}"
+        (a.split("|"), b.split("|"))
         for a, b in zip(text.split("\n"), new.split("\n"), strict=True)
         if a != b
     ]
-    if "--check" in sys.argv[1:] and stale:
-        print("docs/READING.md has stale line counts (run python tools/reading_lengths.py):")
-        print("\n".join(stale))
-    if missing:
-        print("docs/READING.md does not list: " + ", ".join(missing))
-    sys.exit(1 if missing or ("--check" in sys.argv[1:] and stale) else 0)
+    if check and stale:
+        print("docs/READING.md has stale line counts; run python tools/reading_lengths.py")
+        for a, b in stale:
+            print(f"  {a[2].strip()}: says {a[3].strip()}, is {b[3].strip()}")
+    if unlisted:
+        print(f"docs/READING.md does not list: {', '.join(unlisted)}")
+    sys.exit(1 if unlisted or (check and stale) else 0)
 
 
 if __name__ == "__main__":

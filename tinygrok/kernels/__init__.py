@@ -10,13 +10,24 @@ vectorize), contract multiply-adds into FMAs and use approximate reciprocals, bu
 no-NaN and no-inf assumptions off, so a NaN or inf still shows in the loss. numba's cache does
 not notice edits to this file: after changing the set, touch the kernel files (or delete the
 cache) so that they recompile.
+
+The parallel kernels run on numba's `workqueue` threading layer (unless NUMBA_THREADING_LAYER
+says otherwise): its idle threads sleep, where OpenMP's spin and take the cores that BLAS needs
+between two kernels. On this project's 2-core machine, under load, OpenMP made a 2-thread step
+several times slower (docs/PERFORMANCE.md). workqueue does not allow two Python threads to run
+tinygrok kernels at the same time; run parallel trainings as processes (as `tinygrok sweep` does).
 """
 
 from __future__ import annotations
 
+import os
 import sys
 
+import numba
 from numba.core import event
+
+if "NUMBA_THREADING_LAYER" not in os.environ:
+    numba.config.THREADING_LAYER = "workqueue"
 
 FASTMATH = {"nsz", "arcp", "contract", "afn", "reassoc"}
 

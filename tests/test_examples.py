@@ -1,0 +1,88 @@
+"""The examples run (in their quick mode) and assert what they claim; the reading guide's line
+counts are those of the files."""
+
+from __future__ import annotations
+
+import importlib.util
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+
+# example -> (extra arguments, a line its output must contain, files it must write under OUT)
+EXAMPLES = {
+    "01_data.py": ([], "checked", []),
+    "02_forward.py": ([], "the logits match model.forward", []),
+    "03_backward.py": ([], "every gradient matches its finite differences", []),
+    "04_train_addition.py": (["--out", "OUT"], "memorized (train >= 99%)", ["curves.png"]),
+    "05_toy_linear_grokking.py": (
+        ["--out", "OUT"],
+        "half the weight decay: generalized",
+        ["05_toy_linear_grokking.png"],
+    ),
+    "06_sparse_vs_dense.py": (
+        ["--out", "OUT"],
+        "sparse start: 90.0% of the weight-matrix entries are zero",
+        ["dense/summary.json", "sparse/summary.json"],
+    ),
+}
+
+
+def test_every_example_is_run_here():
+    assert sorted(p.name for p in (ROOT / "examples").glob("*.py")) == sorted(EXAMPLES)
+
+
+@pytest.mark.parametrize("name", sorted(EXAMPLES))
+def test_example_runs_quick(name, tmp_path):
+    args, expected, files = EXAMPLES[name]
+    out = tmp_path / "out"
+    argv = [str(out) if a == "OUT" else a for a in args]
+    proc = subprocess.run(
+        [sys.executable, str(ROOT / "examples" / name), "--quick", *argv],
+        cwd=tmp_path,  # anything written to a default path lands here, not in the repository
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-2000:]
+    assert expected in proc.stdout
+    for f in files:
+        assert (out / f).stat().st_size > 0, f
+
+
+def load_tool():
+    spec = importlib.util.spec_from_file_location(
+        "reading_lengths", ROOT / "tools/reading_lengths.py"
+    )
+    tool = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(tool)
+    return tool
+
+
+def test_reading_guide_line_counts_match_the_files():
+    proc = subprocess.run(
+        [sys.executable, str(ROOT / "tools/reading_lengths.py"), "--check"],
+        capture_output=True,
+        text=True,
+    )
+    assert proc.returncode == 0, proc.stdout
+
+
+def test_line_count_check_can_fail():
+    tool = load_tool()
+    real = tool.wc_l(ROOT / "tinygrok/model.py")
+    text = (
+        "| # | file | lines | what |\n|---|---|---|---|\n"
+        f"| 1 | [m](../tinygrok/model.py) | {real + 1} | x |\n"
+        f"| 2 | [t](../tinygrok/tasks.py) | 1 | x |\n"
+        "| | **total** | 0 | |\n\nafter the table"
+    )
+    new = tool.updated(text)
+    assert new != text
+    total = real + tool.wc_l(ROOT / "tinygrok/tasks.py")
+    assert f"| {real} |" in new and f"| **total** | {total} |" in new
+    assert "tinygrok/model.py" not in tool.unlisted_modules(text)
+    assert "tinygrok/train.py" in tool.unlisted_modules(text)
