@@ -16,9 +16,9 @@ from threadpoolctl import threadpool_limits
 from tinygrok.config import Config, validate
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture
 def single_thread():
-    """One BLAS and one numba thread for the tests of a module; restored afterwards."""
+    """One BLAS and one numba thread for a test; restored afterwards."""
     before = numba.get_num_threads()
     numba.set_num_threads(1)
     try:

@@ -3,6 +3,9 @@ numpy up to rounding, and the numba engine repeats itself exactly for the same s
 
 from __future__ import annotations
 
+import importlib.util
+from pathlib import Path
+
 import numba
 import numpy as np
 import pytest
@@ -108,3 +111,23 @@ def test_numba_engine_is_deterministic():
     losses_b, params_b = train_steps(cfg, "numba")
     assert losses_a == losses_b
     assert np.array_equal(params_a.flat, params_b.flat)
+
+
+def test_matches_pytorch_autograd():
+    """Both engines' gradients equal PyTorch autograd's on the same model (float64), the model
+    that benchmarks/step_speed.py times against."""
+    torch = pytest.importorskip("torch")
+    path = Path(__file__).parents[1] / "benchmarks" / "torch_reference.py"
+    spec = importlib.util.spec_from_file_location("torch_reference", path)
+    torch_reference = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(torch_reference)
+    cfg = small(dtype="float64")
+    params, _ = init_params(cfg)
+    params.flat += 0.1 * np.random.default_rng(1).standard_normal(params.flat.size)
+    before = torch.get_default_dtype()
+    torch.set_default_dtype(torch.float64)
+    try:
+        for engine in ("numba", "numpy"):
+            assert torch_reference.check_same_model(cfg, params, engine, tol=1e-9) < 1e-9
+    finally:
+        torch.set_default_dtype(before)

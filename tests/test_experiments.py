@@ -267,6 +267,11 @@ def test_plan_covers_every_arm_and_seed(tmp_path):
     assert {s.cfg.tasks for s in specs} >= {("division",), ("division", "multiplication")}
     assert specs[0].cfg.tasks == ("division",) and [s.seed for s in specs[:2]] == [0, 1]
     assert len({s.dir for s in specs}) == 10
+    specs = plan("grokfast", tiny(), 1, tmp_path, only=("ma",))
+    assert [(s.arm, s.cfg.grokfast, s.cfg.grokfast_lamb) for s in specs] == [
+        ("baseline", "none", None),
+        ("ma", "ma", 5.0),
+    ]
 
 
 def test_experiment_command_writes_table_and_figure_and_skips_done_runs(tmp_path, capsys):
@@ -303,6 +308,7 @@ def test_experiment_command_writes_table_and_figure_and_skips_done_runs(tmp_path
         (["experiment", "noise", "--sgd", "fast"], "--sgd: give LR:BATCH"),
         (["experiment", "init", "--sgd", "0.1:64"], "--sgd: only for the noise experiment"),
         (["experiment", "init", "--seeds", "0"], "--seeds: must be an integer >= 1"),
+        (["experiment", "grokfast", "--arms", "ema,fir"], "--arms: grokfast has the arms"),
         (["run", "div", "--grokfast", "fir"], "--grokfast"),
         (["run", "div", "--grokfast", "ma", "--grokfast-window", "0"], "--grokfast-window"),
         (["run", "div", "--grokfast-alpha", "1.5"], "--grokfast-alpha"),

@@ -374,14 +374,19 @@ def experiment_command(name: str, seeds: int, out: Path, extras: dict, options: 
     "sgd_levels",
     multiple=True,
     metavar="LR:BATCH",
-    help="noise only: an SGD arm (repeat)  [default: 0.1:512 0.3:512 0.3:128 1:128]",
+    help="noise only: an SGD arm (repeat)  [default: 0.1:512 0.03:128 0.1:128 0.3:512]",
 )
 @click.option(
     "--tiny-scale", type=float, help="init only: the tiny arm's --init-scale  [default: 0.1]"
 )
+@click.option(
+    "--arms", help="only these arms (comma-separated labels), beside the baseline  [default: all]"
+)
 @click.option("--report-only", is_flag=True, help="write the table and figure, run nothing")
 @click.option("--quiet", "-q", is_flag=True, help="no progress line")
-def experiment(name, seeds, out, jobs, sgd_levels, tiny_scale, report_only, quiet, **options):
+def experiment(
+    name, seeds, out, jobs, sgd_levels, tiny_scale, arms, report_only, quiet, **options
+) -> None:
     """Run one of seed 000's comparisons (and Grokfast's), baselines included, for several seeds.
 
     EXPERIMENT is diversity (division alone, with multiplication, addition, subtraction, all
@@ -416,7 +421,10 @@ def experiment(name, seeds, out, jobs, sgd_levels, tiny_scale, report_only, quie
         arm_options["tiny_scale"] = tiny_scale
         extras["--tiny-scale"] = (tiny_scale,)
     out = out or Path("runs") / name
-    specs = plan(name, base, seeds, out, **arm_options)
+    only = tuple(a.strip() for a in arms.split(",") if a.strip()) if arms else ()
+    if only:
+        extras["--arms"] = (",".join(only),)
+    specs = plan(name, base, seeds, out, only, **arm_options)
     command = experiment_command(name, seeds, out, extras, options)
     from tinygrok.runlock import RunLock
 
@@ -678,7 +686,7 @@ def phase(tasks, grid, seeds, out, workers, grok_ratio, quiet, **options) -> Non
         raise ConfigError(f"--workers: must be an integer >= 1 (got {workers})")
     if not grok_ratio >= 0:
         raise ConfigError(f"--grok-ratio: must be a number >= 0 (got {grok_ratio})")
-    from tinygrok.phase import write_phase
+    from tinygrok.phase import format_table, write_phase
     from tinygrok.runlock import RunLock
     from tinygrok.sweep import make_sweep, run_sweep
     from tinygrok.train import StopFlag
@@ -700,9 +708,7 @@ def phase(tasks, grid, seeds, out, workers, grok_ratio, quiet, **options) -> Non
             stop.uninstall()
         title = f"{' + '.join(plan.base.tasks)} mod {plan.base.p}: regimes"
         rows, png = write_phase(plan, out, title, grok_ratio)
-    for row in rows:
-        values = ", ".join(f"{k}={v}" for k, v in row["values"].items())
-        click.echo(f"{values:40s} {row['regime']:14s} ({row['agreement']} runs)")
+    click.echo(format_table(rows))
     click.echo(f"phase folder: {out} ({png.name}, phase.json, runs/)")
     for name, error in outcome.failures.items():
         click.echo(f"tinygrok: run {name} failed: {error}", err=True)

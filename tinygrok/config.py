@@ -135,9 +135,9 @@ PRESETS: dict[str, dict] = {
         "d_mlp": 128,
         "lr": 5e-3,
         "weight_decay": 1.0,
-        "steps": 3000,
+        "steps": 2000,
         "eval_every": 25,
-        "patience": 500,
+        "patience": 300,
     },
 }
 

@@ -59,7 +59,7 @@ def diversity_arms(base: Config) -> list[Arm]:
 
 
 # SGD noise levels (lr, batch size): the gradient noise of SGD grows with lr / batch size.
-SGD_LEVELS = ((0.1, 512), (0.3, 512), (0.3, 128), (1.0, 128))
+SGD_LEVELS = ((0.1, 512), (0.03, 128), (0.1, 128), (0.3, 512))
 
 
 def noise_arms(base: Config, levels: tuple[tuple[float, int], ...] = SGD_LEVELS) -> list[Arm]:
@@ -114,15 +114,32 @@ class RunSpec:
     dir: Path
 
 
-def plan(name: str, base: Config, seeds: int, out: Path, **arm_options) -> list[RunSpec]:
+def plan(
+    name: str,
+    base: Config,
+    seeds: int,
+    out: Path,
+    only: tuple[str, ...] = (),
+    **arm_options,
+) -> list[RunSpec]:
     """Every run of experiment `name`: arms x seeds base.seed .. base.seed + seeds - 1, each
-    config validated (a bad arm is a ConfigError before anything runs)."""
+    config validated (a bad arm is a ConfigError before anything runs). With `only`, just the
+    baseline and those arms."""
     if name not in EXPERIMENTS:
         raise ConfigError(f"EXPERIMENT: must be one of {', '.join(EXPERIMENTS)} (got {name!r})")
     if seeds < 1:
         raise ConfigError(f"--seeds: must be an integer >= 1 (got {seeds})")
+    arms = EXPERIMENTS[name][1](base, **arm_options)
+    labels = [a.label for a in arms]
+    unknown = [a for a in only if a not in labels]
+    if unknown:
+        raise ConfigError(
+            f"--arms: {name} has the arms {', '.join(labels)} (got {', '.join(unknown)})"
+        )
+    if only:
+        arms = [arms[0]] + [a for a in arms[1:] if a.label in only]
     specs = []
-    for arm in EXPERIMENTS[name][1](base, **arm_options):
+    for arm in arms:
         for seed in range(base.seed, base.seed + seeds):
             cfg = validate(base.replace(**arm.changes, seed=seed))
             specs.append(RunSpec(arm.label, seed, cfg, out / arm.label / f"seed{seed}"))

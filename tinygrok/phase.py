@@ -105,6 +105,24 @@ def phase_table(sweep: Sweep, out: Path, grok_ratio: float = GROK_RATIO) -> list
     return list(cells.values())
 
 
+def format_table(rows: list[dict]) -> str:
+    """The cells as text: grid values, regime, and the median memorized and generalized steps."""
+
+    def median(key: str, runs: list[dict]) -> str:
+        steps = sorted(r[key] for r in runs if r[key] is not None)
+        return f"{steps[len(steps) // 2]:,}" if steps else "-"
+
+    lines = [f"{'cell':36s} {'regime':14s} {'runs':>5s} {'memorized':>10s} {'generalized':>12s}"]
+    for row in rows:
+        values = ",".join(f"{k}={format_value(v)}" for k, v in row["values"].items())
+        runs = row["runs"]
+        lines.append(
+            f"{values:36s} {row['regime']:14s} {row['agreement']:>5s} "
+            f"{median('memorized_step', runs):>10s} {median('generalized_step', runs):>12s}"
+        )
+    return "\n".join(lines)
+
+
 def write_phase(
     sweep: Sweep, out: Path, title: str, grok_ratio: float = GROK_RATIO
 ) -> tuple[list[dict], Path]:
