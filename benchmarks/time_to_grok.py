@@ -66,6 +66,7 @@ def race(cfg: Config, use_torch: bool) -> dict[str, tuple[int | None, float]]:
             clock[name] += time.perf_counter() - t
             if val_acc >= cfg.generalized_threshold:
                 result[name] = (step, clock[name])
+            print(f"  {name} step {step}: val {val_acc:.3f}, {clock[name]:.0f} s", file=sys.stderr)
         if len(result) == len(runners):
             break
     return {name: result.get(name, (None, clock[name])) for name in runners}

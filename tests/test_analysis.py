@@ -15,6 +15,7 @@ from tinygrok.analysis import (
     frequency_norms,
     gini,
     key_frequencies,
+    logit_frequency_norms,
     pair_directions,
     restricted_excluded,
 )
@@ -83,15 +84,31 @@ def test_restricted_loss_of_a_fourier_model_is_low(task, s):
     assert wrong == pytest.approx(np.log(p), rel=1e-6)
 
 
-def test_restricted_loss_of_a_lookup_table_is_high():
-    p = 31
+def lookup_table(p: int) -> tuple[np.ndarray, ...]:
+    """Logits (p*p, p) that memorize half the pairs of a + b mod p (+10 on their answer, random
+    elsewhere), the labels, and the train and validation rows."""
     a, b = np.divmod(np.arange(p * p), p)
     labels = (a + b) % p
     rows = np.random.default_rng(4).permutation(p * p)
     train, val = rows[: p * p // 2], rows[p * p // 2 :]
-    # memorizes the training pairs only: +10 on their answer, random logits elsewhere
     logits = np.random.default_rng(5).standard_normal((p * p, p))
     logits[train, labels[train]] += 10.0
+    return logits, labels, train, val
+
+
+@pytest.mark.parametrize("s", [1, -1])
+def test_key_frequencies_of_the_logits(s):
+    p, key = 31, [3, 8, 11]
+    noise = 0.3 * np.random.default_rng(6).standard_normal((p * p, p))
+    norms = logit_frequency_norms(fourier_logits(p, key, s, scale=1.0) + noise, s)
+    assert norms.shape == (p // 2 + 1,)
+    assert key_frequencies(norms) == key
+    assert key_frequencies(logit_frequency_norms(lookup_table(p)[0], 1)) == []
+
+
+def test_restricted_loss_of_a_lookup_table_is_high():
+    p = 31
+    logits, labels, train, val = lookup_table(p)
     restricted, excluded = restricted_excluded(logits, labels, train, val, [3, 8], 1)
     # A table of the true answers is (1/p) sum_k cos(w_k (a + b - c)) over all p frequencies, so
     # two frequencies keep about 2 * 2/p of it on half the pairs: a logit of ~0.6, not ~10.

@@ -14,6 +14,7 @@ from tinygrok.config import Config, validate
 from tinygrok.model import Params, evaluate, init_params, loss_and_grads
 from tinygrok.optim import learning_rate, make_optimizer
 from tinygrok.tasks import Batches, make_dataset
+from tinygrok.train import set_threads
 
 STEPS = 6
 
@@ -131,3 +132,15 @@ def test_matches_pytorch_autograd():
             assert torch_reference.check_same_model(cfg, params, engine, tol=1e-9) < 1e-9
     finally:
         torch.set_default_dtype(before)
+
+
+def test_set_threads_sets_blas_and_numba():
+    """--threads N limits both pools, and the counts returned are what config.json records."""
+    before = set_threads(None)
+    try:
+        assert set_threads(1) == {"blas": 1, "numba": 1}
+        assert set_threads(None) == {"blas": 1, "numba": 1}
+        pool = numba.config.NUMBA_NUM_THREADS
+        assert set_threads(pool + 1)["numba"] == pool  # numba cannot grow past its pool
+    finally:
+        set_threads(max(before.values()))

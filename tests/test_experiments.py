@@ -295,6 +295,9 @@ def test_experiment_command_writes_table_and_figure_and_skips_done_runs(tmp_path
     code, _, err = run_cli(argv, capsys)
     assert code == 0 and "4 runs (4 already done)" in err
     assert (out / "dense" / "seed0" / "summary.json").stat().st_mtime_ns == stamp
+    (out / "table.md").unlink()
+    code, stdout, _ = run_cli(argv + ["--report-only"], capsys)
+    assert code == 0 and (out / "table.md").read_text() in stdout
 
     code, _, err = run_cli(argv[:-2] + ["--lr", "0.01", "--out", str(out)], capsys)
     assert code == 2 and "holds a run of another config" in err
@@ -309,6 +312,7 @@ def test_experiment_command_writes_table_and_figure_and_skips_done_runs(tmp_path
         (["experiment", "init", "--sgd", "0.1:64"], "--sgd: only for the noise experiment"),
         (["experiment", "init", "--seeds", "0"], "--seeds: must be an integer >= 1"),
         (["experiment", "grokfast", "--arms", "ema,fir"], "--arms: grokfast has the arms"),
+        (["experiment", "init", "--report-only"], "holds no experiment yet"),
         (["run", "div", "--grokfast", "fir"], "--grokfast"),
         (["run", "div", "--grokfast", "ma", "--grokfast-window", "0"], "--grokfast-window"),
         (["run", "div", "--grokfast-alpha", "1.5"], "--grokfast-alpha"),

@@ -4,6 +4,7 @@ itertools.permutations, the presets, and `tinygrok tasks`."""
 from __future__ import annotations
 
 import itertools
+import json
 
 import numpy as np
 import pytest
@@ -116,18 +117,14 @@ def test_presets():
 
 
 def test_cli_preset_and_explicit_options(tmp_path):
-    r = run_cli(
-        "run", "--preset", "tiny", "--steps", "20", "--eval-every", "10", "--p", "11",
-        "-q", "--out", tmp_path / "r",
-    )  # fmt: skip
+    args = ["--steps", "20", "--eval-every", "10", "--p", "11", "--engine", "numpy", "-q"]
+    r = run_cli("run", "--preset", "tiny", *args, "--out", tmp_path / "r")
     assert r.code == 0, r.err
-    import json
-
     cfg = json.loads((tmp_path / "r" / "config.json").read_text())["config"]
     assert (cfg["p"], cfg["steps"], cfg["d_model"], cfg["tasks"]) == (11, 20, 32, ["addition"])
     r = run_cli("run", *TINY, "--steps", "5", "--out", tmp_path / "none")
-    assert r.code == 2 and r.err_lines == ["tinygrok: error: TASK: give at least one task "
-                                          "(see `tinygrok tasks`)"]  # fmt: skip
+    assert r.code == 2
+    assert r.err_lines == ["tinygrok: error: TASK: give at least one task (see `tinygrok tasks`)"]
 
 
 def test_tasks_command_lists_every_task():

@@ -12,10 +12,14 @@ Spectrum. The embedding of the p number tokens W_E = wte[:p] (p, C) in that basi
 (p, C); the norm of frequency k is the norm of its (one or two) rows. The unembedding head.w
 (C, p) gives the p answer logits; its spectrum is that of head.w.T (p, C).
 
-Key frequencies. Sort the final snapshot's embedding norms of k = 1..p//2 in decreasing order;
-the key frequencies are those before the largest ratio between neighbours, if that ratio is at
-least KEY_GAP (a generalizing model keeps a few frequencies and lets weight decay erase the
-rest; a memorizing one has a flat spectrum and no key frequencies).
+Key frequencies. Take a norm per frequency k = 1..p//2 of the last snapshot, sort them in
+decreasing order; the key frequencies are those before the largest ratio between neighbours, if
+that ratio is at least KEY_GAP (a generalizing model uses a few frequencies, a memorizing one has
+a flat spectrum and no key frequencies). For addition and subtraction the norm of frequency k is
+that of the logits' components along the answer's directions u_k, v_k (below): the frequencies
+the model answers with. They are read from the function, so the initial embedding, which weight
+decay takes thousands of steps to erase, cannot hide them. Other tasks mod p use the embedding's
+norms.
 
 Gini coefficient of n norms x sorted ascending (x_1 <= ... <= x_n):
 
@@ -120,6 +124,14 @@ def pair_directions(p: int, freqs: list[int], s: int) -> np.ndarray:
     return np.array(dirs).reshape(len(dirs), p * p)
 
 
+def logit_frequency_norms(logits: np.ndarray, s: int) -> np.ndarray:
+    """Logits of all pairs (p*p, p) -> norm of their components along cos and sin of
+    w_k (a + s b), for each frequency k = 0..p//2, shape (p//2 + 1,)."""
+    p = logits.shape[1]
+    z = logits.astype(np.float64)
+    return np.array([np.linalg.norm(pair_directions(p, [k], s) @ z) for k in range(p // 2 + 1)])
+
+
 def cross_entropy(logits: np.ndarray, y: np.ndarray) -> float:
     """Mean cross-entropy in float64: logits (N, P), y (N,)."""
     z = logits.astype(np.float64)
@@ -184,7 +196,7 @@ def read_run(run_dir: Path) -> tuple[Config, list[dict]]:
 def analyze(run_dir: Path, key_freqs: list[int] | None = None, figures: bool = True) -> dict:
     """Compute every measure over a run's snapshots; write RUN_DIR/analysis.json and figures.
 
-    key_freqs: the key frequencies to use (default: found in the last snapshot's embedding).
+    key_freqs: the key frequencies to use (default: found in the last snapshot, see above).
     """
     run_dir = Path(run_dir)
     cfg, records = read_run(run_dir)
@@ -215,8 +227,22 @@ def analyze(run_dir: Path, key_freqs: list[int] | None = None, figures: bool = T
         "weight_norms": {},
     }
     last = Params(shapes, load_snapshot(snaps[-1][1])[1])
+    if key_freqs is not None and not fourier:
+        raise ConfigError("--key-freqs: S5 runs have no Fourier measures")
+    if linear:
+        s = LINEAR_TASKS[cfg.tasks[0]]
+        x, labels = all_examples(cfg.tasks[0], p, p, p + 1)  # (p*p, 4), (p*p,) rows a*p + b
+        split = make_dataset(cfg.tasks, p, cfg.train_frac, cfg.seed)[0]
+        train_rows = split.train_x[:, 0] * p + split.train_x[:, 2]
+        val_rows = split.val_x[:, 0] * p + split.val_x[:, 2]
+        out |= {"restricted_loss": [], "excluded_loss": [], "train_loss": [], "val_loss": []}
     if fourier:
-        final_norms = frequency_norms(last["wte"][:p])
+        if linear:
+            out["key_frequencies_from"] = "logits"
+            final_norms = logit_frequency_norms(all_logits(last, x, cfg), s)
+        else:
+            out["key_frequencies_from"] = "embedding"
+            final_norms = frequency_norms(last["wte"][:p])
         found = key_frequencies(final_norms)
         if key_freqs is not None:
             bad = [k for k in key_freqs if not 1 <= k <= p // 2]
@@ -226,13 +252,6 @@ def analyze(run_dir: Path, key_freqs: list[int] | None = None, figures: bool = T
         out["key_frequencies_found"] = found
         out |= {"embedding_spectrum": [], "unembedding_spectrum": []}
         out |= {"gini_embedding": [], "gini_unembedding": []}
-    if linear:
-        s = LINEAR_TASKS[cfg.tasks[0]]
-        x, labels = all_examples(cfg.tasks[0], p, p, p + 1)  # (p*p, 4), (p*p,) rows a*p + b
-        split = make_dataset(cfg.tasks, p, cfg.train_frac, cfg.seed)[0]
-        train_rows = split.train_x[:, 0] * p + split.train_x[:, 2]
-        val_rows = split.val_x[:, 0] * p + split.val_x[:, 2]
-        out |= {"restricted_loss": [], "excluded_loss": [], "train_loss": [], "val_loss": []}
     for _, path in snaps:
         params = Params(shapes, load_snapshot(path)[1])
         for group, norm in layer_norms(params).items():

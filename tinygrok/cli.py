@@ -428,21 +428,25 @@ def experiment(
     command = experiment_command(name, seeds, out, extras, options)
     from tinygrok.runlock import RunLock
 
-    try:
-        out.mkdir(parents=True, exist_ok=True)
-    except OSError as e:
-        raise ConfigError(f"--out: cannot make the folder {out} ({e.strerror})") from None
-    with RunLock(out):
-        done = states(specs).count("done")  # first: a folder of another experiment is an error
-        write_plan(name, specs, base, out, command)
-        failures, interrupted = {}, False
-        if not report_only:
+    failures, interrupted = {}, False
+    if report_only:  # reads the runs, even while the experiment runs
+        if not (out / "experiment.json").is_file():
+            raise ConfigError(f"--out: {out} holds no experiment yet; run it first")
+        states(specs)  # a folder of another experiment is an error
+    else:
+        try:
+            out.mkdir(parents=True, exist_ok=True)
+        except OSError as e:
+            raise ConfigError(f"--out: cannot make the folder {out} ({e.strerror})") from None
+        with RunLock(out):
+            done = states(specs).count("done")  # first: a folder of another experiment is an error
+            write_plan(name, specs, base, out, command)
             click.echo(
                 f"tinygrok: experiment {name}, {len(specs)} runs ({done} already done) -> {out}",
                 err=True,
             )
             failures, interrupted = run_all(specs, jobs, progress=not quiet)
-        click.echo(write_report(name, specs, base, out, command))
+    click.echo(write_report(name, specs, base, out, command))
     click.echo(f"experiment folder: {out} (table.md, comparison.png)")
     for run_name, error in failures.items():
         click.echo(f"tinygrok: run {run_name} failed: {error}", err=True)
@@ -586,7 +590,7 @@ def tasks() -> None:
 @click.option(
     "--key-freqs",
     metavar="K1,K2,...",
-    help="key frequencies to restrict to  [default: found in the last snapshot's embedding]",
+    help="key frequencies to restrict to  [default: found in the last snapshot]",
 )
 @click.option("--threads", type=int, help="BLAS threads  [default: all cores]")
 def analyze(run_dir, key_freqs, threads) -> None:
@@ -677,8 +681,8 @@ def phase(tasks, grid, seeds, out, workers, grok_ratio, quiet, **options) -> Non
 
     \b
     Example:
-      tinygrok phase --preset tiny --grid weight_decay=0,0.3,1,3 --grid train_frac=0.3,0.5,0.7 \\
-          --out runs/phase-tiny
+      tinygrok phase --preset tiny --grid weight_decay=0,0.3,1,3 \\
+          --grid train_frac=0.3,0.45,0.6,0.75,0.9 --out runs/phase-tiny
     """
     if not 1 <= len(grid) <= 2:
         raise ConfigError(f"--grid: give one or two keys, the diagram's axes (got {len(grid)})")
@@ -706,7 +710,10 @@ def phase(tasks, grid, seeds, out, workers, grok_ratio, quiet, **options) -> Non
             )
         finally:
             stop.uninstall()
-        title = f"{' + '.join(plan.base.tasks)} mod {plan.base.p}: regimes"
+        title = (
+            f"{' + '.join(plan.base.tasks)} mod {plan.base.p}: regimes within "
+            f"{plan.base.step_budget:,} steps"
+        )
         rows, png = write_phase(plan, out, title, grok_ratio)
     click.echo(format_table(rows))
     click.echo(f"phase folder: {out} ({png.name}, phase.json, runs/)")

@@ -122,8 +122,8 @@ PRESETS: dict[str, dict] = {
         "steps": 40_000,
         "eval_every": 100,
     },
-    # Groks a + b mod 23 within seconds (docs/ANALYSIS.md: memorized near step 100, generalized
-    # at 500-950 over seeds 0-2): 1 layer, d_model 32, full batch, 60% of the pairs
+    # Groks a + b mod 23 within seconds (docs/ANALYSIS.md: memorized at step 100-125, generalized
+    # at 500-850 over seeds 0-2): 1 layer, d_model 32, full batch, 60% of the pairs
     "tiny": {
         "tasks": ("addition",),
         "p": 23,

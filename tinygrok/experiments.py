@@ -241,9 +241,26 @@ def collect(specs: list[RunSpec]) -> dict[str, dict[str, list[dict]]]:
 
 TABLE_HEADER = (
     "| arm | task | seeds generalized | generalized step | progress % | delay (steps) "
-    "| speedup (progress) | speedup (delay) | final val acc % | unstable |\n"
+    "| speedup (progress) | speedup (delay) | final val acc % | stability |\n"
     "|---|---|---|---|---|---|---|---|---|---|\n"
 )
+
+
+def stability_cell(runs: list[dict], threshold: float) -> str:
+    """'fell back k of n (lowest x%)', then how many of those ended below the threshold and how
+    many runs diverged; 'stable' when none fell back."""
+    gen = [r for r in runs if r["generalized_step"] is not None]
+    fell = [r for r in gen if r["unstable"]]
+    cell = "stable" if not fell else f"fell back {len(fell)} of {len(gen)}"
+    if fell:
+        low = min(r["min_val_acc_after_generalized"] for r in fell)
+        cell += f" (lowest {100 * low:.0f}%)"
+        ended = sum(r["final_val_acc"] < threshold for r in fell)
+        cell += f", {ended} ended below" if ended else ", all recovered"
+    diverged = sum(r["status"] == "diverged" for r in runs)
+    if diverged:
+        cell += f"; {diverged} diverged"
+    return cell if gen or diverged else "-"
 
 
 def table(specs: list[RunSpec]) -> str:
@@ -261,19 +278,12 @@ def table(specs: list[RunSpec]) -> str:
     for arm, by_task in rows.items():
         for task, runs in by_task.items():
             if not runs:
-                lines.append(f"| {arm} | {task} | 0 of 0 done | | | | | | | |\n")
+                lines.append(f"| {arm} | {task} | no run done yet | | | | | | | |\n")
                 continue
             s, b = stats[arm, task], stats.get((baseline, task))
             n_gen = sum(r["generalized_step"] is not None for r in runs)
             final = median_spread([100 * r["final_val_acc"] for r in runs])
-            unstable = [r for r in runs if r["unstable"]]
-            diverged = sum(r["status"] == "diverged" for r in runs)
-            stab = f"{len(unstable)} of {n_gen}"
-            if unstable:
-                low = min(r["min_val_acc_after_generalized"] for r in unstable)
-                stab += f" (fell to {100 * low:.1f}%)"
-            if diverged:
-                stab += f", {diverged} diverged"
+            stab = stability_cell(runs, specs[0].cfg.generalized_threshold)
             speed = [
                 fmt_speedup(b[key][0], s[key][0]) if b and arm != baseline else "-"
                 for key in ("progress_pct", "delay_steps")
@@ -371,8 +381,10 @@ def write_report(name: str, specs: list[RunSpec], base: Config, out: Path, comma
         f"Command: `{command}`\n\n"
         f"Regime: {regime(base)}; seeds {seeds[0]}-{seeds[-1]}; step budget {base.steps:,} per "
         f"task, patience {base.patience}. Cells: median [min-max] over seeds; 'never': did not "
-        f"reach validation accuracy {base.generalized_threshold:g} within the budget. Unstable: "
-        "validation accuracy fell back below that threshold after reaching it.\n\n" + table(specs)
+        f"reach validation accuracy {base.generalized_threshold:g} within the budget. Stability: "
+        "how many runs that generalized fell back below that threshold at a later evaluation "
+        "(summary `unstable`), the lowest validation accuracy after generalizing, and whether "
+        "they ended above it again.\n\n" + table(specs)
     )
     (out / "table.md").write_text(text)
     plot_comparison(specs, out / "comparison.png", f"{name}: {regime(base)}")
