@@ -4,24 +4,20 @@ kept, the stability flag, the Grokfast filters, and `tinygrok experiment` on a t
 from __future__ import annotations
 
 import json
-import os
 from collections import deque
 from pathlib import Path
 
 import numpy as np
 import pytest
 
-os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
-os.environ.setdefault("NUMBA_NUM_THREADS", "1")
-
-from tinygrok.cli import main  # noqa: E402
-from tinygrok.config import Config, validate  # noqa: E402
-from tinygrok.experiments import noise_arms, plan  # noqa: E402
-from tinygrok.grokfast import EMAFilter, MAFilter, make_grad_filter  # noqa: E402
-from tinygrok.metrics import stability  # noqa: E402
-from tinygrok.model import init_params, is_matrix, matrix_sparsity  # noqa: E402
-from tinygrok.tasks import Batches, make_dataset  # noqa: E402
-from tinygrok.train import run_summary, train  # noqa: E402
+from tinygrok.cli import main
+from tinygrok.config import Config, validate
+from tinygrok.experiments import noise_arms, plan
+from tinygrok.grokfast import EMAFilter, MAFilter, make_grad_filter
+from tinygrok.metrics import stability
+from tinygrok.model import init_params, is_matrix, matrix_sparsity
+from tinygrok.tasks import Batches, make_dataset
+from tinygrok.train import run_summary, train
 
 # A model small enough that a few hundred steps take about a second.
 TINY = dict(p=11, d_model=16, heads=2, d_mlp=32, layers=1, batch_size=32, eval_every=25)

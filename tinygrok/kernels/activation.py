@@ -5,7 +5,8 @@ GELU is the tanh form used by GPT-2 (PyTorch's `GELU(approximate="tanh")`):
     gelu(x)  = 0.5 x (1 + tanh(u)),        u = sqrt(2/pi) (x + 0.044715 x^3)
     gelu'(x) = 0.5 (1 + tanh(u)) + 0.5 x (1 - tanh(u)^2) sqrt(2/pi) (1 + 3 * 0.044715 x^2)
 
-ReLU: relu(x) = max(x, 0), relu'(x) = [x > 0].
+ReLU: relu(x) = max(x, 0), relu'(x) = [x > 0]. Reference: Hendrycks & Gimpel 2016, "Gaussian
+Error Linear Units (GELUs)", arXiv:1606.08415, for GELU and its tanh approximation.
 
 The float32 kernel evaluates tanh with Eigen's rational approximation (`generic_fast_tanh_float`,
 absolute error below 1e-6): numba calls libm's scalar `tanhf`, which does not vectorize and made the

@@ -18,6 +18,7 @@ Backward, given dy:
     dk[j]   = sum_i ds[i, j] q[i] / sqrt(HS)
 
 With Tq = 1 only the last position is queried: that is all the loss needs in the last layer.
+Reference: Vaswani et al. 2017, "Attention Is All You Need", section 3.2.
 
 q, k and v may be strided views (slices of one (B, T, 3C) projection).
 

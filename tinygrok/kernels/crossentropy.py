@@ -4,7 +4,8 @@
     loss[n]    = -logp[n, y[n]]
     d mean(loss) / dz[n, c] = (softmax(z[n])[c] - [c == y[n]]) / N
 
-Shapes: N rows, P classes.
+Shapes: N rows, P classes. (Derivation: the softmax's Jacobian diag(s) - s s^T applied to
+-onehot/s; see CS231n's notes on the softmax classifier.)
 
 The numba kernels run one row per parallel iteration.
 """

@@ -1,6 +1,7 @@
 """Optimizer updates over the flat vector of all parameters (N elements), in place.
 
-AdamW, in PyTorch's order (torch.optim.AdamW, decoupled weight decay, bias correction), step t >= 1:
+AdamW (Loshchilov & Hutter 2019, "Decoupled Weight Decay Regularization", Kingma & Ba 2015 for
+Adam), in PyTorch's order (torch.optim.AdamW, bias correction), step t >= 1:
 
     p <- p (1 - lr wd)
     m <- b1 m + (1 - b1) g
