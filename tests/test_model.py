@@ -6,7 +6,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from tinygrok.config import Config, validate
+from tinygrok.config import Config, from_preset, validate
 from tinygrok.model import evaluate, forward, init_params, is_matrix, n_params, param_shapes
 from tinygrok.tasks import make_dataset
 
@@ -91,6 +91,23 @@ def test_attention_biases_are_zero_and_layer_norms_identity(default_init):
         for ln in ("ln1", "ln2"):
             assert (params[b + ln + ".w"] == 1).all() and (params[b + ln + ".b"] == 0).all()
     assert (params["ln_f.w"] == 1).all() and (params["ln_f.b"] == 0).all()
+
+
+def test_nanda_init_is_normal_with_their_scales():
+    """--init nanda (Nanda et al.'s code): every matrix N(0, 1/d_model), the unembedding
+    N(0, 1/p), every bias 0, LayerNorm (if any) the identity."""
+    cfg = validate(Config(tasks=("addition",), p=113, init="nanda", dtype="float64"))
+    params, _ = init_params(cfg)
+    for name, shape in params.shapes.items():
+        w = params[name]
+        if not is_matrix(name, shape):
+            assert (w == (1 if name.endswith(".w") else 0)).all(), name
+            continue
+        std = 1 / np.sqrt(cfg.p if name == "head.w" else cfg.d_model)
+        se = std / np.sqrt(w.size)
+        assert abs(w.mean()) < 5 * se, name
+        assert abs(w.std() - std) < 5 * se, name
+    assert from_preset("nanda").init == "nanda"
 
 
 def test_initialization_depends_on_the_seed():

@@ -26,6 +26,7 @@ import numpy as np
 
 from tinygrok.config import Config
 from tinygrok.sweep import DONE, Job, format_value, load_sweep, read_summary
+from tinygrok.tasks import describe_tasks
 
 METRICS = (
     "memorized_step",
@@ -129,7 +130,7 @@ def summary_markdown(grid: list[str], rows: list[Row]) -> str:
     first = rows[0].config
     seeds = len({r.job.values["seed"] for r in rows})
     plural = "s" if seeds != 1 else ""
-    title = f"# Sweep: {' + '.join(first['tasks'])} mod {first['p']}, {seeds} seed{plural}"
+    title = f"# Sweep: {describe_tasks(first['tasks'], first['p'])}, {seeds} seed{plural}"
     keys = grid or ["tasks"]
     header = [*keys, "seeds", *(name for name, _ in STEP_STATS), "generalized"]
     lines = [
@@ -238,7 +239,7 @@ def plot_sweep(path: Path, grid: list[str], rows: list[Row]) -> None:
     ax.grid(alpha=0.25, axis="y")
     first = rows[0].config
     ax.set_title(
-        f"{' + '.join(first['tasks'])} mod {first['p']}: generalized step per "
+        f"{describe_tasks(first['tasks'], first['p'])}: generalized step per "
         f"configuration ({len({r.job.values['seed'] for r in rows})} seeds)"
     )
     fig.tight_layout()

@@ -56,7 +56,7 @@ from tinygrok.errors import ConfigError
 from tinygrok.metrics import grokking_metrics
 from tinygrok.model import Params, forward, param_shapes
 from tinygrok.snapshots import list_snapshots, load_snapshot
-from tinygrok.tasks import FIXED_ELEMENTS, all_examples, make_dataset
+from tinygrok.tasks import FIXED_ELEMENTS, all_examples, describe_tasks, make_dataset
 
 KEY_GAP = 2.0
 # The tasks whose answer is a + s*b mod p: restricted and excluded loss apply to them.
@@ -291,7 +291,7 @@ def plot_analysis(run_dir: Path, a: dict, records: list[dict]) -> list[Path]:
     import matplotlib.pyplot as plt
 
     run_dir = Path(run_dir)
-    title = " + ".join(a["tasks"]) + f" mod {a['p']}"
+    title = describe_tasks(a["tasks"], a["p"])
     paths = []
     steps, mem, gen = a["steps"], a["memorized_step"], a["generalized_step"]
 

@@ -23,12 +23,14 @@ from tinygrok.config import (
     DTYPES,
     ENGINES,
     GROKFAST_FILTERS,
+    INITS,
     OPTIMIZERS,
     PRESETS,
     Config,
     from_preset,
 )
 from tinygrok.errors import ConfigError
+from tinygrok.tasks import describe_tasks
 
 EXIT_USAGE, EXIT_DIVERGED, EXIT_INTERRUPTED = 2, 3, 130
 
@@ -64,6 +66,9 @@ RUN_OPTIONS: dict[str, str] = {
     "grokfast_lamb": "Grokfast amplification of the slow gradient  [default: 2.0 for ema, 5.0 "
     "for ma]",
     "grokfast_window": "Grokfast-MA window in steps (keeps this many gradients in memory)",
+    "init": "initial weights: pytorch (PyTorch's layer defaults: embeddings N(0, 1), linear "
+    "layers U(+-1/sqrt(fan_in))) or nanda (Nanda et al.: every matrix N(0, 1/d_model), the "
+    "unembedding N(0, 1/p), biases 0)",
     "sparse": "zero this random fraction of every weight matrix at initialization, in [0, 1)",
     "init_scale": "multiply every initial weight matrix by this factor (> 0)",
     "keep_mask": "keep the entries --sparse zeroed at exactly zero for the whole run (their "
@@ -76,6 +81,7 @@ RUN_OPTIONS: dict[str, str] = {
 }
 CHOICES = {
     "activation": ACTIVATIONS,
+    "init": INITS,
     "optimizer": OPTIMIZERS,
     "dtype": DTYPES,
     "engine": ENGINES,
@@ -204,7 +210,7 @@ def run(tasks, out, force, threads, quiet, **options) -> None:
             )
         set_threads(threads)
         click.echo(
-            f"tinygrok: training {' + '.join(cfg.tasks)} mod {cfg.p} "
+            f"tinygrok: training {describe_tasks(cfg.tasks, cfg.p)} "
             f"({n_params(cfg):,} parameters, {cfg.step_budget:,} step budget) -> {out}",
             err=True,
         )
@@ -255,9 +261,9 @@ def resume(run_dir, steps, threads, quiet) -> None:
     report(summary, run_dir)
 
 
-def with_stop_flag(start: Callable) -> dict:
-    """Call `start(stop)` with SIGINT and SIGTERM routed to a StopFlag: the run finishes its
-    step, saves, and returns with status "interrupted"."""
+def with_stop_flag(start: Callable):
+    """Call `start(stop)` with SIGINT and SIGTERM routed to a StopFlag: a run finishes its step,
+    saves, and returns with status "interrupted"; a sweep lets its runs do the same."""
     from tinygrok.train import StopFlag
 
     stop = StopFlag()
@@ -266,6 +272,48 @@ def with_stop_flag(start: Callable) -> dict:
         return start(stop)
     finally:
         stop.uninstall()
+
+
+def run_grid(
+    tasks: tuple[str, ...],
+    options: dict,
+    grid: tuple[str, ...],
+    seeds: str | None,
+    out: Path,
+    finish: Callable,
+    *,
+    executor: str = "local",
+    workers: int = 1,
+    retries: int = 2,
+    scheduler: str | None = None,
+    quiet: bool = False,
+) -> None:
+    """Run the sweep of --grid and --seeds into `out` (locked, Ctrl-C stops it cleanly), then print
+    `finish(plan, out)`, which writes the sweep's own report. Failed runs are listed; exit 130 if
+    interrupted, 1 if any run failed."""
+    from tinygrok.runlock import RunLock
+    from tinygrok.sweep import make_sweep, run_sweep
+
+    given = {k for k, v in options.items() if v is not None and k in RUN_OPTIONS}
+    plan = make_sweep(lambda values: build_config(tasks, options | values), grid, seeds, given)
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise ConfigError(f"--out: cannot make the folder {out} ({e.strerror})") from None
+    with RunLock(out):
+        outcome = with_stop_flag(
+            lambda stop: run_sweep(
+                plan, out.resolve(), executor, workers, retries, scheduler, not quiet, stop
+            )
+        )
+        click.echo(finish(plan, out))
+    for name, error in outcome.failures.items():
+        click.echo(f"tinygrok: run {name} failed: {error}", err=True)
+    if outcome.interrupted:
+        click.echo("tinygrok: interrupted; run the same command again to continue", err=True)
+        sys.exit(EXIT_INTERRUPTED)
+    if outcome.failures:
+        sys.exit(1)
 
 
 def report(summary: dict, out: Path) -> None:
@@ -319,7 +367,7 @@ def gradcheck(tasks, coords, tol, **options) -> None:
     params, tokens, targets = checked_setup(cfg)
     checks = check_gradients(cfg, params, tokens, targets, max_coords=coords, tol=tol)
     click.echo(
-        f"gradcheck: {' + '.join(cfg.tasks)} mod {cfg.p}, {cfg.layers} layers, d_model "
+        f"gradcheck: {describe_tasks(cfg.tasks, cfg.p)}, {cfg.layers} layers, d_model "
         f"{cfg.d_model}, {cfg.heads} heads, d_mlp {cfg.d_mlp}, float64, {len(tokens)} examples"
     )
     click.echo(format_report(checks))
@@ -508,7 +556,7 @@ def sweep(tasks, seeds, grid, out, workers, executor, scheduler, retries, quiet,
     """
     import os
 
-    from tinygrok.sweep import check_executor, make_sweep, run_sweep
+    from tinygrok.sweep import check_executor
 
     check_executor(executor)
     if scheduler is not None and executor != "dask":
@@ -518,41 +566,26 @@ def sweep(tasks, seeds, grid, out, workers, executor, scheduler, retries, quiet,
     for flag, value, least in (("--workers", workers, 1), ("--retries", retries, 0)):
         if value is not None and value < least:
             raise ConfigError(f"{flag}: must be an integer >= {least} (got {value})")
-    given = {k for k, v in options.items() if v is not None and k in RUN_OPTIONS}
-    plan = make_sweep(lambda values: build_config(tasks, options | values), grid, seeds, given)
     from tinygrok.aggregate import summarize as summarize_sweep
-    from tinygrok.runlock import RunLock
-    from tinygrok.train import StopFlag
 
-    try:
-        out.mkdir(parents=True, exist_ok=True)
-    except OSError as e:
-        raise ConfigError(f"--out: cannot make the folder {out} ({e.strerror})") from None
-    stop = StopFlag()
-    with RunLock(out):
-        stop.install()
-        try:
-            outcome = run_sweep(
-                plan,
-                out.resolve(),
-                executor,
-                workers or os.cpu_count() or 1,
-                retries,
-                scheduler,
-                progress=not quiet,
-                stop=stop,
-            )
-        finally:
-            stop.uninstall()
-        click.echo(summarize_sweep(out))
-    click.echo(f"sweep folder: {out} (runs.csv, summary.md, sweep.png, runs/)")
-    for name, error in outcome.failures.items():
-        click.echo(f"tinygrok: run {name} failed: {error}", err=True)
-    if outcome.interrupted:
-        click.echo("tinygrok: interrupted; run the same command again to continue", err=True)
-        sys.exit(EXIT_INTERRUPTED)
-    if outcome.failures:
-        sys.exit(1)
+    def finish(plan, out: Path) -> str:
+        return (
+            f"{summarize_sweep(out)}\nsweep folder: {out} (runs.csv, summary.md, sweep.png, runs/)"
+        )
+
+    run_grid(
+        tasks,
+        options,
+        grid,
+        seeds,
+        out,
+        finish,
+        executor=executor,
+        workers=workers or os.cpu_count() or 1,
+        retries=retries,
+        scheduler=scheduler,
+        quiet=quiet,
+    )
 
 
 @cli.command()
@@ -691,39 +724,16 @@ def phase(tasks, grid, seeds, out, workers, grok_ratio, quiet, **options) -> Non
     if not grok_ratio >= 0:
         raise ConfigError(f"--grok-ratio: must be a number >= 0 (got {grok_ratio})")
     from tinygrok.phase import format_table, write_phase
-    from tinygrok.runlock import RunLock
-    from tinygrok.sweep import make_sweep, run_sweep
-    from tinygrok.train import StopFlag
 
-    given = {k for k, v in options.items() if v is not None and k in RUN_OPTIONS}
-    plan = make_sweep(lambda values: build_config(tasks, options | values), grid, seeds, given)
-    try:
-        out.mkdir(parents=True, exist_ok=True)
-    except OSError as e:
-        raise ConfigError(f"--out: cannot make the folder {out} ({e.strerror})") from None
-    stop = StopFlag()
-    with RunLock(out):
-        stop.install()
-        try:
-            outcome = run_sweep(
-                plan, out.resolve(), "local", workers, progress=not quiet, stop=stop
-            )
-        finally:
-            stop.uninstall()
+    def finish(plan, out: Path) -> str:
         title = (
-            f"{' + '.join(plan.base.tasks)} mod {plan.base.p}: regimes within "
+            f"{describe_tasks(plan.base.tasks, plan.base.p)}: regimes within "
             f"{plan.base.step_budget:,} steps"
         )
         rows, png = write_phase(plan, out, title, grok_ratio)
-    click.echo(format_table(rows))
-    click.echo(f"phase folder: {out} ({png.name}, phase.json, runs/)")
-    for name, error in outcome.failures.items():
-        click.echo(f"tinygrok: run {name} failed: {error}", err=True)
-    if outcome.interrupted:
-        click.echo("tinygrok: interrupted; run the same command again to continue", err=True)
-        sys.exit(EXIT_INTERRUPTED)
-    if outcome.failures:
-        sys.exit(1)
+        return f"{format_table(rows)}\nphase folder: {out} ({png.name}, phase.json, runs/)"
+
+    run_grid(tasks, options, grid, seeds, out, finish, workers=workers, quiet=quiet)
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -40,6 +40,7 @@ class Config:
     layer_norm: bool = True
     activation: str = "gelu"
     # initialization
+    init: str = "pytorch"
     sparse: float = 0.0
     init_scale: float = 1.0
     keep_mask: bool = False
@@ -103,7 +104,8 @@ PRESETS: dict[str, dict] = {
     # Power et al. (2022) as DESIGN.md sets the defaults: 2 layers, d_model 128, division mod 97
     "power": {},
     # Nanda et al. (2023): 1 layer, no LayerNorm, ReLU, a + b mod 113 on 30% of the pairs, full
-    # batch (113^2 >= any training set), AdamW lr 1e-3, betas (0.9, 0.98), weight decay 1
+    # batch (113^2 >= any training set), their initialization, AdamW lr 1e-3, betas (0.9, 0.98),
+    # weight decay 1
     "nanda": {
         "tasks": ("addition",),
         "p": 113,
@@ -115,6 +117,7 @@ PRESETS: dict[str, dict] = {
         "d_mlp": 512,
         "layer_norm": False,
         "activation": "relu",
+        "init": "nanda",
         "lr": 1e-3,
         "beta1": 0.9,
         "beta2": 0.98,
@@ -142,6 +145,7 @@ PRESETS: dict[str, dict] = {
 }
 
 ACTIVATIONS = ("gelu", "relu")
+INITS = ("pytorch", "nanda")
 OPTIMIZERS = ("adamw", "sgd")
 # Gradient filters and their default lambda (Lee et al. 2024's defaults)
 GROKFAST_FILTERS: dict[str, float | None] = {"none": None, "ema": 2.0, "ma": 5.0}
@@ -212,6 +216,8 @@ def validate(cfg: Config) -> Config:
         raise ConfigError(f"--layer-norm: must be true or false (got {cfg.layer_norm!r})")
     if cfg.activation not in ACTIVATIONS:
         raise ConfigError(f"--activation: must be one of {', '.join(ACTIVATIONS)}")
+    if cfg.init not in INITS:
+        raise ConfigError(f"--init: must be one of {', '.join(INITS)}")
     _in_range("sparse", cfg.sparse, 0.0, 1.0, False, True)
     _in_range("init-scale", cfg.init_scale, 0.0, math.inf, True, True)
     if cfg.optimizer not in OPTIMIZERS:

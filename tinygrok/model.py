@@ -107,8 +107,14 @@ def matrix_sparsity(params: Params) -> float:
 
 
 def init_params(cfg: Config) -> tuple[Params, Params]:
-    """Initialize as PyTorch initializes these layers (DESIGN.md), then apply --sparse and
-    --init-scale to the weight matrices. Returns the parameters and the mask (1 = kept)."""
+    """Initialize as --init says (DESIGN.md), then apply --sparse and --init-scale to the weight
+    matrices. Returns the parameters and the mask (1 = kept).
+
+    pytorch: as PyTorch initializes these layers: nn.Embedding N(0, 1), MultiheadAttention's
+    xavier_uniform_ with zero biases, nn.Linear U(-1/sqrt(fan_in), 1/sqrt(fan_in)) for weight and
+    bias. nanda: as Nanda et al.'s code: every matrix N(0, 1/d_model) except the unembedding,
+    N(0, 1/p), and every bias 0. LayerNorm starts at w = 1, b = 0 either way.
+    """
     shapes = param_shapes(cfg)
     rng = np.random.default_rng([cfg.seed, INIT_STREAM])
     # the masks draw from their own stream: a sparse start is the dense start with entries zeroed
@@ -119,17 +125,20 @@ def init_params(cfg: Config) -> tuple[Params, Params]:
     for name, shape in shapes.items():
         w = params[name]
         kind = name.rsplit(".", 1)[-1]
-        if name in ("wte", "wpe"):
+        if name.endswith("ln1.w") or name.endswith("ln2.w") or name == "ln_f.w":
+            w[...] = 1.0
+        elif ".ln" in name or name.startswith("ln_f"):
+            w[...] = 0.0
+        elif cfg.init == "nanda":
+            if is_matrix(name, shape):
+                w[...] = rng.standard_normal(shape) / np.sqrt(cfg.p if name == "head.w" else C)
+        elif name in ("wte", "wpe"):
             w[...] = rng.standard_normal(shape)  # nn.Embedding: N(0, 1)
         elif kind == "w_qkv":
             bound = np.sqrt(6.0 / (C + 3 * C))  # xavier_uniform_ on the (3C, C) in_proj_weight
             w[...] = rng.uniform(-bound, bound, shape)
         elif kind in ("b_qkv", "b_o"):
             w[...] = 0.0  # MultiheadAttention zeroes its biases
-        elif name.endswith("ln1.w") or name.endswith("ln2.w") or name == "ln_f.w":
-            w[...] = 1.0
-        elif ".ln" in name or name.startswith("ln_f"):
-            w[...] = 0.0
         else:
             # nn.Linear: weight and bias U(-1/sqrt(fan_in), 1/sqrt(fan_in)); fan_in is the input
             # width of the layer this tensor belongs to

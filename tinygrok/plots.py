@@ -5,6 +5,8 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+from tinygrok.tasks import describe_tasks
+
 
 def read_metrics(run_dir: Path) -> list[dict]:
     """Every evaluation record of a run, in order."""
@@ -73,7 +75,7 @@ def plot_curves(run_dir: Path, out: Path | None = None) -> Path:
         ax.xaxis.set_minor_formatter(NullFormatter())
         ax.grid(alpha=0.25, which="major")
     delay = summary.get("delay_steps")
-    title = " + ".join(summary["tasks"]) + f" mod {p}, seed {summary['seed']}"
+    title = f"{describe_tasks(summary['tasks'], p)}, seed {summary['seed']}"
     if delay is not None:
         title += f": delay {delay:,} steps"
     ax_acc.set_title(title)

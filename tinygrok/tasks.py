@@ -137,6 +137,13 @@ def fixed_elements(tasks: tuple[str, ...]) -> int | None:
     return counts.pop() if len(counts) == 1 else None
 
 
+def describe_tasks(tasks: tuple[str, ...] | list[str], p: int) -> str:
+    """A title for a run's tasks: "division mod 97", "division + addition mod 97", or for the
+    permutation tasks, whose p is their number of elements, "s5 (120 elements)"."""
+    names = " + ".join(tasks)
+    return f"{names} ({p} elements)" if fixed_elements(tuple(tasks)) else f"{names} mod {p}"
+
+
 def is_prime(n: int) -> bool:
     """Trial division; p is small."""
     return n >= 2 and all(n % d for d in range(2, int(n**0.5) + 1))
