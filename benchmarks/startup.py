@@ -1,5 +1,5 @@
-"""Start-up: `tinygrok --help`, and the time to the first training step with a cold and a warm
-numba kernel cache.
+"""Start-up: `tinygrok --help`, the time to the first training step with a cold and a warm
+numba kernel cache, and the peak memory of a default run.
 
     python benchmarks/startup.py [--repeats 3]
 
@@ -7,7 +7,9 @@ The first-step times run a fresh Python process that does what `tinygrok run div
 before its first step (import the engine, build the data and the model, evaluate step 0 on the
 full training and validation sets), then takes one training step. The cold run points numba's
 cache at an empty folder (NUMBA_CACHE_DIR), so every kernel compiles; the warm runs reuse it.
-The difference is the compile time a first run pays once.
+The difference is the compile time a first run pays once. Peak memory is the largest resident
+set of a real `tinygrok run division` of 200 steps (four full evaluations), read by a parent
+process that does nothing else.
 """
 
 from __future__ import annotations
@@ -55,6 +57,19 @@ def timed(cmd: list[str], env: dict | None = None) -> tuple[float, float]:
     return wall, after.ru_utime + after.ru_stime - before.ru_utime - before.ru_stime
 
 
+PEAK_RSS = """
+import resource, subprocess, sys
+subprocess.run(sys.argv[1:], check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+print(resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss)
+"""
+
+
+def peak_rss_mb(cmd: list[str]) -> float:
+    """Peak resident set (MB) of `cmd`, measured by a fresh parent that runs nothing else."""
+    out = subprocess.run([sys.executable, "-c", PEAK_RSS, *cmd], check=True, capture_output=True)
+    return int(out.stdout) / 1024  # ru_maxrss is in KiB on Linux
+
+
 def medians(runs: list[tuple[float, float]]) -> tuple[float, float]:
     return statistics.median(r[0] for r in runs), statistics.median(r[1] for r in runs)
 
@@ -71,6 +86,9 @@ def main() -> None:
         warm = medians(
             [timed([sys.executable, "-c", FIRST_STEP], env) for _ in range(args.repeats)]
         )
+        with tempfile.TemporaryDirectory() as out:
+            run = [tinygrok, "run", "division", "--steps", "200", "--threads", "1", "-q"]
+            peak = peak_rss_mb([*run, "--out", os.path.join(out, "run")])
     print(machine_line())
     print(f"{'':44s} {'wall s':>7s} {'CPU s':>7s}")
     print(f"{'tinygrok --help':44s} {help_s[0]:7.2f} {help_s[1]:7.2f}")
@@ -78,6 +96,7 @@ def main() -> None:
     print(f"{'to the first step, warm cache':44s} {warm[0]:7.2f} {warm[1]:7.2f}")
     compile_s = (cold[0] - warm[0], cold[1] - warm[1])
     print(f"{'compile time paid once (cold - warm)':44s} {compile_s[0]:7.2f} {compile_s[1]:7.2f}")
+    print(f"peak memory of `tinygrok run division` (200 steps): {peak:.0f} MB")
 
 
 if __name__ == "__main__":

@@ -51,7 +51,7 @@ from pathlib import Path
 
 import numpy as np
 
-from tinygrok.config import Config
+from tinygrok.config import EVAL_CHUNK, Config
 from tinygrok.errors import ConfigError
 from tinygrok.metrics import grokking_metrics
 from tinygrok.model import Params, forward, param_shapes
@@ -175,7 +175,9 @@ def layer_norms(params: Params) -> dict[str, float]:
     return {k: float(np.sqrt(v)) for k, v in groups.items()}
 
 
-def all_logits(params: Params, tokens: np.ndarray, cfg: Config, chunk: int = 4096) -> np.ndarray:
+def all_logits(
+    params: Params, tokens: np.ndarray, cfg: Config, chunk: int = EVAL_CHUNK
+) -> np.ndarray:
     """Logits (N, p) of tokens (N, 4), in chunks so memory stays flat."""
     return np.concatenate(
         [forward(params, tokens[s : s + chunk], cfg)[0] for s in range(0, len(tokens), chunk)]

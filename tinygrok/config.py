@@ -283,14 +283,19 @@ def from_preset(preset: str, tasks: tuple[str, ...] = (), **given) -> Config:
     return validate(Config(**fields))
 
 
+# Rows per evaluation forward pass: 1024 keeps a default run's peak memory near 220 MB (4096:
+# about 390 MB, the forward caches of every layer) at the same speed (benchmarks/startup.py).
+EVAL_CHUNK = 1024
+
+
 def memory_needed(cfg: Config, n_tasks: int) -> int:
     """Rough bytes a run needs: parameters, gradients, two optimizer moments and the mask (five
-    copies of N values), the activations of a batch or an evaluation chunk (4096 rows), and the
-    dataset. Plain integer arithmetic, so absurd sizes cost nothing to reject."""
+    copies of N values), the activations of a batch or an evaluation chunk (EVAL_CHUNK rows), and
+    the dataset. Plain integer arithmetic, so absurd sizes cost nothing to reject."""
     C, F, P = cfg.d_model, cfg.d_mlp, cfg.p
     n = cfg.layers * (4 * C * C + 2 * C * F + 9 * C + F) + (2 * P + n_tasks + 7) * C + P
     item = 8 if cfg.dtype == "float64" else 4
-    rows = min(max(cfg.batch_size, 4096), n_tasks * P * P)
+    rows = min(max(cfg.batch_size, EVAL_CHUNK), n_tasks * P * P)
     activations = rows * SEQ_LEN * cfg.layers * (8 * C + 2 * F) * item
     dataset = n_tasks * P * P * (SEQ_LEN + 1) * 8
     grokfast_ring = cfg.grokfast_window * n * item if cfg.grokfast == "ma" else 0

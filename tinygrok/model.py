@@ -28,7 +28,7 @@ from __future__ import annotations
 import numpy as np
 
 from tinygrok import layers as L
-from tinygrok.config import Config
+from tinygrok.config import EVAL_CHUNK, Config
 from tinygrok.tasks import INIT_STREAM, SEQ_LEN, vocab_size
 
 
@@ -283,7 +283,7 @@ def evaluate(
     y: np.ndarray,
     cfg: Config,
     engine: str = "numpy",
-    chunk: int = 4096,
+    chunk: int = EVAL_CHUNK,
 ) -> tuple[float, float]:
     """Mean loss and accuracy over a whole set (x (N, T), y (N,)), in chunks: flat memory."""
     loss_sum, correct = 0.0, 0
