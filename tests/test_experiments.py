@@ -12,7 +12,7 @@ import pytest
 
 from tinygrok.cli import main
 from tinygrok.config import Config, validate
-from tinygrok.experiments import noise_arms, plan
+from tinygrok.experiments import noise_arms, plan, stability_cell
 from tinygrok.grokfast import EMAFilter, MAFilter, make_grad_filter
 from tinygrok.metrics import stability
 from tinygrok.model import init_params, is_matrix, matrix_sparsity
@@ -154,6 +154,24 @@ def test_stability_flags_a_fall_after_generalizing():
         "unstable": False,
         "min_val_acc_after_generalized": None,
     }
+
+
+def test_stability_cell_names_falls_recoveries_and_divergence():
+    def run(gen, unstable=False, low=None, final=1.0, status="finished"):
+        return {
+            "generalized_step": gen,
+            "unstable": unstable,
+            "min_val_acc_after_generalized": low,
+            "final_val_acc": final,
+            "status": status,
+        }
+
+    assert stability_cell([run(900), run(1000)], 0.95) == "stable"
+    fell = [run(900, True, 0.2), run(1000, True, 0.5, final=0.4), run(800)]
+    assert stability_cell(fell, 0.95) == "fell back 2 of 3 (lowest 20%), 1 ended below"
+    never = [run(None, final=0.01), run(None, final=0.01, status="diverged")]
+    assert stability_cell(never, 0.95) == "1 diverged"  # never generalized: not "stable"
+    assert stability_cell([run(None)], 0.95) == "-"
 
 
 def test_summary_marks_unstable_overall_and_per_task():

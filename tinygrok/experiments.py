@@ -248,10 +248,10 @@ TABLE_HEADER = (
 
 def stability_cell(runs: list[dict], threshold: float) -> str:
     """'fell back k of n (lowest x%)', then how many of those ended below the threshold and how
-    many runs diverged; 'stable' when none fell back."""
+    many runs diverged; 'stable' when none fell back, '-' when none generalized."""
     gen = [r for r in runs if r["generalized_step"] is not None]
     fell = [r for r in gen if r["unstable"]]
-    cell = "stable" if not fell else f"fell back {len(fell)} of {len(gen)}"
+    cell = "-" if not gen else "stable" if not fell else f"fell back {len(fell)} of {len(gen)}"
     if fell:
         low = min(r["min_val_acc_after_generalized"] for r in fell)
         cell += f" (lowest {100 * low:.0f}%)"
@@ -259,8 +259,8 @@ def stability_cell(runs: list[dict], threshold: float) -> str:
         cell += f", {ended} ended below" if ended else ", all recovered"
     diverged = sum(r["status"] == "diverged" for r in runs)
     if diverged:
-        cell += f"; {diverged} diverged"
-    return cell if gen or diverged else "-"
+        cell = f"{diverged} diverged" if not gen else f"{cell}; {diverged} diverged"
+    return cell
 
 
 def table(specs: list[RunSpec]) -> str:
