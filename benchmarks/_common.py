@@ -17,7 +17,7 @@ from datetime import date
 import numpy as np
 
 from tinygrok.config import Config
-from tinygrok.model import Params, init_params, loss_and_grads
+from tinygrok.model import PREFIX, Params, init_params, loss_and_grads
 from tinygrok.optim import learning_rate, make_optimizer
 from tinygrok.tasks import SEQ_LEN, Batches, make_dataset, vocab_size
 from tinygrok.train import set_threads
@@ -63,13 +63,17 @@ class TinygrokSteps:
             self.opt.step(self.params.flat, self.grads.flat, learning_rate(self.cfg, self.t))
 
 
-def step_products(cfg: Config, last_only: bool) -> list[tuple[int, int, int]]:
+def step_products(
+    cfg: Config, lean: bool, prefixes: int | None = None
+) -> list[tuple[int, int, int]]:
     """The matrix products (M, K, N) of one training step, forward and backward.
 
-    With `last_only` (tinygrok) the last block projects queries, runs attention's output
-    projection and its MLP for the last position only; without it (the usual PyTorch model) every
-    block runs on every position. The attention scores (T x T per head) are left out: they are
-    below 0.1% of the FLOPs and tinygrok computes them in its attention kernel.
+    With `lean` (tinygrok) the last block projects queries, runs attention's output projection and
+    its MLP for the last position only, and the first block runs the prefix positions once per
+    distinct prefix (`prefixes` of them in the batch, model.PREFIX positions each; None: every row
+    its own). Without it (the usual PyTorch model) every block runs on every position. The
+    attention scores (T x T per head) are left out: they are below 0.1% of the FLOPs and tinygrok
+    computes them in its attention kernel.
     """
     B, T, C, F, P = cfg.batch_size, SEQ_LEN, cfg.d_model, cfg.d_mlp, cfg.p
     N = B * T
@@ -79,14 +83,19 @@ def step_products(cfg: Config, last_only: bool) -> list[tuple[int, int, int]]:
         # y = x @ w;  dx = dy @ w.T;  dw = x.T @ dy
         prods.extend([(rows, cin, cout), (rows, cout, cin), (cin, rows, cout)])
 
+    U = B if prefixes is None else prefixes
     for i in range(cfg.layers):
-        last = last_only and i == cfg.layers - 1
-        rows = B if last else N
+        last = lean and i == cfg.layers - 1
+        rows = N
+        if last:
+            rows = B
+        elif lean and i == 0:
+            rows = U * PREFIX + B * (T - PREFIX)
         if last:
             linear(B, C, C)  # query of the last position
             linear(N, C, 2 * C)  # keys and values of every position
         else:
-            linear(N, C, 3 * C)
+            linear(rows, C, 3 * C)
         linear(rows, C, C)  # attention output projection
         linear(rows, C, F)
         linear(rows, F, C)

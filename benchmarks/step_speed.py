@@ -10,7 +10,9 @@ reproduce tinygrok's loss and gradients on one batch (see torch_reference.py).
 
 Columns: ms per step, steps per second, speed relative to PyTorch eager, the FLOPs of the matrix
 products each engine performs per step (tinygrok skips the last block's work for positions that do
-not reach the loss; PyTorch, as usually written, does not), the GFLOP/s that makes, and that rate
+not reach the loss and computes the first block's prefix positions once per distinct prefix;
+PyTorch, as usually written, does neither; "last only" does the first), the GFLOP/s that makes,
+and that rate
 as a share of BLAS's own rate on the same products measured in the same run ("BLAS products":
 tinygrok's matrix products alone, on random float32 matrices, which is the floor of a tinygrok
 step).
@@ -33,8 +35,8 @@ from _common import (
 )
 
 from tinygrok.config import Config
-from tinygrok.model import evaluate
-from tinygrok.tasks import make_dataset
+from tinygrok.model import distinct_prefixes, evaluate
+from tinygrok.tasks import make_dataset, vocab_size
 
 
 def main() -> None:
@@ -47,13 +49,15 @@ def main() -> None:
     threads = [int(t) for t in args.threads.split(",")]
 
     cfg = Config(batch_size=args.batch_size)
-    tiny_flops = gflop(step_products(cfg, last_only=True))
-    full_flops = gflop(step_products(cfg, last_only=False))
-    runners = {
-        "tinygrok numba": TinygrokSteps(cfg, "numba"),
-        "tinygrok numpy": TinygrokSteps(cfg, "numpy"),
-        "BLAS products": blas_products(step_products(cfg, last_only=True)),
-    }
+    runners = {"tinygrok numba": TinygrokSteps(cfg, "numba")}
+    runners["tinygrok numpy"] = TinygrokSteps(cfg, "numpy")
+    tokens, _ = runners["tinygrok numba"].batches(1)
+    prefixes = len(distinct_prefixes(tokens, vocab_size(cfg.p, len(cfg.tasks)))[0])
+    tiny_products = step_products(cfg, lean=True, prefixes=prefixes)
+    tiny_flops = gflop(tiny_products)
+    last_flops = gflop(step_products(cfg, lean=True))
+    full_flops = gflop(step_products(cfg, lean=False))
+    runners["BLAS products"] = blas_products(tiny_products)
     flops = {"tinygrok numba": tiny_flops, "tinygrok numpy": tiny_flops}
     flops["BLAS products"] = tiny_flops
     steps = {"tinygrok numba": args.steps, "tinygrok numpy": max(1, args.steps // 4)}
@@ -68,7 +72,7 @@ def main() -> None:
         print(f"PyTorch reproduces tinygrok's loss and gradients (max rel. diff {diff:.1e})")
         for name, last_only in (("PyTorch eager", False), ("PyTorch eager, last only", True)):
             runners[name] = TorchSteps(cfg, params, last_only)
-            flops[name] = tiny_flops if last_only else full_flops
+            flops[name] = last_flops if last_only else full_flops
             steps[name] = args.steps
     # As in a run, which evaluates at step 0: the evaluation's large arrays also settle glibc's
     # allocator (it then serves a step's arrays from the heap instead of fresh, zeroed pages).

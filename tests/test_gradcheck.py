@@ -153,6 +153,41 @@ def test_attention(engine, q_last, B, T, NH, HS, seed):
 
 
 @engines
+@SETTINGS
+@given(
+    U=st.integers(1, 3),
+    S=st.integers(1, 3),
+    B=st.integers(1, 4),
+    Tm=st.integers(1, 3),
+    NH=st.integers(1, 2),
+    HS=st.integers(1, 3),
+    seed=seeds,
+)
+def test_attention_shared(engine, U, S, B, Tm, NH, HS, seed):
+    """Attention with each prefix computed once: the output of attention on the whole sequences,
+    and its gradients (a prefix's keys and values feed every sequence that shares it)."""
+    rng = np.random.default_rng(seed)
+    C = NH * HS
+    inv = rng.integers(0, U, B)
+    x = randn(rng, U * S + B * Tm, C)
+    w_qkv, b_qkv = randn(rng, C, 3 * C, scale=0.7), randn(rng, 3 * C, scale=0.5)
+    w_o, b_o = randn(rng, C, C), randn(rng, C)
+    weights = {"x": x, "w_qkv": w_qkv, "b_qkv": b_qkv, "w_o": w_o, "b_o": b_o}
+
+    def out() -> np.ndarray:
+        return L.attention_shared(x, w_qkv, b_qkv, w_o, b_o, NH, (U, S), inv, engine)[0]
+
+    y, cache = L.attention_shared(x, w_qkv, b_qkv, w_o, b_o, NH, (U, S), inv, engine)
+    whole = np.concatenate([x[: U * S].reshape(U, S, C)[inv], x[U * S :].reshape(B, Tm, C)], 1)
+    y_whole, _ = L.attention(whole, w_qkv, b_qkv, w_o, b_o, NH, False, engine)
+    np.testing.assert_allclose(y[: U * S].reshape(U, S, C)[inv], y_whole[:, :S], atol=1e-12)
+    np.testing.assert_allclose(y[U * S :].reshape(B, Tm, C), y_whole[:, S:], atol=1e-12)
+    dout = randn(rng, *y.shape)
+    grads = L.attention_shared_back(dout, cache, engine)
+    check_layer(out, dout, {k: g.copy() for k, g in zip(weights, grads, strict=True)}, weights)
+
+
+@engines
 @pytest.mark.parametrize("act", ["gelu", "relu"])
 @SETTINGS
 @given(N=st.integers(1, 6), C=st.integers(1, 6), F=st.integers(1, 10), seed=seeds)

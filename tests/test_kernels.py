@@ -61,14 +61,16 @@ def test_bias_act(dtype, act, n, f, seed):
     t=st.integers(1, 6),
     heads=st.integers(1, 4),
     hs=st.integers(1, 9),
-    last_only=st.booleans(),
+    queried=st.integers(1, 6),
     views=st.booleans(),
     seed=seeds,
 )
-def test_attention(dtype, b, t, heads, hs, last_only, views, seed):
+def test_attention(dtype, b, t, heads, hs, queried, views, seed):
+    """Queries for the last tq of t positions: tq = t in a block, 1 in the last block (only the
+    last position reaches the loss), t - PREFIX in the first block's own positions."""
     rng = np.random.default_rng(seed)
     c = heads * hs
-    tq = 1 if last_only else t
+    tq = min(queried, t)
     if views:  # q, k, v as the model passes them: slices of one (B, T, 3C) projection
         qkv = normal(rng, (b, t, 3 * c), dtype, 2)
         q, k, v = qkv[:, t - tq :, :c], qkv[..., c : 2 * c], qkv[..., 2 * c :]

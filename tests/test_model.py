@@ -6,8 +6,19 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+from tinygrok import layers as L
 from tinygrok.config import Config, from_preset, validate
-from tinygrok.model import evaluate, forward, init_params, is_matrix, n_params, param_shapes
+from tinygrok.model import (
+    Params,
+    backward,
+    distinct_prefixes,
+    evaluate,
+    forward,
+    init_params,
+    is_matrix,
+    n_params,
+    param_shapes,
+)
 from tinygrok.tasks import make_dataset
 
 pytestmark = pytest.mark.usefixtures("single_thread")
@@ -144,19 +155,36 @@ def test_init_scale_scales_weight_matrices_only():
         np.testing.assert_allclose(scaled[name], factor * dense[name], rtol=1e-15, err_msg=name)
 
 
+@pytest.mark.parametrize("layers", [1, 2, 3])
 @pytest.mark.parametrize("layer_norm", [True, False])
-def test_last_position_shortcut_gives_the_full_forward_logits(layer_norm):
-    """Only the last position reaches the loss: skipping the rest of the last block changes
-    nothing."""
+def test_lean_forward_and_backward_equal_the_textbook_model(layer_norm, layers):
+    """The lean path (last block on the last position only, first block's prefix positions once per
+    distinct prefix) gives the logits and every gradient of the model computed in full."""
     cfg = validate(
-        Config(tasks=("subtraction", "division"), p=11, layers=2, d_model=16, heads=4, d_mlp=32)
+        Config(
+            tasks=("subtraction", "division"), p=11, layers=layers, d_model=16, heads=4, d_mlp=32
+        )
     )
     cfg = cfg.replace(layer_norm=layer_norm, dtype="float64")
     params, _ = init_params(cfg)
-    x = make_dataset(cfg.tasks, cfg.p, cfg.train_frac, cfg.seed)[1].val_x
-    short, _ = forward(params, x, cfg, last_only=True)
-    full, _ = forward(params, x, cfg, last_only=False)
-    np.testing.assert_allclose(short, full, rtol=1e-12, atol=1e-12)
+    d = make_dataset(cfg.tasks, cfg.p, cfg.train_frac, cfg.seed)[1]
+    assert len(distinct_prefixes(d.train_x, params["wte"].shape[0])[0]) == cfg.p  # shared
+    out = {}
+    for lean in (True, False):
+        logits, caches = forward(params, d.train_x, cfg, lean=lean)
+        _, c_ce = L.cross_entropy(logits, d.train_y, "numpy")
+        grads = Params.zeros(params.shapes, np.float64)
+        backward(L.cross_entropy_back(c_ce, "numpy"), caches, params, cfg, grads)
+        out[lean] = logits, grads.flat
+    np.testing.assert_allclose(out[True][0], out[False][0], rtol=1e-12, atol=1e-12)
+    np.testing.assert_allclose(out[True][1], out[False][1], rtol=1e-10, atol=1e-13)
+
+
+def test_distinct_prefixes():
+    tokens = np.array([[3, 9, 1, 10], [4, 9, 1, 10], [3, 9, 2, 10], [3, 8, 2, 10]])
+    first, inv = distinct_prefixes(tokens, 11)
+    np.testing.assert_array_equal(tokens[first][inv, :2], tokens[:, :2])
+    assert len(first) == 3 and inv[0] == inv[2] != inv[1]
 
 
 def test_evaluation_in_chunks_equals_one_pass():

@@ -155,6 +155,81 @@ def attention_back(dy: np.ndarray, cache: tuple, engine: str) -> tuple[np.ndarra
     return dx, dw_qkv, db_qkv, dw_o, db_o
 
 
+def attention_shared(
+    x: np.ndarray,
+    w_qkv: np.ndarray,
+    b_qkv: np.ndarray,
+    w_o: np.ndarray,
+    b_o: np.ndarray,
+    n_head: int,
+    prefix_shape: tuple[int, int],
+    inv: np.ndarray,
+    engine: str,
+) -> tuple[np.ndarray, tuple]:
+    """Attention over sequences that share prefixes, each prefix's positions computed once.
+
+    x (R, C) holds U*S prefix rows (U distinct prefixes of S positions, `prefix_shape` = (U, S)),
+    then B*Tm rows (the other Tm positions of each of B sequences, row-major); inv (B,) gives each
+    sequence's prefix. -> y (R, C) in the same rows, cache. Each prefix attends within itself; each
+    sequence's own positions attend to its prefix's keys and values, then to their own: causal
+    attention over every whole sequence, as `attention` computes it.
+    """
+    (U, S), C = prefix_shape, x.shape[1]
+    P = U * S
+    B = len(inv)
+    qkv = linear_forward(x, w_qkv, b_qkv)  # (R, 3C)
+
+    def split(t: np.ndarray, rows: tuple[int, int]) -> list[np.ndarray]:
+        t = t.reshape(*rows, 3 * C)
+        return [np.ascontiguousarray(t[..., j * C : (j + 1) * C]) for j in range(3)]
+
+    qp, kp, vp = split(qkv[:P], (U, S))  # (U, S, C) each
+    qm, km, vm = split(qkv[P:], (B, -1))  # (B, Tm, C) each
+    kf = np.concatenate([kp[inv], km], axis=1)  # (B, T, C): the prefix's keys, then its own
+    vf = np.concatenate([vp[inv], vm], axis=1)
+    yp, ap = attention_forward(qp, kp, vp, n_head, engine)  # (U, S, C)
+    ym, am = attention_forward(qm, kf, vf, n_head, engine)  # (B, Tm, C)
+    att = np.concatenate([yp.reshape(P, C), ym.reshape(-1, C)])  # (R, C)
+    y = linear_forward(att, w_o, b_o)
+    return y, (x, qp, kp, vp, ap, qm, kf, vf, am, att, w_qkv, w_o, n_head, inv)
+
+
+def attention_shared_back(dy: np.ndarray, cache: tuple, engine: str) -> tuple[np.ndarray, ...]:
+    """dy (R, C) -> dx (R, C), dw_qkv (C, 3C), db_qkv (3C,), dw_o (C, C), db_o (C,)."""
+    x, qp, kp, vp, ap, qm, kf, vf, am, att, w_qkv, w_o, n_head, inv = cache
+    U, S, C = qp.shape
+    P = U * S
+    # y = att @ w_o + b_o
+    datt, dw_o, db_o = linear_backward(dy, att, w_o)
+    # yp = attn(qp, kp, vp);  ym = attn(qm, kf, vf)
+    dqp, dkp, dvp = attention_backward(datt[:P].reshape(qp.shape), qp, kp, vp, ap, n_head, engine)
+    dqm, dkf, dvf = attention_backward(datt[P:].reshape(qm.shape), qm, kf, vf, am, n_head, engine)
+    # kf = [kp[inv], km]: a prefix's keys and values collect the gradients of all its sequences
+    dkp += scatter_rows(dkf[:, :S], inv, U, engine)
+    dvp += scatter_rows(dvf[:, :S], inv, U, engine)
+    # qkv = x @ w_qkv + b_qkv, in the rows of x
+    dqkv = np.concatenate(
+        [
+            np.concatenate([dqp, dkp, dvp], axis=-1).reshape(P, 3 * C),
+            np.concatenate([dqm, dkf[:, S:], dvf[:, S:]], axis=-1).reshape(-1, 3 * C),
+        ]
+    )  # (R, 3C)
+    dx, dw_qkv, db_qkv = linear_backward(dqkv, x, w_qkv)
+    return dx, dw_qkv, db_qkv, dw_o, db_o
+
+
+# ----------------------------------------------------------------------------------------------
+# gathering rows: y = table[index], and its backward
+
+
+def scatter_rows(dy: np.ndarray, index: np.ndarray, n: int, engine: str) -> np.ndarray:
+    """dy (B, ...) and index (B,) into n rows -> dtable (n, ...), the backward of table[index]:
+    each table row sums the dy rows that read it. The embedding's scatter-add does the work."""
+    B = len(index)
+    dtable, _ = embedding_backward_kernel(dy.reshape(B, 1, -1), index[:, None], n, engine)
+    return dtable.reshape(n, *dy.shape[1:])
+
+
 # ----------------------------------------------------------------------------------------------
 # MLP
 

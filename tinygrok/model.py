@@ -156,60 +156,155 @@ def init_params(cfg: Config) -> tuple[Params, Params]:
     return params.astype(np.dtype(cfg.dtype)), mask.astype(np.dtype(cfg.dtype))
 
 
+# Positions 0 and 1 of every example hold [a, op]. In a causal model the output at a position
+# depends on the tokens up to it only, so the first block computes these positions once per
+# distinct (a, op): at most n_tasks * p of them in a batch (97 for one task, against 512 rows).
+PREFIX = 2
+
+
+def distinct_prefixes(tokens: np.ndarray, n_vocab: int) -> tuple[np.ndarray, np.ndarray]:
+    """tokens (B, T) -> first (U,), the first row of each distinct prefix tokens[:, :PREFIX], and
+    inv (B,), each row's prefix: tokens[first][inv, :PREFIX] == tokens[:, :PREFIX]."""
+    key = tokens[:, :PREFIX] @ (n_vocab ** np.arange(PREFIX - 1, -1, -1))  # (B,) one int each
+    _, first, inv = np.unique(key, return_index=True, return_inverse=True)
+    return first, inv
+
+
 def forward(
-    params: Params, tokens: np.ndarray, cfg: Config, engine: str = "numpy", last_only: bool = True
-) -> tuple[np.ndarray, list]:
+    params: Params, tokens: np.ndarray, cfg: Config, engine: str = "numpy", lean: bool = True
+) -> tuple[np.ndarray, dict]:
     """tokens (B, T) -> logits (B, P) read at the last position, and the cache for `backward`.
 
-    With `last_only` the last block queries, and runs its MLP on, the last position only: nothing
-    else of that block reaches the loss.
+    `lean` skips work that cannot change the logits: the last block queries, and runs its MLP on,
+    the last position only (nothing else of it reaches the loss), and, with two blocks or more, the
+    first block computes the prefix positions once per distinct prefix (`PREFIX`). Without it,
+    every block computes every position of every example: the textbook model, same logits.
     """
-    ln = cfg.layer_norm
-    caches: list = []
-    x = L.embedding_forward(tokens, params["wte"], params["wpe"])  # (B, T, C)
-    caches.append(tokens)
-    for i in range(cfg.layers):
-        b = f"blocks.{i}."
-        q_last = last_only and i == cfg.layers - 1
-        h, c_ln1 = (
-            L.layernorm(x, params[b + "ln1.w"], params[b + "ln1.b"], engine) if ln else (x, None)
-        )
-        a, c_att = L.attention(
-            h,
-            params[b + "attn.w_qkv"],
-            params[b + "attn.b_qkv"],
-            params[b + "attn.w_o"],
-            params[b + "attn.b_o"],
-            cfg.heads,
-            q_last,
-            engine,
-        )  # (B, Tq, C)
-        x = x[:, -a.shape[1] :] + a  # (B, Tq, C)
-        Bq, Tq, C = x.shape
-        h2, c_ln2 = (
-            L.layernorm(x, params[b + "ln2.w"], params[b + "ln2.b"], engine) if ln else (x, None)
-        )
-        m, c_mlp = L.mlp(
-            h2.reshape(Bq * Tq, C),
-            params[b + "mlp.w_fc"],
-            params[b + "mlp.b_fc"],
-            params[b + "mlp.w_proj"],
-            params[b + "mlp.b_proj"],
-            cfg.activation,
-            engine,
-        )  # (B*Tq, C)
-        x = x + m.reshape(Bq, Tq, C)
-        caches.append((c_ln1, c_att, c_ln2, c_mlp))
+    shared = lean and cfg.layers > 1
+    if shared:
+        x, first_cache = _shared_first_block(params, tokens, cfg, engine)  # (B, T, C)
+    else:
+        x, first_cache = L.embedding_forward(tokens, params["wte"], params["wpe"]), tokens
+    blocks = []
+    for i in range(1 if shared else 0, cfg.layers):
+        x, c = _block(params, f"blocks.{i}.", x, cfg, lean and i == cfg.layers - 1, engine)
+        blocks.append(c)  # x: (B, Tq, C)
     xl = x[:, -1]  # (B, C)
-    hf, c_lnf = L.layernorm(xl, params["ln_f.w"], params["ln_f.b"], engine) if ln else (xl, None)
+    hf, c_lnf = _ln(params, "ln_f", xl, cfg, engine)
     logits = L.linear_forward(hf, params["head.w"], params["head.b"])  # (B, P)
-    caches.append((c_lnf, hf, x.shape))
-    return logits, caches
+    caches = {"shared": shared, "first": first_cache, "blocks": blocks}
+    return logits, caches | {"head": (c_lnf, hf, x.shape)}
+
+
+def _ln(params: Params, name: str, x: np.ndarray, cfg: Config, engine: str) -> tuple:
+    """Layer norm `name` on x (..., C), or the identity without --layer-norm -> (y, cache)."""
+    if not cfg.layer_norm:
+        return x, None
+    return L.layernorm(x, params[name + ".w"], params[name + ".b"], engine)
+
+
+def _ln_back(grads: Params, name: str, dy: np.ndarray, cache: tuple | None, engine: str):
+    """Backward of `_ln`: dy -> dx; writes the layer norm's gradients."""
+    if cache is None:
+        return dy
+    dx, grads[name + ".w"][...], grads[name + ".b"][...] = L.layernorm_back(dy, cache, engine)
+    return dx
+
+
+def _put(grads: Params, prefix: str, names: tuple[str, ...], values: list) -> None:
+    for name, value in zip(names, values, strict=True):
+        grads[prefix + name][...] = value
+
+
+ATTN, MLP = ("w_qkv", "b_qkv", "w_o", "b_o"), ("w_fc", "b_fc", "w_proj", "b_proj")
+
+
+def _mlp_half(params: Params, b: str, x: np.ndarray, cfg: Config, engine: str) -> tuple:
+    """x (N, C) rows -> x + mlp(ln2(x)) (N, C), cache."""
+    h, c_ln = _ln(params, b + "ln2", x, cfg, engine)
+    m, c_mlp = L.mlp(h, *(params[b + "mlp." + k] for k in MLP), cfg.activation, engine)
+    return x + m, (c_ln, c_mlp)
+
+
+def _mlp_half_back(dx: np.ndarray, cache: tuple, b: str, grads: Params, engine: str):
+    """dx (N, C) -> dx (N, C) through x + mlp(ln2(x)); writes the MLP's and ln2's gradients."""
+    c_ln, c_mlp = cache
+    dh, *g = L.mlp_back(dx, c_mlp, engine)
+    _put(grads, b + "mlp.", MLP, g)
+    return dx + _ln_back(grads, b + "ln2", dh, c_ln, engine)
+
+
+def _block(params: Params, b: str, x: np.ndarray, cfg: Config, q_last: bool, engine: str):
+    """One block on x (B, T, C) -> (B, Tq, C), cache; Tq = 1 with `q_last`, else T."""
+    h, c_ln1 = _ln(params, b + "ln1", x, cfg, engine)
+    weights = (params[b + "attn." + k] for k in ATTN)
+    a, c_att = L.attention(h, *weights, cfg.heads, q_last, engine)  # (B, Tq, C)
+    x = x[:, -a.shape[1] :] + a  # (B, Tq, C)
+    Bq, Tq, C = x.shape
+    x, c_mlp = _mlp_half(params, b, x.reshape(Bq * Tq, C), cfg, engine)
+    return x.reshape(Bq, Tq, C), (c_ln1, c_att, c_mlp)
+
+
+def _block_back(dx: np.ndarray, cache: tuple, b: str, grads: Params, engine: str):
+    """dx (B, Tq, C) -> dx (B, T, C) through `_block`; writes its gradients."""
+    c_ln1, c_att, c_mlp = cache
+    Bq, Tq, C = dx.shape
+    # x = x + mlp(ln2(x))
+    dx = _mlp_half_back(dx.reshape(Bq * Tq, C), c_mlp, b, grads, engine).reshape(Bq, Tq, C)
+    # x = x[:, -Tq:] + attention(ln1(x))
+    dh, *g = L.attention_back(dx, c_att, engine)  # (B, T, C)
+    _put(grads, b + "attn.", ATTN, g)
+    dh = _ln_back(grads, b + "ln1", dh, c_ln1, engine)
+    dh[:, -Tq:] += dx
+    return dh
+
+
+def _shared_first_block(params: Params, tokens: np.ndarray, cfg: Config, engine: str):
+    """Embedding and first block, the prefix positions once per distinct prefix -> x (B, T, C),
+    cache. The block works on rows: U*PREFIX prefix rows, then B*(T - PREFIX) rows of every
+    example's own positions."""
+    wte, wpe = params["wte"], params["wpe"]
+    first, inv = distinct_prefixes(tokens, wte.shape[0])
+    ptok, mtok = tokens[first, :PREFIX], tokens[:, PREFIX:]  # (U, PREFIX), (B, Tm)
+    (U, S), (B, Tm), C = ptok.shape, mtok.shape, wte.shape[1]
+    xp = L.embedding_forward(ptok, wte, wpe[:S])  # (U, S, C)
+    xm = L.embedding_forward(mtok, wte, wpe[S:])  # (B, Tm, C)
+    x = np.concatenate([xp.reshape(U * S, C), xm.reshape(B * Tm, C)])  # (R, C)
+    b = "blocks.0."
+    h, c_ln1 = _ln(params, b + "ln1", x, cfg, engine)
+    weights = (params[b + "attn." + k] for k in ATTN)
+    a, c_att = L.attention_shared(h, *weights, cfg.heads, (U, S), inv, engine)  # (R, C)
+    x, c_mlp = _mlp_half(params, b, x + a, cfg, engine)
+    # every example's positions: its prefix's, then its own
+    x = np.concatenate([x[: U * S].reshape(U, S, C)[inv], x[U * S :].reshape(B, Tm, C)], axis=1)
+    return x, (ptok, mtok, inv, c_ln1, c_att, c_mlp)
+
+
+def _shared_first_block_back(dx: np.ndarray, cache: tuple, grads: Params, engine: str) -> None:
+    """dx (B, T, C) -> the embedding's and first block's gradients, written into `grads`."""
+    ptok, mtok, inv, c_ln1, c_att, c_mlp = cache
+    (U, S), (B, T, C) = ptok.shape, dx.shape
+    b = "blocks.0."
+    # x = [x_rows[:U*S][inv], x_rows[U*S:]]: a prefix row collects the gradients of its examples
+    dxp = L.scatter_rows(dx[:, :S], inv, U, engine)  # (U, S, C)
+    dx = np.concatenate([dxp.reshape(U * S, C), dx[:, S:].reshape(-1, C)])  # (R, C)
+    # x = x + mlp(ln2(x))
+    dx = _mlp_half_back(dx, c_mlp, b, grads, engine)
+    # x = x + attention_shared(ln1(x))
+    dh, *g = L.attention_shared_back(dx, c_att, engine)
+    _put(grads, b + "attn.", ATTN, g)
+    dx = dx + _ln_back(grads, b + "ln1", dh, c_ln1, engine)
+    # xp = wte[ptok] + wpe[:S];  xm = wte[mtok] + wpe[S:]
+    n_vocab = grads["wte"].shape[0]
+    dwte_p, dwpe_p = L.embedding_backward(dx[: U * S].reshape(U, S, C), ptok, n_vocab, engine)
+    dwte_m, dwpe_m = L.embedding_backward(dx[U * S :].reshape(B, T - S, C), mtok, n_vocab, engine)
+    grads["wte"][...] = dwte_p + dwte_m
+    grads["wpe"][:S], grads["wpe"][S:] = dwpe_p, dwpe_m
 
 
 def backward(
     dlogits: np.ndarray,
-    caches: list,
+    caches: dict,
     params: Params,
     cfg: Config,
     grads: Params,
@@ -219,47 +314,24 @@ def backward(
 
     Walks `forward` in reverse, quoting each forward line above its derivative.
     """
-    ln = cfg.layer_norm
-    c_lnf, hf, x_shape = caches[-1]
+    c_lnf, hf, x_shape = caches["head"]
     # logits = hf @ head.w + head.b
     dhf, grads["head.w"][...], grads["head.b"][...] = L.linear_backward(
         dlogits, hf, params["head.w"]
     )
     # hf = ln_f(x[:, -1])
-    if ln:
-        dxl, grads["ln_f.w"][...], grads["ln_f.b"][...] = L.layernorm_back(dhf, c_lnf, engine)
-    else:
-        dxl = dhf
     dx = np.zeros(x_shape, dtype=dlogits.dtype)  # (B, Tq, C)
-    dx[:, -1] = dxl
-    for i in reversed(range(cfg.layers)):
-        b = f"blocks.{i}."
-        c_ln1, c_att, c_ln2, c_mlp = caches[1 + i]
-        Bq, Tq, C = dx.shape
-        # x = x + mlp(ln2(x))
-        dh2, *g = L.mlp_back(dx.reshape(Bq * Tq, C), c_mlp, engine)
-        for k, gk in zip(("w_fc", "b_fc", "w_proj", "b_proj"), g, strict=True):
-            grads[b + "mlp." + k][...] = gk
-        dh2 = dh2.reshape(Bq, Tq, C)
-        if ln:
-            dh2, grads[b + "ln2.w"][...], grads[b + "ln2.b"][...] = L.layernorm_back(
-                dh2, c_ln2, engine
-            )
-        dx = dx + dh2
-        # x = x[:, -Tq:] + attention(ln1(x))
-        dh, *g = L.attention_back(dx, c_att, engine)  # (B, T, C)
-        for k, gk in zip(("w_qkv", "b_qkv", "w_o", "b_o"), g, strict=True):
-            grads[b + "attn." + k][...] = gk
-        if ln:
-            dh, grads[b + "ln1.w"][...], grads[b + "ln1.b"][...] = L.layernorm_back(
-                dh, c_ln1, engine
-            )
-        dh[:, -Tq:] += dx
-        dx = dh
-    # x = wte[tokens] + wpe
-    grads["wte"][...], grads["wpe"][...] = L.embedding_backward(
-        dx, caches[0], params["wte"].shape[0], engine
-    )
+    dx[:, -1] = _ln_back(grads, "ln_f", dhf, c_lnf, engine)
+    shared = caches["shared"]
+    for i, c in reversed(list(enumerate(caches["blocks"], start=1 if shared else 0))):
+        dx = _block_back(dx, c, f"blocks.{i}.", grads, engine)  # (B, T, C)
+    if shared:
+        _shared_first_block_back(dx, caches["first"], grads, engine)
+    else:
+        # x = wte[tokens] + wpe
+        grads["wte"][...], grads["wpe"][...] = L.embedding_backward(
+            dx, caches["first"], params["wte"].shape[0], engine
+        )
 
 
 def loss_and_grads(
