@@ -12,6 +12,11 @@ position. With `layer_norm=False` every layer norm is the identity.
     logits = ln_f(x_L[:, -1]) head.w + head.b                    (B, P)
     loss   = mean_b -log softmax(logits_b)[target_b]
 
+Two shortcuts give the same logits with less work (`forward`'s `lean`): the last block queries,
+and runs its MLP on, the last position only, the one the loss reads; and the first block computes
+positions 0 and 1, which hold [a, op] and by causality see nothing else, once per distinct
+(a, op) of the batch, the way a key-value cache shares a prompt between continuations.
+
 The backward runs the blocks in reverse. A residual x_out = x + f(x) passes its gradient both
 ways: dx = dx_out + (df/dx)^T dx_out, so each branch's backward adds its dx to the stream's.
 Each layer's own rule is in layers.py and the kernels.
