@@ -4,6 +4,8 @@ numpy up to rounding, and the numba engine repeats itself exactly for the same s
 from __future__ import annotations
 
 import importlib.util
+import subprocess
+import sys
 from pathlib import Path
 
 import numba
@@ -132,6 +134,25 @@ def test_matches_pytorch_autograd():
             assert torch_reference.check_same_model(cfg, params, engine, tol=1e-9) < 1e-9
     finally:
         torch.set_default_dtype(before)
+
+
+def test_profile_step_times_every_kind_of_work():
+    """benchmarks/profile_step.py's timers reach every function the step calls: no kind of work
+    reads 0 ms in either engine (a renamed layer function would)."""
+    root = Path(__file__).parents[1]
+    out = subprocess.run(
+        [sys.executable, "benchmarks/profile_step.py", "--steps", "1"],
+        cwd=root,
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout.splitlines()
+    start = next(i for i, line in enumerate(out) if line.split() == ["numba", "numpy"]) + 1
+    rows = out[start : start + 9]  # seven kinds, everything else, step
+    assert [r.split()[0] for r in rows[-2:]] == ["everything", "step"]
+    for row in rows:
+        numba_ms, numpy_ms = map(float, row.split()[-2:])
+        assert numba_ms > 0 and numpy_ms > 0, row
 
 
 def test_set_threads_sets_blas_and_numba():

@@ -1,0 +1,107 @@
+"""Where a training step's time goes, per kind of work, for the numba and the numpy engine.
+
+    python benchmarks/profile_step.py [--threads 1] [--steps 20]
+
+Each function the model calls between its matrix products (the kernels, in either engine) and the
+linear layers' products (with their bias sums) is wrapped in a timer; the steps of the two engines
+alternate, and the table gives each kind of work's median milliseconds per step. "everything
+else" is the step's time minus the timed calls: the Python between them, reshapes, copies,
+concatenations, gathers and allocation, which the two engines share. So the numba engine cannot
+beat the numpy engine by more than
+
+    numpy step / (numpy step's matrix products + everything else)
+
+however fast its kernels become; the script prints that bound.
+"""
+
+from __future__ import annotations
+
+import argparse
+import time
+from collections import defaultdict
+from collections.abc import Callable
+
+from _common import TinygrokSteps, machine_line, median, set_all_threads
+
+from tinygrok import layers, optim
+from tinygrok.config import Config
+from tinygrok.model import evaluate
+from tinygrok.tasks import make_dataset
+
+# what the model calls, by the module it looks them up in, grouped as the table shows them
+KINDS = {
+    "matrix products (+ bias)": (layers, ["linear_forward", "linear_backward"]),
+    "attention core": (layers, ["attention_forward", "attention_backward"]),
+    "layer norm": (layers, ["layernorm_forward", "layernorm_backward"]),
+    "bias + GELU": (layers, ["bias_act_forward", "bias_act_backward"]),
+    "cross-entropy": (layers, ["cross_entropy_forward", "cross_entropy_backward"]),
+    "embedding scatter-add": (layers, ["embedding_backward_kernel"]),
+    "AdamW update": (optim, ["adamw_update"]),
+}
+SHARED = ("matrix products (+ bias)", "everything else")
+
+
+def install_timers(spent: dict[str, float]) -> None:
+    """Wrap every function of KINDS so that each call adds its seconds to spent[kind]."""
+
+    def timed(kind: str, f: Callable) -> Callable:
+        def call(*args, **kwargs):
+            t = time.perf_counter()
+            try:
+                return f(*args, **kwargs)
+            finally:
+                spent[kind] += time.perf_counter() - t
+
+        return call
+
+    for kind, (module, names) in KINDS.items():
+        for name in names:
+            setattr(module, name, timed(kind, getattr(module, name)))
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--threads", type=int, default=1, help="BLAS and numba threads")
+    ap.add_argument("--steps", type=int, default=20, help="timed steps per engine")
+    args = ap.parse_args()
+    counts = set_all_threads(args.threads)
+
+    spent: dict[str, float] = defaultdict(float)
+    install_timers(spent)
+    cfg = Config()
+    engines = {name: TinygrokSteps(cfg, name) for name in ("numba", "numpy")}
+    data = make_dataset(cfg.tasks, cfg.p, cfg.train_frac, cfg.seed)[0]
+    for name, run in engines.items():
+        # as in a run: the step-0 evaluation (it also settles the allocator), then warm-up steps
+        evaluate(run.params, data.val_x, data.val_y, cfg, name)
+        run(3)
+    samples: dict[str, dict[str, list[float]]] = {e: defaultdict(list) for e in engines}
+    for _ in range(args.steps):
+        for name, run in engines.items():
+            spent.clear()
+            t = time.perf_counter()
+            run(1)
+            step = time.perf_counter() - t
+            for kind in KINDS:
+                samples[name][kind].append(1000 * spent[kind])
+            samples[name]["everything else"].append(1000 * (step - sum(spent.values())))
+            samples[name]["step"].append(1000 * step)
+
+    ms = {e: {kind: median(xs) for kind, xs in s.items()} for e, s in samples.items()}
+    print(machine_line())
+    print(f"default model, batch {cfg.batch_size}, AdamW, threads {counts}")
+    print(f"median ms per step over {args.steps} steps (engines alternating)")
+    print(f"{'':28s} {'numba':>8s} {'numpy':>8s}")
+    for kind in [*KINDS, "everything else", "step"]:
+        print(f"{kind:28s} {ms['numba'][kind]:8.1f} {ms['numpy'][kind]:8.1f}")
+    shared = sum(ms["numpy"][k] for k in SHARED)
+    kernels = ms["numpy"]["step"] - shared
+    print(
+        f"numpy engine: {kernels:.1f} ms in kernels, {shared:.1f} ms in products and the rest; "
+        f"numba engine at most {ms['numpy']['step'] / shared:.2f}x faster "
+        f"(measured {ms['numpy']['step'] / ms['numba']['step']:.2f}x)"
+    )
+
+
+if __name__ == "__main__":
+    main()
