@@ -17,7 +17,7 @@ from datetime import date
 import numpy as np
 
 from tinygrok.config import Config
-from tinygrok.model import PREFIX, Params, init_params, loss_and_grads
+from tinygrok.model import PREFIX, Params, evaluate, init_params, loss_and_grads
 from tinygrok.optim import learning_rate, make_optimizer
 from tinygrok.tasks import SEQ_LEN, Batches, make_dataset, vocab_size
 from tinygrok.train import set_threads
@@ -47,12 +47,19 @@ class TinygrokSteps:
 
     def __init__(self, cfg: Config, engine: str):
         self.cfg, self.engine = cfg, engine
-        data = make_dataset(cfg.tasks, cfg.p, cfg.train_frac, cfg.seed)
-        self.batches = Batches(data, cfg.batch_size, cfg.seed)
+        self.data = make_dataset(cfg.tasks, cfg.p, cfg.train_frac, cfg.seed)
+        self.batches = Batches(self.data, cfg.batch_size, cfg.seed)
         self.params, _ = init_params(cfg)
         self.grads = Params.zeros(self.params.shapes, self.params.flat.dtype)
         self.opt = make_optimizer(cfg, self.params.flat.size, self.params.flat.dtype, engine)
         self.t = 0
+
+    def evaluate_once(self) -> None:
+        """Evaluate the first task's validation set, as a run does at step 0. Its large arrays also
+        settle glibc's allocator, which then serves a step's arrays from the heap instead of
+        fresh, zeroed pages."""
+        task = self.data[0]
+        evaluate(self.params, task.val_x, task.val_y, self.cfg, self.engine)
 
     def __call__(self, n: int) -> None:
         """Take n steps."""

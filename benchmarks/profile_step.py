@@ -25,8 +25,6 @@ from _common import TinygrokSteps, machine_line, median, set_all_threads
 
 from tinygrok import layers, optim
 from tinygrok.config import Config
-from tinygrok.model import evaluate
-from tinygrok.tasks import make_dataset
 
 # what the model calls, by the module it looks them up in, grouped as the table shows them
 KINDS = {
@@ -70,10 +68,8 @@ def main() -> None:
     install_timers(spent)
     cfg = Config()
     engines = {name: TinygrokSteps(cfg, name) for name in ("numba", "numpy")}
-    data = make_dataset(cfg.tasks, cfg.p, cfg.train_frac, cfg.seed)[0]
-    for name, run in engines.items():
-        # as in a run: the step-0 evaluation (it also settles the allocator), then warm-up steps
-        evaluate(run.params, data.val_x, data.val_y, cfg, name)
+    for run in engines.values():
+        run.evaluate_once()
         run(3)
     samples: dict[str, dict[str, list[float]]] = {e: defaultdict(list) for e in engines}
     for _ in range(args.steps):

@@ -35,8 +35,8 @@ from _common import (
 )
 
 from tinygrok.config import Config
-from tinygrok.model import distinct_prefixes, evaluate
-from tinygrok.tasks import make_dataset, vocab_size
+from tinygrok.model import distinct_prefixes
+from tinygrok.tasks import vocab_size
 
 
 def main() -> None:
@@ -74,10 +74,7 @@ def main() -> None:
             runners[name] = TorchSteps(cfg, params, last_only)
             flops[name] = last_flops if last_only else full_flops
             steps[name] = args.steps
-    # As in a run, which evaluates at step 0: the evaluation's large arrays also settle glibc's
-    # allocator (it then serves a step's arrays from the heap instead of fresh, zeroed pages).
-    task = make_dataset(cfg.tasks, cfg.p, cfg.train_frac, cfg.seed)[0]
-    evaluate(runners["tinygrok numba"].params, task.val_x, task.val_y, cfg, "numba")
+    runners["tinygrok numba"].evaluate_once()
 
     print(machine_line())
     print(

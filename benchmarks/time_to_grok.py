@@ -26,7 +26,6 @@ import time
 from _common import TinygrokSteps, machine_line, set_all_threads
 
 from tinygrok.config import Config
-from tinygrok.model import evaluate
 from tinygrok.tasks import make_dataset
 from tinygrok.train import evaluate_run
 
@@ -37,7 +36,7 @@ def race(cfg: Config, use_torch: bool) -> dict[str, tuple[int | None, float]]:
     tiny = TinygrokSteps(cfg, "numba")
     warm = TinygrokSteps(cfg, "numba")  # load the kernels before any clock runs
     warm(1)
-    evaluate(warm.params, data[0].val_x, data[0].val_y, cfg, "numba")
+    warm.evaluate_once()
 
     def tinygrok_eval() -> float:
         return evaluate_run(tiny.params, data, cfg)["val_acc"]
