@@ -48,7 +48,7 @@ class TinygrokSteps:
     def __init__(self, cfg: Config, engine: str):
         self.cfg, self.engine = cfg, engine
         self.data = make_dataset(cfg.tasks, cfg.p, cfg.train_frac, cfg.seed)
-        self.batches = Batches(self.data, cfg.batch_size, cfg.seed)
+        self.batches = Batches(self.data, cfg.batch_size, cfg.seed, cfg.epoch_batches)
         self.params, _ = init_params(cfg)
         self.grads = Params.zeros(self.params.shapes, self.params.flat.dtype)
         self.opt = make_optimizer(cfg, self.params.flat.size, self.params.flat.dtype, engine)

@@ -40,7 +40,7 @@ opt = make_optimizer(cfg, params.flat.size, params.flat.dtype, cfg.engine)
 for d in data:
     evaluate(params, d.train_x, d.train_y, cfg, cfg.engine)
     evaluate(params, d.val_x, d.val_y, cfg, cfg.engine)
-tokens, targets = Batches(data, cfg.batch_size, cfg.seed)(1)
+tokens, targets = Batches(data, cfg.batch_size, cfg.seed, cfg.epoch_batches)(1)
 loss_and_grads(params, tokens, targets, cfg, grads, cfg.engine)
 opt.step(params.flat, grads.flat, 1e-4)
 """

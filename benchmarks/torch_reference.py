@@ -7,6 +7,11 @@ warmup schedule. Like the usual PyTorch implementations it runs every block on e
 (`last_only=False`); `last_only=True` skips, as tinygrok does, the last block's work for the
 positions that do not reach the loss.
 
+`ReportModel` is the report's model ("Grokking: Shortening the Delay", its code the repository
+jetyue04/loss-plateau) as that code builds it: `nn.TransformerEncoder` of post-LayerNorm ReLU
+`nn.TransformerEncoderLayer`s with a causal mask, no final LayerNorm, and a head over the whole
+vocabulary; it checks tinygrok's `--preset report` model and times it.
+
 `load_tinygrok` copies tinygrok's parameters in (tinygrok stores a weight as (in, out), PyTorch
 as (out, in)), so both start from the same point; `check_same_model` verifies that the two
 compute the same loss and gradients before anything is timed.
@@ -20,7 +25,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from tinygrok.config import Config
-from tinygrok.model import Params, loss_and_grads
+from tinygrok.model import Params, forward, loss_and_grads
 from tinygrok.optim import learning_rate
 from tinygrok.tasks import SEQ_LEN, Batches, make_dataset, vocab_size
 
@@ -68,8 +73,58 @@ class TorchModel(nn.Module):
         return self.head(self.ln_f(x[:, -1]))
 
 
-def _pairs(model: TorchModel, cfg: Config) -> list[tuple[str, torch.Tensor, bool]]:
+class ReportModel(nn.Module):
+    """The report's model: PyTorch's encoder layers (post-norm, ReLU), built as its code does."""
+
+    def __init__(self, cfg: Config):
+        super().__init__()
+        if (cfg.norm, cfg.final_norm, cfg.activation, cfg.head) != ("post", False, "relu", "vocab"):
+            raise ValueError("the report's model is post-norm, ReLU, no final norm, vocab head")
+        C, V = cfg.d_model, vocab_size(cfg.p, len(cfg.tasks))
+        self.embedding = nn.Embedding(V, C)
+        self.pos_encoding = nn.Embedding(SEQ_LEN, C)
+        layer = nn.TransformerEncoderLayer(
+            d_model=C, nhead=cfg.heads, dim_feedforward=cfg.d_mlp, dropout=0.0, batch_first=True
+        )
+        self.transformer = nn.TransformerEncoder(layer, cfg.layers, enable_nested_tensor=False)
+        self.output_layer = nn.Linear(C, V)
+
+    def forward(self, tokens: torch.Tensor) -> torch.Tensor:
+        """tokens (B, T) -> logits (B, V) at the last position."""
+        T = tokens.shape[1]
+        x = self.embedding(tokens) + self.pos_encoding(torch.arange(T))
+        mask = torch.triu(torch.ones(T, T), diagonal=1).bool()  # True: may not attend
+        return self.output_layer(self.transformer(x, mask=mask)[:, -1])
+
+
+def _report_pairs(model: ReportModel) -> list[tuple[str, torch.Tensor, bool]]:
+    out = [("wte", model.embedding.weight, False), ("wpe", model.pos_encoding.weight, False)]
+    for i, layer in enumerate(model.transformer.layers):
+        b = f"blocks.{i}."
+        out += [
+            (b + "ln1.w", layer.norm1.weight, False),
+            (b + "ln1.b", layer.norm1.bias, False),
+            (b + "attn.w_qkv", layer.self_attn.in_proj_weight, True),
+            (b + "attn.b_qkv", layer.self_attn.in_proj_bias, False),
+            (b + "attn.w_o", layer.self_attn.out_proj.weight, True),
+            (b + "attn.b_o", layer.self_attn.out_proj.bias, False),
+            (b + "ln2.w", layer.norm2.weight, False),
+            (b + "ln2.b", layer.norm2.bias, False),
+            (b + "mlp.w_fc", layer.linear1.weight, True),
+            (b + "mlp.b_fc", layer.linear1.bias, False),
+            (b + "mlp.w_proj", layer.linear2.weight, True),
+            (b + "mlp.b_proj", layer.linear2.bias, False),
+        ]
+    return out + [
+        ("head.w", model.output_layer.weight, True),
+        ("head.b", model.output_layer.bias, False),
+    ]
+
+
+def _pairs(model: nn.Module, cfg: Config) -> list[tuple[str, torch.Tensor, bool]]:
     """(tinygrok name, PyTorch tensor, transposed) for every parameter."""
+    if isinstance(model, ReportModel):
+        return _report_pairs(model)
     out = [("wte", model.wte.weight, False), ("wpe", model.wpe, False)]
     for i, blk in enumerate(model.blocks):
         b = f"blocks.{i}."
@@ -96,7 +151,7 @@ def _pairs(model: TorchModel, cfg: Config) -> list[tuple[str, torch.Tensor, bool
     return out
 
 
-def load_tinygrok(model: TorchModel, params: Params, cfg: Config) -> None:
+def load_tinygrok(model: nn.Module, params: Params, cfg: Config) -> None:
     """Copy tinygrok's parameters into the PyTorch model."""
     with torch.no_grad():
         for name, tensor, transposed in _pairs(model, cfg):
@@ -104,26 +159,38 @@ def load_tinygrok(model: TorchModel, params: Params, cfg: Config) -> None:
             tensor.copy_(torch.from_numpy(np.ascontiguousarray(w.T if transposed else w)))
 
 
+def reference_models(cfg: Config) -> list[nn.Module]:
+    """The PyTorch models that compute what tinygrok's model of `cfg` computes."""
+    if cfg.norm == "post":
+        return [ReportModel(cfg)]
+    return [TorchModel(cfg, last_only) for last_only in (False, True)]
+
+
 def check_same_model(cfg: Config, params: Params, engine: str, tol: float = 2e-4) -> float:
-    """Loss and every gradient of one batch, tinygrok vs PyTorch from the same parameters;
+    """Logits, loss and every gradient of one batch, tinygrok vs PyTorch from the same parameters;
     raises if they differ by more than `tol` (relative to each tensor's largest entry).
     Returns the largest relative difference."""
     data = make_dataset(cfg.tasks, cfg.p, cfg.train_frac, cfg.seed)
-    tokens, targets = Batches(data, cfg.batch_size, cfg.seed)(1)
+    tokens, targets = Batches(data, cfg.batch_size, cfg.seed, cfg.epoch_batches)(1)
     grads = Params.zeros(params.shapes, params.flat.dtype)
+    logits, _ = forward(params, tokens, cfg, engine)
     loss = loss_and_grads(params, tokens, targets, cfg, grads, engine)
+
+    def rel(got: np.ndarray, want: np.ndarray) -> float:
+        return float(np.abs(got - want).max() / max(np.abs(want).max(), 1e-6))
+
     worst = 0.0
-    for last_only in (False, True):
-        model = TorchModel(cfg, last_only)
+    for model in reference_models(cfg):
         load_tinygrok(model, params, cfg)
-        t_loss = F.cross_entropy(model(torch.from_numpy(tokens)), torch.from_numpy(targets))
+        t_logits = model(torch.from_numpy(tokens))
+        t_loss = F.cross_entropy(t_logits, torch.from_numpy(targets))
         t_loss.backward()
-        worst = max(worst, abs(t_loss.item() - loss) / abs(loss))
+        worst = max(
+            worst, abs(t_loss.item() - loss) / abs(loss), rel(t_logits.detach().numpy(), logits)
+        )
         for name, tensor, transposed in _pairs(model, cfg):
             g = tensor.grad.numpy()
-            g = g.T if transposed else g
-            want = grads[name]
-            worst = max(worst, float(np.abs(g - want).max() / max(np.abs(want).max(), 1e-6)))
+            worst = max(worst, rel(g.T if transposed else g, grads[name]))
     if worst > tol:
         raise AssertionError(f"PyTorch and tinygrok disagree: relative difference {worst:.2e}")
     return worst
@@ -135,7 +202,7 @@ class TorchSteps:
     def __init__(self, cfg: Config, params: Params, last_only: bool = False):
         self.cfg = cfg
         data = make_dataset(cfg.tasks, cfg.p, cfg.train_frac, cfg.seed)
-        self.batches = Batches(data, cfg.batch_size, cfg.seed)
+        self.batches = Batches(data, cfg.batch_size, cfg.seed, cfg.epoch_batches)
         self.model = TorchModel(cfg, last_only)
         load_tinygrok(self.model, params, cfg)
         self.opt = torch.optim.AdamW(

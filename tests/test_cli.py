@@ -111,3 +111,13 @@ def test_a_run_is_never_overwritten_without_force(tmp_path):
     for name, shape in mask.shapes.items():
         zeros = int((mask[name] == 0).sum())
         assert zeros == (round(0.9 * mask[name].size) if is_matrix(name, shape) else 0), name
+
+
+def test_closing_lines_name_the_thresholds_the_run_used(tmp_path):
+    args = ["run", "--preset", "tiny", "--steps", "300", "--out", str(tmp_path / "r"), "-q"]
+    r = tinygrok(*args, "--memorized-threshold", "0.5", "--generalized-threshold", "0.6")
+    assert r.returncode == 0, r.stderr
+    summary = json.loads((tmp_path / "r" / "summary.json").read_text())
+    lines = r.stdout.splitlines()
+    assert lines[0] == f"memorized (train >= 50%):     step {summary['memorized_step']:,}"
+    assert lines[1].startswith("generalized (val >= 60%):  ")

@@ -266,8 +266,11 @@ def batch(cfg: Config) -> tuple[np.ndarray, np.ndarray]:
         {"layer_norm": False},
         {"activation": "relu"},
         {"layer_norm": False, "activation": "relu", "tasks": ("subtraction",), "heads": 4},
+        {"norm": "post"},
+        {"norm": "post", "final_norm": False, "activation": "relu", "head": "vocab"},
+        {"final_norm": False, "head": "vocab", "tasks": ("division",)},
     ],
-    ids=["ln-gelu", "noln-gelu", "ln-relu", "noln-relu-1task"],
+    ids=["ln-gelu", "noln-gelu", "ln-relu", "noln-relu-1task", "post", "report", "pre-vocab"],
 )
 def test_whole_model_gradients(engine, changes):
     cfg = small_config(**changes)
@@ -287,10 +290,12 @@ def test_whole_model_gradients(engine, changes):
 
 
 @engines
-@pytest.mark.parametrize("layer_norm", [True, False])
-def test_every_parameter_receives_a_gradient(engine, layer_norm):
+@pytest.mark.parametrize(
+    "changes", [{}, {"layer_norm": False}, {"norm": "post", "final_norm": False, "head": "vocab"}]
+)
+def test_every_parameter_receives_a_gradient(engine, changes):
     """At the real initialization (LayerNorm 1/0, zero attention biases), on one batch."""
-    cfg = small_config(layer_norm=layer_norm)
+    cfg = small_config(**changes)
     params, _ = init_params(cfg)
     tokens, targets = batch(cfg)
     grads = Params.zeros(params.shapes, np.float64)

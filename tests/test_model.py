@@ -156,16 +156,26 @@ def test_init_scale_scales_weight_matrices_only():
 
 
 @pytest.mark.parametrize("layers", [1, 2, 3])
-@pytest.mark.parametrize("layer_norm", [True, False])
-def test_lean_forward_and_backward_equal_the_textbook_model(layer_norm, layers):
+@pytest.mark.parametrize(
+    "changes",
+    [
+        {},
+        {"layer_norm": False},
+        {"norm": "post"},
+        {"norm": "post", "final_norm": False, "head": "vocab", "activation": "relu"},
+    ],
+    ids=["pre", "no-ln", "post", "report"],
+)
+def test_lean_forward_and_backward_equal_the_textbook_model(changes, layers):
     """The lean path (last block on the last position only, first block's prefix positions once per
-    distinct prefix) gives the logits and every gradient of the model computed in full."""
+    distinct prefix) gives the logits and every gradient of the model computed in full, for every
+    block layout."""
     cfg = validate(
         Config(
             tasks=("subtraction", "division"), p=11, layers=layers, d_model=16, heads=4, d_mlp=32
         )
     )
-    cfg = cfg.replace(layer_norm=layer_norm, dtype="float64")
+    cfg = cfg.replace(dtype="float64", **changes)
     params, _ = init_params(cfg)
     d = make_dataset(cfg.tasks, cfg.p, cfg.train_frac, cfg.seed)[1]
     assert len(distinct_prefixes(d.train_x, params["wte"].shape[0])[0]) == cfg.p  # shared

@@ -142,3 +142,20 @@ def test_full_batch_when_the_share_covers_the_training_set():
         assert len(y) == sum(sizes)
         np.testing.assert_array_equal(x, np.concatenate([d.train_x for d in data]))
         np.testing.assert_array_equal(y, np.concatenate([d.train_y for d in data]))
+
+
+def test_epoch_batches_deal_each_epoch_with_a_smaller_last_batch():
+    """As PyTorch's DataLoader(shuffle=True): ceil(n / batch) steps an epoch, the last one the
+    remainder, every example once an epoch, each epoch a fresh permutation."""
+    (d,) = make_dataset(("subtraction",), 13, 0.5, seed=1)
+    n = len(d.train_y)  # 84 = 3 * 25 + 9
+    batches = Batches([d], batch_size=25, seed=1, epochs=True)
+    sizes = [len(batches.indices(0, s)) for s in range(1, 9)]
+    assert sizes == [25, 25, 25, 9] * 2
+    first = np.concatenate([batches.indices(0, s) for s in range(1, 5)])
+    second = np.concatenate([batches.indices(0, s) for s in range(5, 9)])
+    for e in (first, second):
+        np.testing.assert_array_equal(np.sort(e), np.arange(n))
+    assert (first != second).any()
+    # the same permutations as the stream, dealt another way
+    np.testing.assert_array_equal(first[:25], Batches([d], 25, seed=1).indices(0, 1))

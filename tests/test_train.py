@@ -48,6 +48,13 @@ def test_run_folder_holds_the_files_and_keys_of_design(tiny_cfg, tmp_path):
     assert Config.from_dict(config["config"]) == cfg
     assert config["engine"] == cfg.engine
     assert config["tinygrok_version"] and config["threads"]
+    where = config["provenance"]
+    assert set(where) == {"command", "date", "tinygrok_version", "commit", "python", "numpy"} | {
+        "numba",
+        "blas",
+        "cpu",
+    }
+    assert where["date"].endswith("+00:00") and where["blas"] and where["cpu"]
 
     records = [json.loads(line) for line in (tmp_path / "metrics.jsonl").read_text().splitlines()]
     assert [r["step"] for r in records] == list(range(0, cfg.step_budget + 1, cfg.eval_every))

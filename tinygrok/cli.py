@@ -23,7 +23,9 @@ from tinygrok.config import (
     DTYPES,
     ENGINES,
     GROKFAST_FILTERS,
+    HEADS,
     INITS,
+    NORMS,
     OPTIMIZERS,
     PRESETS,
     Config,
@@ -39,6 +41,8 @@ RUN_OPTIONS: dict[str, str] = {
     "p": "modulus; numbers are 0..p-1 (division needs a prime; S5 tasks fix it at 120)",
     "train_frac": "fraction of all pairs used for training, in (0, 1)",
     "batch_size": "examples per step, shared equally between the tasks",
+    "epoch_batches": "deal each epoch in batches, its last batch the remainder (PyTorch's "
+    "DataLoader); default: an endless stream of full batches",
     "steps": "step budget per task (the run's budget is this times the number of tasks)",
     "patience": "stop once validation accuracy has stayed >= the threshold this many steps "
     "(0: always run the whole budget)",
@@ -50,8 +54,12 @@ RUN_OPTIONS: dict[str, str] = {
     "d_model": "residual stream width (divisible by --heads)",
     "heads": "attention heads",
     "d_mlp": "MLP hidden width",
-    "layer_norm": "pre-LayerNorm in every block and before the unembedding",
+    "layer_norm": "LayerNorm in every block and before the unembedding (--no-layer-norm: none)",
+    "norm": "where a block's LayerNorms sit: pre, x + f(ln(x)) (GPT-2), or post, ln(x + f(x)) "
+    "(PyTorch's nn.TransformerEncoderLayer)",
+    "final_norm": "a LayerNorm before the unembedding",
     "activation": "MLP activation",
+    "head": "what the unembedding predicts: answers (the p numbers) or vocab (every token)",
     "optimizer": "AdamW (decoupled weight decay) or SGD with momentum",
     "lr": "peak learning rate",
     "weight_decay": "weight decay on all parameters (decoupled for AdamW, L2 for SGD)",
@@ -67,10 +75,16 @@ RUN_OPTIONS: dict[str, str] = {
     "for ma]",
     "grokfast_window": "Grokfast-MA window in steps (keeps this many gradients in memory)",
     "init": "initial weights: pytorch (PyTorch's layer defaults: embeddings N(0, 1), linear "
-    "layers U(+-1/sqrt(fan_in))) or nanda (Nanda et al.: every matrix N(0, 1/d_model), the "
-    "unembedding N(0, 1/p), biases 0)",
-    "sparse": "zero this random fraction of every weight matrix at initialization, in [0, 1)",
-    "init_scale": "multiply every initial weight matrix by this factor (> 0)",
+    "layers U(+-1/sqrt(fan_in))); nanda (Nanda et al.: every matrix N(0, 1/d_model), the "
+    "unembedding N(0, 1/p), biases 0); report (pytorch, every block a copy of the first, as "
+    "nn.TransformerEncoder starts); report-xavier (the report's sparse and small starts: report, "
+    "then the attention output, MLP and head weights Xavier-normal with zero biases); "
+    "report-norm (report, those weights rescaled to Xavier-normal's norm)",
+    "sparse": "zero this random fraction of every weight matrix at initialization, in [0, 1) "
+    "(with --init report-xavier, the report's way: each of its weights dropped with this "
+    "probability, the survivors scaled by 1/sqrt(1 - s))",
+    "init_scale": "multiply every initial weight matrix by this factor (> 0; with --init "
+    "report-xavier, its weights only)",
     "keep_mask": "keep the entries --sparse zeroed at exactly zero for the whole run (their "
     "gradients are masked: a fixed sparse network)",
     "memorized_threshold": "training accuracy that counts as memorized",
@@ -81,6 +95,8 @@ RUN_OPTIONS: dict[str, str] = {
 }
 CHOICES = {
     "activation": ACTIVATIONS,
+    "norm": NORMS,
+    "head": HEADS,
     "init": INITS,
     "optimizer": OPTIMIZERS,
     "dtype": DTYPES,
@@ -109,7 +125,9 @@ def config_options(f):
             f = click.option(flag, name, type=kind, help=help_text)(f)
     preset_help = (
         "start from a named setup; options you give override it: power (the defaults), nanda "
-        "(Nanda et al.: 1 layer, addition mod 113), tiny (groks in seconds)  [default: power]"
+        "(Nanda et al.: 1 layer, addition mod 113), report (the report 'Grokking: Shortening the "
+        "Delay': post-norm nn.TransformerEncoder, weight decay 1e-3, 400,000 steps), tiny (groks "
+        "in seconds)  [default: power]"
     )
     return click.option("--preset", type=click.Choice(list(PRESETS)), help=preset_help)(f)
 
@@ -134,12 +152,14 @@ def default_out(cfg: Config) -> Path:
     return out
 
 
-def describe(summary: dict) -> str:
-    """The closing lines of a run."""
+def describe(summary: dict, cfg: Config) -> str:
+    """The closing lines of a run, with the thresholds it was judged by."""
     mem, gen = summary["memorized_step"], summary["generalized_step"]
     lines = [
-        f"memorized (train >= 99%):     {'step ' + format(mem, ',') if mem else 'not reached'}",
-        f"generalized (val >= 95%):     {'step ' + format(gen, ',') if gen else 'not reached'}",
+        f"{f'memorized (train >= {100 * cfg.memorized_threshold:g}%):':30s}"
+        f"{'step ' + format(mem, ',') if mem else 'not reached'}",
+        f"{f'generalized (val >= {100 * cfg.generalized_threshold:g}%):':30s}"
+        f"{'step ' + format(gen, ',') if gen else 'not reached'}",
     ]
     if summary["delay_steps"] is not None:
         lines.append(f"grokking delay:               {summary['delay_steps']:,} steps")
@@ -215,7 +235,7 @@ def run(tasks, out, force, threads, quiet, **options) -> None:
             err=True,
         )
         summary = with_stop_flag(lambda stop: train(cfg, out, progress=not quiet, stop=stop))
-    report(summary, out)
+    report(summary, out, cfg)
 
 
 @cli.command()
@@ -258,7 +278,7 @@ def resume(run_dir, steps, threads, quiet) -> None:
             err=True,
         )
         summary = with_stop_flag(lambda stop: resume_run(saved, progress=not quiet, stop=stop))
-    report(summary, run_dir)
+    report(summary, run_dir, saved.cfg)
 
 
 def with_stop_flag(start: Callable):
@@ -316,9 +336,9 @@ def run_grid(
         sys.exit(1)
 
 
-def report(summary: dict, out: Path) -> None:
+def report(summary: dict, out: Path, cfg: Config) -> None:
     """Print the end of a run; exit 130 if it was interrupted, 3 if it diverged."""
-    click.echo(describe(summary))
+    click.echo(describe(summary, cfg))
     click.echo(f"run folder: {out} (curves.png, metrics.jsonl, summary.json)")
     if summary["status"] == "interrupted":
         click.echo(
@@ -738,6 +758,9 @@ def phase(tasks, grid, seeds, out, workers, grok_ratio, quiet, **options) -> Non
 
 def main(argv: list[str] | None = None) -> None:
     """Console entry point: click's parsing, with every user error as one line and exit code 2."""
+    from tinygrok.provenance import set_command
+
+    set_command(["tinygrok", *(sys.argv[1:] if argv is None else argv)])
     try:
         code = cli.main(args=argv, prog_name="tinygrok", standalone_mode=False)
     except (click.UsageError, click.BadParameter) as e:

@@ -58,7 +58,10 @@ def small_config(
     heads: int = 2,
     d_mlp: int | None = None,
     layer_norm: bool = True,
+    norm: str = "pre",
+    final_norm: bool = True,
     activation: str = "gelu",
+    head: str = "answers",
     engine: str = Config.engine,
     seed: int = 0,
     batch_size: int = 8,
@@ -74,7 +77,10 @@ def small_config(
             heads=heads,
             d_mlp=4 * d_model if d_mlp is None else d_mlp,
             layer_norm=layer_norm,
+            norm=norm,
+            final_norm=final_norm,
             activation=activation,
+            head=head,
             engine=engine,
             seed=seed,
             batch_size=batch_size,
@@ -91,7 +97,7 @@ def checked_setup(cfg: Config, noise: float = NOISE) -> tuple[Params, np.ndarray
     rng = np.random.default_rng([cfg.seed, 8])
     params.flat[:] += noise * rng.standard_normal(params.flat.size)
     data = make_dataset(cfg.tasks, cfg.p, cfg.train_frac, cfg.seed)
-    tokens, targets = Batches(data, cfg.batch_size, cfg.seed)(1)
+    tokens, targets = Batches(data, cfg.batch_size, cfg.seed, cfg.epoch_batches)(1)
     return params, tokens, targets
 
 

@@ -59,9 +59,10 @@ def param_shapes(cfg: Config) -> dict[str, tuple[int, ...]]:
             b + "mlp.w_proj": (F, C),
             b + "mlp.b_proj": (C,),
         }
-    if cfg.layer_norm:
+    if cfg.layer_norm and cfg.final_norm:
         shapes |= {"ln_f.w": (C,), "ln_f.b": (C,)}
-    shapes |= {"head.w": (C, P), "head.b": (P,)}
+    n_out = V if cfg.head == "vocab" else P
+    shapes |= {"head.w": (C, n_out), "head.b": (n_out,)}
     return shapes
 
 
@@ -112,13 +113,25 @@ def matrix_sparsity(params: Params) -> float:
 
 
 def init_params(cfg: Config) -> tuple[Params, Params]:
-    """Initialize as --init says (DESIGN.md), then apply --sparse and --init-scale to the weight
-    matrices. Returns the parameters and the mask (1 = kept).
+    """Initialize as --init says, then apply --sparse and --init-scale. Returns the parameters and
+    the mask (1 = kept).
 
     pytorch: as PyTorch initializes these layers: nn.Embedding N(0, 1), MultiheadAttention's
     xavier_uniform_ with zero biases, nn.Linear U(-1/sqrt(fan_in), 1/sqrt(fan_in)) for weight and
     bias. nanda: as Nanda et al.'s code: every matrix N(0, 1/d_model) except the unembedding,
-    N(0, 1/p), and every bias 0. LayerNorm starts at w = 1, b = 0 either way.
+    N(0, 1/p), and every bias 0. LayerNorm starts at w = 1, b = 0 either way. For these two,
+    --sparse zeroes exactly that fraction of every weight matrix and --init-scale multiplies every
+    weight matrix.
+
+    The report's starts ("Grokking: Shortening the Delay", its code jetyue04/loss-plateau):
+    report, PyTorch's init of its nn.TransformerEncoder, which deep-copies one layer, so every
+    block starts as a copy of the first; report-xavier, the rule of its sparse and small starts on
+    top of that: each nn.Linear module (`REPORT_LINEAR`) redrawn Xavier-normal, std
+    sqrt(2 / (fan_in + fan_out)), with a zero bias, --sparse dropping each of those weights with
+    that probability and multiplying the survivors by 1 / sqrt(1 - s) (no mask is kept unless
+    --keep-mask), and --init-scale multiplying them; report-norm, the report start with each of
+    those weights rescaled to the Frobenius norm that Xavier-normal has in expectation, which the
+    sparse start keeps (a dense control of the sparse start's size).
     """
     shapes = param_shapes(cfg)
     rng = np.random.default_rng([cfg.seed, INIT_STREAM])
@@ -126,39 +139,74 @@ def init_params(cfg: Config) -> tuple[Params, Params]:
     mask_rng = np.random.default_rng([cfg.seed, INIT_STREAM, 1])
     params = Params.zeros(shapes, np.float64)
     mask = Params(shapes, np.ones(params.flat.size, dtype=np.float64))
-    C = cfg.d_model
     for name, shape in shapes.items():
-        w = params[name]
-        kind = name.rsplit(".", 1)[-1]
-        if name.endswith("ln1.w") or name.endswith("ln2.w") or name == "ln_f.w":
-            w[...] = 1.0
-        elif ".ln" in name or name.startswith("ln_f"):
-            w[...] = 0.0
-        elif cfg.init == "nanda":
-            if is_matrix(name, shape):
-                w[...] = rng.standard_normal(shape) / np.sqrt(cfg.p if name == "head.w" else C)
-        elif name in ("wte", "wpe"):
-            w[...] = rng.standard_normal(shape)  # nn.Embedding: N(0, 1)
-        elif kind == "w_qkv":
-            bound = np.sqrt(6.0 / (C + 3 * C))  # xavier_uniform_ on the (3C, C) in_proj_weight
-            w[...] = rng.uniform(-bound, bound, shape)
-        elif kind in ("b_qkv", "b_o"):
-            w[...] = 0.0  # MultiheadAttention zeroes its biases
-        else:
-            # nn.Linear: weight and bias U(-1/sqrt(fan_in), 1/sqrt(fan_in)); fan_in is the input
-            # width of the layer this tensor belongs to
-            fan_in = {"w_fc": C, "b_fc": C, "w_proj": cfg.d_mlp, "b_proj": cfg.d_mlp}.get(kind, C)
-            bound = 1.0 / np.sqrt(fan_in)
-            w[...] = rng.uniform(-bound, bound, shape)
+        params[name][...] = _default_draw(name, shape, cfg, rng)
+    if cfg.init.startswith("report"):
+        for name in shapes:
+            if name.startswith("blocks.") and not name.startswith("blocks.0."):
+                params[name][...] = params["blocks.0." + name.split(".", 2)[2]]
+    linear = report_linear(cfg)
+    if cfg.init == "report-xavier":
+        for wname, bname in linear.items():
+            w = params[wname]
+            w[...] = rng.standard_normal(w.shape) * np.sqrt(2.0 / sum(w.shape)) * cfg.init_scale
+            params[bname][...] = 0.0
+            if cfg.sparse > 0:
+                mask[wname][...] = mask_rng.random(w.shape) >= cfg.sparse
+                w *= mask[wname] / np.sqrt(1.0 - cfg.sparse)
+        return params.astype(np.dtype(cfg.dtype)), mask.astype(np.dtype(cfg.dtype))
+    if cfg.init == "report-norm":
+        for wname in linear:
+            w = params[wname]
+            w *= np.sqrt(2.0 * w.size / sum(w.shape)) / np.linalg.norm(w)
+    for name, shape in shapes.items():
         if is_matrix(name, shape):
+            w = params[name]
             w *= cfg.init_scale
             if cfg.sparse > 0:
-                n = w.size
-                zero = mask_rng.permutation(n)[: int(round(cfg.sparse * n))]
-                m = mask[name].reshape(-1)
-                m[zero] = 0.0
+                zero = mask_rng.permutation(w.size)[: int(round(cfg.sparse * w.size))]
+                mask[name].reshape(-1)[zero] = 0.0
                 w *= mask[name]
     return params.astype(np.dtype(cfg.dtype)), mask.astype(np.dtype(cfg.dtype))
+
+
+def _default_draw(name: str, shape: tuple[int, ...], cfg: Config, rng: np.random.Generator):
+    """The initial value of one tensor under --init pytorch or nanda (the report's starts begin
+    from pytorch's)."""
+    C, kind = cfg.d_model, name.rsplit(".", 1)[-1]
+    if name.endswith("ln1.w") or name.endswith("ln2.w") or name == "ln_f.w":
+        return np.ones(shape)
+    if ".ln" in name or name.startswith("ln_f"):
+        return np.zeros(shape)
+    if cfg.init == "nanda":
+        if not is_matrix(name, shape):
+            return np.zeros(shape)
+        return rng.standard_normal(shape) / np.sqrt(cfg.p if name == "head.w" else C)
+    if name in ("wte", "wpe"):
+        return rng.standard_normal(shape)  # nn.Embedding: N(0, 1)
+    if kind == "w_qkv":
+        bound = np.sqrt(6.0 / (C + 3 * C))  # xavier_uniform_ on the (3C, C) in_proj_weight
+        return rng.uniform(-bound, bound, shape)
+    if kind in ("b_qkv", "b_o"):
+        return np.zeros(shape)  # MultiheadAttention zeroes its biases
+    # nn.Linear: weight and bias U(-1/sqrt(fan_in), 1/sqrt(fan_in)); fan_in is the input width of
+    # the layer this tensor belongs to
+    fan_in = {"w_fc": C, "b_fc": C, "w_proj": cfg.d_mlp, "b_proj": cfg.d_mlp}.get(kind, C)
+    bound = 1.0 / np.sqrt(fan_in)
+    return rng.uniform(-bound, bound, shape)
+
+
+def report_linear(cfg: Config) -> dict[str, str]:
+    """The report model's nn.Linear modules, weight name -> bias name: each block's attention
+    output projection and two MLP layers, and the head. The attention's query/key/value projection
+    is a plain parameter of nn.MultiheadAttention, not an nn.Linear, so the report's starts leave
+    it (and the embeddings) as PyTorch drew them."""
+    pairs = {"head.w": "head.b"}
+    for i in range(cfg.layers):
+        b = f"blocks.{i}."
+        pairs |= {b + "attn.w_o": b + "attn.b_o", b + "mlp.w_fc": b + "mlp.b_fc"}
+        pairs |= {b + "mlp.w_proj": b + "mlp.b_proj"}
+    return pairs
 
 
 # Positions 0 and 1 of every example hold [a, op]. In a causal model the output at a position
@@ -195,7 +243,7 @@ def forward(
         x, c = _block(params, f"blocks.{i}.", x, cfg, lean and i == cfg.layers - 1, engine)
         blocks.append(c)  # x: (B, Tq, C)
     xl = x[:, -1]  # (B, C)
-    hf, c_lnf = _ln(params, "ln_f", xl, cfg, engine)
+    hf, c_lnf = _ln(params, "ln_f", xl, cfg, engine) if cfg.final_norm else (xl, None)
     logits = L.linear_forward(hf, params["head.w"], params["head.b"])  # (B, P)
     caches = {"shared": shared, "first": first_cache, "blocks": blocks}
     return logits, caches | {"head": (c_lnf, hf, x.shape)}
@@ -224,43 +272,63 @@ def _put(grads: Params, prefix: str, names: tuple[str, ...], values: list) -> No
 ATTN, MLP = ("w_qkv", "b_qkv", "w_o", "b_o"), ("w_fc", "b_fc", "w_proj", "b_proj")
 
 
+def _norm_in(params: Params, name: str, x: np.ndarray, cfg: Config, engine: str) -> tuple:
+    """A branch's input: ln(x) in a pre-norm block, x itself in a post-norm one -> (h, cache)."""
+    return _ln(params, name, x, cfg, engine) if cfg.norm == "pre" else (x, None)
+
+
+def _norm_out(params: Params, name: str, s: np.ndarray, cfg: Config, engine: str) -> tuple:
+    """A sublayer's output from s = x + branch: s in a pre-norm block, ln(s) in a post-norm one."""
+    return _ln(params, name, s, cfg, engine) if cfg.norm == "post" else (s, None)
+
+
 def _mlp_half(params: Params, b: str, x: np.ndarray, cfg: Config, engine: str) -> tuple:
-    """x (N, C) rows -> x + mlp(ln2(x)) (N, C), cache."""
-    h, c_ln = _ln(params, b + "ln2", x, cfg, engine)
+    """x (N, C) rows -> x + mlp(ln2(x)) (pre-norm) or ln2(x + mlp(x)) (post-norm) (N, C), cache."""
+    h, c_in = _norm_in(params, b + "ln2", x, cfg, engine)
     m, c_mlp = L.mlp(h, *(params[b + "mlp." + k] for k in MLP), cfg.activation, engine)
-    return x + m, (c_ln, c_mlp)
+    y, c_out = _norm_out(params, b + "ln2", x + m, cfg, engine)
+    return y, (c_in, c_mlp, c_out)
 
 
-def _mlp_half_back(dx: np.ndarray, cache: tuple, b: str, grads: Params, engine: str):
-    """dx (N, C) -> dx (N, C) through x + mlp(ln2(x)); writes the MLP's and ln2's gradients."""
-    c_ln, c_mlp = cache
-    dh, *g = L.mlp_back(dx, c_mlp, engine)
+def _mlp_half_back(dy: np.ndarray, cache: tuple, b: str, grads: Params, engine: str):
+    """dy (N, C) -> dx (N, C) through `_mlp_half`; writes the MLP's and ln2's gradients.
+
+    Of the two layer-norm caches one is None (the identity), so one backward serves both
+    placements: ds = dy through the norm after the sum (post), the branch, the norm before it (pre).
+    """
+    c_in, c_mlp, c_out = cache
+    # y = ln2(s) (post-norm; else y = s),  s = x + mlp(h)
+    ds = _ln_back(grads, b + "ln2", dy, c_out, engine)
+    dh, *g = L.mlp_back(ds, c_mlp, engine)
     _put(grads, b + "mlp.", MLP, g)
-    return dx + _ln_back(grads, b + "ln2", dh, c_ln, engine)
+    # h = ln2(x) (pre-norm; else h = x)
+    return ds + _ln_back(grads, b + "ln2", dh, c_in, engine)
 
 
 def _block(params: Params, b: str, x: np.ndarray, cfg: Config, q_last: bool, engine: str):
     """One block on x (B, T, C) -> (B, Tq, C), cache; Tq = 1 with `q_last`, else T."""
-    h, c_ln1 = _ln(params, b + "ln1", x, cfg, engine)
+    h, c_in = _norm_in(params, b + "ln1", x, cfg, engine)
     weights = (params[b + "attn." + k] for k in ATTN)
     a, c_att = L.attention(h, *weights, cfg.heads, q_last, engine)  # (B, Tq, C)
-    x = x[:, -a.shape[1] :] + a  # (B, Tq, C)
+    x, c_out = _norm_out(params, b + "ln1", x[:, -a.shape[1] :] + a, cfg, engine)  # (B, Tq, C)
     Bq, Tq, C = x.shape
     x, c_mlp = _mlp_half(params, b, x.reshape(Bq * Tq, C), cfg, engine)
-    return x.reshape(Bq, Tq, C), (c_ln1, c_att, c_mlp)
+    return x.reshape(Bq, Tq, C), (c_in, c_att, c_out, c_mlp)
 
 
 def _block_back(dx: np.ndarray, cache: tuple, b: str, grads: Params, engine: str):
     """dx (B, Tq, C) -> dx (B, T, C) through `_block`; writes its gradients."""
-    c_ln1, c_att, c_mlp = cache
+    c_in, c_att, c_out, c_mlp = cache
     Bq, Tq, C = dx.shape
-    # x = x + mlp(ln2(x))
+    # x = mlp half of x
     dx = _mlp_half_back(dx.reshape(Bq * Tq, C), c_mlp, b, grads, engine).reshape(Bq, Tq, C)
-    # x = x[:, -Tq:] + attention(ln1(x))
-    dh, *g = L.attention_back(dx, c_att, engine)  # (B, T, C)
+    # x = ln1(s) (post-norm; else x = s),  s = x[:, -Tq:] + attention(h)
+    ds = _ln_back(grads, b + "ln1", dx, c_out, engine)
+    dh, *g = L.attention_back(ds, c_att, engine)  # (B, T, C)
     _put(grads, b + "attn.", ATTN, g)
-    dh = _ln_back(grads, b + "ln1", dh, c_ln1, engine)
-    dh[:, -Tq:] += dx
+    # h = ln1(x) (pre-norm; else h = x)
+    dh = _ln_back(grads, b + "ln1", dh, c_in, engine)
+    dh[:, -Tq:] += ds
     return dh
 
 
@@ -276,29 +344,32 @@ def _shared_first_block(params: Params, tokens: np.ndarray, cfg: Config, engine:
     xm = L.embedding_forward(mtok, wte, wpe[S:])  # (B, Tm, C)
     x = np.concatenate([xp.reshape(U * S, C), xm.reshape(B * Tm, C)])  # (R, C)
     b = "blocks.0."
-    h, c_ln1 = _ln(params, b + "ln1", x, cfg, engine)
+    h, c_in = _norm_in(params, b + "ln1", x, cfg, engine)
     weights = (params[b + "attn." + k] for k in ATTN)
     a, c_att = L.attention_shared(h, *weights, cfg.heads, (U, S), inv, engine)  # (R, C)
-    x, c_mlp = _mlp_half(params, b, x + a, cfg, engine)
+    x, c_out = _norm_out(params, b + "ln1", x + a, cfg, engine)
+    x, c_mlp = _mlp_half(params, b, x, cfg, engine)
     # every example's positions: its prefix's, then its own
     x = np.concatenate([x[: U * S].reshape(U, S, C)[inv], x[U * S :].reshape(B, Tm, C)], axis=1)
-    return x, (ptok, mtok, inv, c_ln1, c_att, c_mlp)
+    return x, (ptok, mtok, inv, c_in, c_att, c_out, c_mlp)
 
 
 def _shared_first_block_back(dx: np.ndarray, cache: tuple, grads: Params, engine: str) -> None:
     """dx (B, T, C) -> the embedding's and first block's gradients, written into `grads`."""
-    ptok, mtok, inv, c_ln1, c_att, c_mlp = cache
+    ptok, mtok, inv, c_in, c_att, c_out, c_mlp = cache
     (U, S), (B, T, C) = ptok.shape, dx.shape
     b = "blocks.0."
     # x = [x_rows[:U*S][inv], x_rows[U*S:]]: a prefix row collects the gradients of its examples
     dxp = L.scatter_rows(dx[:, :S], inv, U, engine)  # (U, S, C)
     dx = np.concatenate([dxp.reshape(U * S, C), dx[:, S:].reshape(-1, C)])  # (R, C)
-    # x = x + mlp(ln2(x))
+    # x = mlp half of x
     dx = _mlp_half_back(dx, c_mlp, b, grads, engine)
-    # x = x + attention_shared(ln1(x))
-    dh, *g = L.attention_shared_back(dx, c_att, engine)
+    # x = ln1(s) (post-norm; else x = s),  s = x + attention_shared(h)
+    ds = _ln_back(grads, b + "ln1", dx, c_out, engine)
+    dh, *g = L.attention_shared_back(ds, c_att, engine)
     _put(grads, b + "attn.", ATTN, g)
-    dx = dx + _ln_back(grads, b + "ln1", dh, c_ln1, engine)
+    # h = ln1(x) (pre-norm; else h = x)
+    dx = ds + _ln_back(grads, b + "ln1", dh, c_in, engine)
     # xp = wte[ptok] + wpe[:S];  xm = wte[mtok] + wpe[S:]
     n_vocab = grads["wte"].shape[0]
     dwte_p, dwpe_p = L.embedding_backward(dx[: U * S].reshape(U, S, C), ptok, n_vocab, engine)

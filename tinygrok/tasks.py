@@ -197,11 +197,14 @@ class Batches:
     """Training batches as a function of the step: an equal share of every task in each batch.
 
     With k tasks each step takes `batch_size // k` examples of each; a task whose training set is
-    no larger than its share contributes its whole training set (full-batch training).
+    no larger than its share contributes its whole training set (full-batch training). The shares
+    walk an endless stream of epochs, or, with `epochs`, one epoch at a time, its last batch the
+    remainder (as PyTorch's DataLoader with shuffle=True deals them: 4,656 pairs in batches of 512
+    make nine full batches and one of 48).
     """
 
-    def __init__(self, data: list[TaskData], batch_size: int, seed: int):
-        self.data, self.seed = data, seed
+    def __init__(self, data: list[TaskData], batch_size: int, seed: int, epochs: bool = False):
+        self.data, self.seed, self.epochs = data, seed, epochs
         self.share = batch_size // len(data)
         self._perms: dict[tuple[int, int], np.ndarray] = {}
 
@@ -220,6 +223,9 @@ class Batches:
         n = len(self.data[task].train_y)
         if self.share >= n:
             return np.arange(n)
+        if self.epochs:
+            epoch, k = divmod(step - 1, -(-n // self.share))  # steps per epoch: ceil(n / share)
+            return self._perm(task, epoch)[k * self.share : (k + 1) * self.share]
         start = (step - 1) * self.share  # position in the endless stream of epochs
         idx = []
         while len(idx) < self.share:

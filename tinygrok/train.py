@@ -40,6 +40,7 @@ from tinygrok.model import (
     param_shapes,
 )
 from tinygrok.optim import learning_rate, make_optimizer
+from tinygrok.provenance import provenance
 from tinygrok.snapshots import clear_snapshots, save_snapshot
 from tinygrok.tasks import Batches, TaskData, make_dataset
 
@@ -235,6 +236,7 @@ def train(cfg: Config, out_dir: Path, progress: bool = True, stop: StopFlag | No
             "engine": cfg.engine,
             "threads": set_threads(None),
             "n_params": params.flat.size,
+            "provenance": provenance(),
         },
     )
     (out_dir / "metrics.jsonl").write_text("")
@@ -251,8 +253,11 @@ def resume(run: SavedRun, progress: bool = True, stop: StopFlag | None = None) -
     of its budget. Its files end as those of the same run left alone, wall-clock fields aside."""
     cfg = run.cfg
     data = make_dataset(cfg.tasks, cfg.p, cfg.train_frac, cfg.seed)
-    if run.config_doc["config"] != cfg.to_dict():  # --steps changed the budget
-        write_json(run.dir / "config.json", run.config_doc | {"config": cfg.to_dict()})
+    # --steps may have changed the budget; every resume is recorded with its code and machine
+    resumes = run.config_doc.get("resumes", []) + [provenance() | {"step": run.checkpoint.step}]
+    write_json(
+        run.dir / "config.json", run.config_doc | {"config": cfg.to_dict(), "resumes": resumes}
+    )
     # Evaluations after the checkpoint, and the extra one of an interruption, are done again.
     lines = "".join(json.dumps(r) + "\n" for r in run.checkpoint.records)
     atomic_write(run.dir / "metrics.jsonl", lambda f: f.write(lines.encode()))
@@ -272,7 +277,7 @@ def _loop(
     grad_filter = make_grad_filter(cfg, params.flat.size, params.flat.dtype)
     if grad_filter:
         grad_filter.load_state(start.grad_filter)
-    batches = Batches(data, cfg.batch_size, cfg.seed)
+    batches = Batches(data, cfg.batch_size, cfg.seed, cfg.epoch_batches)
     records = list(start.records)
     log = (out_dir / "metrics.jsonl").open("a")
     bar = Progress(cfg.step_budget, progress, start.step)

@@ -1,0 +1,82 @@
+"""Where a run came from: the command, the date, the code and the machine.
+
+config.json records this at the start of a run and again at every resume, so that a result can be
+traced to the command that made it, and runs made by different code or on different CPUs (whose
+float32 rounding differs) are never mistaken for one another.
+"""
+
+from __future__ import annotations
+
+import platform
+import shlex
+import subprocess
+import sys
+from datetime import datetime, timezone
+from pathlib import Path
+
+from tinygrok import __version__
+
+# The command that started this process, as the user typed it (set by the command line's entry
+# point; a Python script is its own sys.argv)
+_command: list[str] | None = None
+
+
+def set_command(argv: list[str]) -> None:
+    """Record the command line of this process, for `provenance`."""
+    global _command
+    _command = list(argv)
+
+
+def git_commit(path: Path = Path(__file__).parent) -> str | None:
+    """The commit of the checkout the package runs from, with "-dirty" if it has uncommitted
+    changes; None when it is not a git checkout (an installed wheel)."""
+    try:
+        head = subprocess.run(
+            ["git", "-C", str(path), "rev-parse", "HEAD"], capture_output=True, text=True, timeout=5
+        )
+        if head.returncode != 0:
+            return None
+        dirty = subprocess.run(
+            ["git", "-C", str(path), "status", "--porcelain", "--untracked-files=no"],
+            capture_output=True,
+            text=True,
+            timeout=5,
+        )
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return head.stdout.strip() + ("-dirty" if dirty.stdout.strip() else "")
+
+
+def cpu_model() -> str:
+    """The CPU's model name (Linux: /proc/cpuinfo), else what the platform says."""
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
+def provenance() -> dict:
+    """The command line, date (UTC), tinygrok version and commit, library versions, BLAS and CPU."""
+    import numba
+    import numpy as np
+    from threadpoolctl import threadpool_info
+
+    blas = [
+        f"{i.get('internal_api')} {i.get('version')} ({i.get('architecture')})"
+        for i in threadpool_info()
+        if i["user_api"] == "blas"
+    ]
+    return {
+        "command": shlex.join(sys.argv if _command is None else _command),
+        "date": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "tinygrok_version": __version__,
+        "commit": git_commit(),
+        "python": platform.python_version(),
+        "numpy": np.__version__,
+        "numba": numba.__version__,
+        "blas": blas,
+        "cpu": cpu_model(),
+    }
