@@ -116,6 +116,7 @@ def test_numba_engine_is_deterministic():
     assert np.array_equal(params_a.flat, params_b.flat)
 
 
+@pytest.mark.parity
 def test_matches_pytorch_autograd():
     """Both engines' gradients equal PyTorch autograd's on the same model (float64), the model
     that benchmarks/step_speed.py times against."""

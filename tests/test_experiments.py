@@ -276,12 +276,12 @@ def test_noise_arms_keep_the_baseline_weight_decay_per_step():
 
 
 def test_plan_covers_every_arm_and_seed(tmp_path):
-    specs = plan("diversity", tiny(), 2, tmp_path)
+    specs = plan("diversity", tiny(), (0, 1), tmp_path)
     assert len(specs) == 10
     assert {s.cfg.tasks for s in specs} >= {("division",), ("division", "multiplication")}
     assert specs[0].cfg.tasks == ("division",) and [s.seed for s in specs[:2]] == [0, 1]
     assert len({s.dir for s in specs}) == 10
-    specs = plan("grokfast", tiny(), 1, tmp_path, only=("ma",))
+    specs = plan("grokfast", tiny(), (0,), tmp_path, only=("ma",))
     assert [(s.arm, s.cfg.grokfast, s.cfg.grokfast_lamb) for s in specs] == [
         ("baseline", "none", None),
         ("ma", "ma", 5.0),
@@ -290,7 +290,7 @@ def test_plan_covers_every_arm_and_seed(tmp_path):
 
 def test_experiment_command_writes_table_and_figure_and_skips_done_runs(tmp_path, capsys):
     out = tmp_path / "exp"
-    argv = ["experiment", "init", "--seeds", "1", "--steps", "100", "--tiny-scale", "0.05", "-q"]
+    argv = ["experiment", "init", "--seeds", "0", "--steps", "100", "--tiny-scale", "0.05", "-q"]
     argv += TINY_ARGS + ["--out", str(out)]
     code, stdout, err = run_cli(argv, capsys)
     assert code == 0, err
@@ -321,10 +321,13 @@ def test_experiment_command_writes_table_and_figure_and_skips_done_runs(tmp_path
 @pytest.mark.parametrize(
     "argv, message",
     [
-        (["experiment", "speed"], "EXPERIMENT: must be one of diversity, noise, init, grokfast"),
+        (
+            ["experiment", "speed"],
+            "EXPERIMENT: must be one of diversity, noise, init, grokfast, report",
+        ),
         (["experiment", "noise", "--sgd", "fast"], "--sgd: give LR:BATCH"),
         (["experiment", "init", "--sgd", "0.1:64"], "--sgd: only for the noise experiment"),
-        (["experiment", "init", "--seeds", "0"], "--seeds: must be an integer >= 1"),
+        (["experiment", "init", "--seeds", "2-0"], "--seeds: the range 2-0 runs backwards"),
         (["experiment", "grokfast", "--arms", "ema,fir"], "--arms: grokfast has the arms"),
         (["experiment", "init", "--report-only"], "holds no experiment yet"),
         (["run", "div", "--grokfast", "fir"], "--grokfast"),
@@ -338,3 +341,22 @@ def test_bad_options_are_one_line_errors(argv, message, capsys, tmp_path):
     assert code == 2
     assert message in err and len(err.strip().splitlines()) == 1
     assert not (tmp_path / "x").exists()
+
+
+def test_report_experiment_plans_the_reports_arms_on_any_seeds(tmp_path):
+    """--preset report with seeds 42, 0, 1: the report's arms and the controls, in that order,
+    each a valid config of its regime."""
+    from tinygrok.config import from_preset
+
+    specs = plan("report", from_preset("report"), (42, 0, 1), tmp_path)
+    arms = list(dict.fromkeys(s.arm for s in specs))
+    assert arms[:6] == ["baseline", "sparse0.9", "small0.01", "xavier", "norm", "sparse0.9-keep"]
+    assert [s.seed for s in specs[:3]] == [42, 0, 1]
+    by_arm = {s.arm: s.cfg for s in specs if s.seed == 0}
+    assert by_arm["baseline"].init == "report" and by_arm["baseline"].weight_decay == 1e-3
+    assert (by_arm["sparse0.9"].init, by_arm["sparse0.9"].sparse) == ("report-xavier", 0.9)
+    assert by_arm["small0.01"].init_scale == 0.01 and not by_arm["sparse0.9"].keep_mask
+    assert by_arm["sparse0.9-keep"].keep_mask
+    assert (by_arm["sgd-lr0.005"].optimizer, by_arm["sgd-lr0.005"].momentum) == ("sgd", 0.0)
+    assert by_arm["all-four"].step_budget == 1_600_000
+    assert specs[0].dir == tmp_path / "baseline" / "seed42"

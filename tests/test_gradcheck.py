@@ -341,3 +341,40 @@ def test_float32_and_float64_forward_agree(engine, layer_norm):
     assert logits32.dtype == np.float32 and logits64.dtype == np.float64
     scale = np.abs(logits64).max()
     np.testing.assert_allclose(logits32, logits64, rtol=1e-4, atol=1e-5 * scale)
+
+
+@engines
+@pytest.mark.parametrize(
+    "changes",
+    [{}, {"norm": "post", "final_norm": False, "activation": "relu", "head": "vocab"}],
+    ids=["default", "report"],
+)
+def test_float32_gradients_match_float64(engine, changes):
+    """Real runs are float32: from the same parameters and batch, every float32 gradient tensor
+    is within 1e-5 of the float64 one (relative, in norm). Measured: 4-5e-7, float32's rounding
+    through two blocks; a gradient off by 0.01% anywhere fails."""
+    cfg = validate(
+        Config(
+            tasks=("division", "addition"),
+            p=23,
+            d_model=32,
+            heads=4,
+            d_mlp=64,
+            batch_size=128,
+            dtype="float64",
+            **changes,
+        )
+    )
+    params, _ = init_params(cfg)
+    params.flat += 0.02 * np.random.default_rng(0).standard_normal(params.flat.size)
+    tokens, targets = batch(cfg)
+    g64 = Params.zeros(params.shapes, np.float64)
+    loss_and_grads(params, tokens, targets, cfg, g64, engine)
+    g32 = Params.zeros(params.shapes, np.float32)
+    loss_and_grads(
+        params.astype(np.float32), tokens, targets, cfg.replace(dtype="float32"), g32, engine
+    )
+    assert g32.flat.dtype == np.float32
+    for name in params.shapes:
+        err = np.linalg.norm(g32[name] - g64[name]) / np.linalg.norm(g64[name])
+        assert err < 1e-5, f"{name}: float32 gradient off by {err:.2e} (relative)"

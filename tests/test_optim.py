@@ -119,10 +119,11 @@ def test_state_round_trip_continues_the_same_trajectory(engine, optimizer):
     np.testing.assert_array_equal(run(second, p, grads[3:], lrs[3:]), straight)
 
 
-@pytest.mark.parametrize("optimizer", ["adamw", "sgd"])
-def test_against_torch_optim(optimizer):
+@pytest.mark.parity
+@pytest.mark.parametrize("optimizer, momentum", [("adamw", 0.9), ("sgd", 0.9), ("sgd", 0.0)])
+def test_against_torch_optim(optimizer, momentum):
     torch = pytest.importorskip("torch")
-    cfg = Config(optimizer=optimizer, weight_decay=0.5, beta2=0.98, momentum=0.9)
+    cfg = Config(optimizer=optimizer, weight_decay=0.5, beta2=0.98, momentum=momentum)
     p0, grads = np.random.default_rng(6).standard_normal(N), gradients(5, seed=7)
     lrs = [1e-2, 2e-2, 3e-2, 3e-2, 3e-2]
     ours = run(make_optimizer(cfg, N, np.float64), p0, grads, lrs)
@@ -130,7 +131,7 @@ def test_against_torch_optim(optimizer):
     if optimizer == "adamw":
         opt = torch.optim.AdamW([w], lr=lrs[0], betas=(0.9, 0.98), eps=1e-8, weight_decay=0.5)
     else:
-        opt = torch.optim.SGD([w], lr=lrs[0], momentum=0.9, weight_decay=0.5)
+        opt = torch.optim.SGD([w], lr=lrs[0], momentum=momentum, weight_decay=0.5)
     for g, lr in zip(grads, lrs, strict=True):
         opt.param_groups[0]["lr"] = lr
         w.grad = torch.tensor(g)

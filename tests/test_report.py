@@ -46,6 +46,7 @@ def test_preset_is_the_reports_recipe():
     assert from_preset("report", ("division", "multiplication")).step_budget == 800_000
 
 
+@pytest.mark.parity
 @pytest.mark.parametrize("engine", ["numba", "numpy"])
 def test_preset_model_is_pytorchs_transformer_encoder(engine):
     """Logits, loss and every gradient of the preset's model on a batch of 512 equal those of an
@@ -68,6 +69,7 @@ def _std(w: np.ndarray) -> float:
     return float(np.sqrt(np.mean(w.astype(np.float64) ** 2)))
 
 
+@pytest.mark.parity
 def test_report_start_is_pytorchs_in_distribution():
     """Every tensor of `--init report` has the spread PyTorch gives the same tensor of the report's
     model, and, as nn.TransformerEncoder deep-copies its layer, both blocks start equal there and

@@ -173,7 +173,8 @@ def hold_lock(run_dir: Path) -> subprocess.Popen:
         "import fcntl, os, sys, time\n"
         f"fd = os.open({str(run_dir / '.lock')!r}, os.O_RDWR | os.O_CREAT)\n"
         "fcntl.flock(fd, fcntl.LOCK_EX)\n"
-        "os.write(fd, str(os.getpid()).encode())\n"
+        "os.ftruncate(fd, 0)\n"  # as RunLock does: a longer pid left by an earlier holder goes
+        "os.write(fd, f'{os.getpid()}\\n'.encode())\n"
         "print('locked', flush=True)\n"
         "time.sleep(60)\n"
     )

@@ -410,9 +410,9 @@ def parse_sgd_level(text: str) -> tuple[float, int]:
     return level
 
 
-def experiment_command(name: str, seeds: int, out: Path, extras: dict, options: dict) -> str:
+def experiment_command(name: str, seeds: str, out: Path, extras: dict, options: dict) -> str:
     """The command line that reproduces an experiment, for its table."""
-    words = ["tinygrok", "experiment", name, "--seeds", str(seeds)]
+    words = ["tinygrok", "experiment", name, "--seeds", seeds]
     for key, value in options.items():
         if value is None or (key not in RUN_OPTIONS and key != "preset"):
             continue
@@ -430,7 +430,9 @@ def experiment_command(name: str, seeds: int, out: Path, extras: dict, options: 
 @cli.command()
 @click.argument("name", metavar="EXPERIMENT")
 @config_options
-@click.option("--seeds", type=int, default=3, show_default=True, help="seeds per arm: --seed on")
+@click.option(
+    "--seeds", help="seeds of every arm: 0-2, 42,0,1 or 0-4,10  [default: --seed and the next two]"
+)
 @click.option(
     "--out", type=click.Path(path_type=Path), help="experiment folder  [default: runs/NAME]"
 )
@@ -459,13 +461,15 @@ def experiment(
 
     EXPERIMENT is diversity (division alone, with multiplication, addition, subtraction, all
     four), noise (AdamW against SGD at several lr and batch sizes), init (dense, --sparse 0.9,
-    --sparse 0.9 --keep-mask, a tiny --init-scale) or grokfast (none, ema, ma). Run options set
-    the base recipe of every arm. Writes every run under --out, table.md and comparison.png.
+    --sparse 0.9 --keep-mask, a tiny --init-scale), grokfast (none, ema, ma) or report (the
+    report's arms and controls; with --preset report). Run options set the base recipe of every
+    arm. Writes every run under --out, table.md and comparison.png.
     Running the same command again skips the runs already done.
 
     \b
     Examples:
-      tinygrok experiment diversity --seeds 3
+      tinygrok experiment diversity --seeds 0-2
+      tinygrok experiment report --preset report --seeds 42,0,1 --arms sparse0.9 --jobs 2
       tinygrok experiment grokfast --weight-decay 0.1 --out runs/grokfast-wd0.1
       tinygrok experiment noise --sgd 0.3:128 --sgd 1:64
     """
@@ -492,7 +496,10 @@ def experiment(
     only = tuple(a.strip() for a in arms.split(",") if a.strip()) if arms else ()
     if only:
         extras["--arms"] = (",".join(only),)
-    specs = plan(name, base, seeds, out, only, **arm_options)
+    from tinygrok.sweep import parse_seeds
+
+    seeds = seeds or f"{base.seed}-{base.seed + 2}"
+    specs = plan(name, base, parse_seeds(seeds), out, only, **arm_options)
     command = experiment_command(name, seeds, out, extras, options)
     from tinygrok.runlock import RunLock
 
