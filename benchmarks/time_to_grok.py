@@ -3,7 +3,7 @@ division run, tinygrok against the same model and recipe in PyTorch eager.
 
     python benchmarks/time_to_grok.py [--seeds 0,1] [--max-steps 20000] [--threads 2]
 
-Recipe (DESIGN.md defaults): division mod 97, train fraction 0.5, batch 512, AdamW lr 1e-3,
+Recipe (README.md's defaults): division mod 97, train fraction 0.5, batch 512, AdamW lr 1e-3,
 betas (0.9, 0.98), weight decay 1, linear warmup over 10 steps, evaluation every 50 steps on the
 full training and validation sets (loss and accuracy). PyTorch starts from tinygrok's initial
 parameters and sees the same batches, so both follow nearly the same path and differ mostly in

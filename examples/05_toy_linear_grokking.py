@@ -1,6 +1,7 @@
-"""Seed 003's toy: a linear model that memorizes at once and generalizes much later (NumPy only).
+"""A toy linear model that memorizes at once and generalizes much later (NumPy only).
 
-Logistic regression on two kinds of features:
+The toy linear model of the explainer "Grokking & Delayed Generalization" (How I Study AI):
+logistic regression on two kinds of features:
 
     x_i = [s_i, alpha e_i]       s_i ~ N(0, I_d): signal features, shared by train and test
                                  e_i: example i's own one-hot memorization feature; a test
@@ -9,14 +10,14 @@ Logistic regression on two kinds of features:
     z_i = w . s_i + alpha m_i    w (d,) signal weights, m (n,) memorization weights
     loss = mean_i log(1 + exp(-y_i z_i))
 
-trained by minibatch SGD with decoupled weight decay, as seed 003 updates it:
+trained by minibatch SGD with decoupled weight decay, as the toy updates it:
 
     (w, m) <- (1 - lr wd) (w, m) - lr grad
 
 Test examples have no memorization feature, so test accuracy depends only on the direction of w:
 for Gaussian s it is 1 - angle(w, w*) / pi.
 
-Seed 003's recipe starts from w = 0. Then the very first gradient, sum_i y_i s_i, already points
+The toy's recipe starts from w = 0. Then the very first gradient, sum_i y_i s_i, already points
 roughly along w*, and test accuracy follows it at once. In our sweeps of that recipe (n_train 256
 and 512, d_sig 5 to 50, alpha 1 to 30, lr 0.001 to 0.05, wd 0.001 and 0.01, one example per step)
 the model either generalized in the epoch it memorized or its test accuracy stayed where the first
@@ -119,7 +120,7 @@ def plot(runs: dict[str, dict[str, np.ndarray]], path: Path) -> None:
     epochs = np.arange(len(r["train"]))
     ax_acc.plot(epochs, 100 * r["train"], "--", color="C0", label="train")
     ax_acc.plot(epochs, 100 * r["test"], color="C0", label="test")
-    for name, color in (("no weight decay", "C3"), ("zero init (seed 003)", "C2")):
+    for name, color in (("no weight decay", "C3"), ("zero init (the toy's)", "C2")):
         ax_acc.plot(epochs, 100 * runs[name]["test"], color=color, lw=0.9, label=f"test, {name}")
     for key, threshold, color in (
         ("memorized", MEMORIZED, "0.4"),
@@ -157,7 +158,7 @@ def main() -> None:
         "recipe": {},
         "no weight decay": {"wd": 0.0},
         "weight decay halved": {"wd": RECIPE["wd"] / 2},
-        "zero init (seed 003)": {"init": 0.0},
+        "zero init (the toy's)": {"init": 0.0},
         "no memorization (alpha 0)": {"alpha": 0.0},
     }
     print(f"n_train {N_TRAIN}, d_sig {D_SIG}, batch {BATCH}, {epochs} epochs; recipe {RECIPE}\n")
@@ -183,7 +184,7 @@ def main() -> None:
     assert events["no weight decay"][1] is None, "without weight decay the random part stays"
     ratio = events["weight decay halved"][1] / gen
     assert 1.5 < ratio < 2.5, f"half the weight decay, about twice the delay (got {ratio:.2f}x)"
-    z_mem, z_gen = events["zero init (seed 003)"]
+    z_mem, z_gen = events["zero init (the toy's)"]
     assert z_gen is not None and z_gen - z_mem <= 5, "from zero, it generalizes as it memorizes"
     a_mem, a_gen = events["no memorization (alpha 0)"]
     assert a_gen is not None and (a_mem is None or a_gen <= a_mem), "no memorization phase"

@@ -2,8 +2,9 @@
 
 `--sparse 0.9` zeroes a random 90% of every weight matrix (embeddings, projections, unembedding)
 at initialization; biases and layer-norm parameters are left alone, and training may then move
-every weight (seed 000's "sparse start"). Both runs share everything else: the split, the batches
-and the dense part of the initialization (the mask draws from its own random stream). Same as
+every weight (the "sparse start" of the report "Grokking: Shortening the Delay"). Both runs share
+everything else: the split, the batches and the dense part of the initialization (the mask draws
+from its own random stream). Same as
 
     tinygrok run division --sparse 0.9   (with the small model below)
 

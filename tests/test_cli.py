@@ -95,7 +95,7 @@ def test_a_run_is_never_overwritten_without_force(tmp_path):
     assert len(lines) == 1 and "--out" in lines[0] and "--force" in lines[0], r.stderr
     assert {name: (out / name).read_bytes() for name in RUN_FILES} == before
 
-    # with --force the run starts over; this one is the issue's `run division --sparse 0.9`
+    # with --force the run starts over; this one is README.md's `run division --sparse 0.9`
     r = tinygrok("run", "division", "--sparse", "0.9", *TINY, "--steps", "20", "--out", str(out))
     assert r.returncode == 2, "still refused without --force"
     r = tinygrok(

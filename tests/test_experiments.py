@@ -1,5 +1,6 @@
-"""Seed 000's experiments: several tasks in one model, sparse and tiny-scale starts with the mask
-kept, the stability flag, the Grokfast filters, and `tinygrok experiment` on a tiny config."""
+"""The experiments of the report "Grokking: Shortening the Delay": several tasks in one model,
+sparse and tiny-scale starts with the mask kept, the stability flag, the Grokfast filters, and
+`tinygrok experiment` on a tiny config."""
 
 from __future__ import annotations
 

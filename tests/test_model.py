@@ -1,5 +1,5 @@
-"""The model: its size, its initialization (DESIGN.md), --sparse and --init-scale, and the shortcut
-that computes only what reaches the loss."""
+"""The model: its size, its initialization (the default `--init pytorch`, and `--init nanda`),
+--sparse and --init-scale, and the shortcut that computes only what reaches the loss."""
 
 from __future__ import annotations
 
@@ -25,7 +25,7 @@ pytestmark = pytest.mark.usefixtures("single_thread")
 
 
 def expected_size(cfg: Config) -> int:
-    """The parameter count of DESIGN.md's model, written out by hand."""
+    """The parameter count of the model, written out by hand."""
     V, T, C, F, P = cfg.p + len(cfg.tasks) + 1, 4, cfg.d_model, cfg.d_mlp, cfg.p
     ln = 2 * C if cfg.layer_norm else 0
     block = ln + (C * 3 * C + 3 * C) + (C * C + C) + ln + (C * F + F) + (F * C + C)

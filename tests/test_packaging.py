@@ -1,6 +1,7 @@
-"""Packaging: setup.cfg declares what DESIGN.md and the issue ask for, finds every subpackage, and
-the installed distribution has the `tinygrok` console script. (That `pip install .` and
-`pip install -e .` work in a fresh venv is what `.ci/run` checks: it installs as the README says.)
+"""Packaging: setup.cfg declares the dependencies with lower bounds, the test extra and the
+console script, finds every subpackage, and the installed distribution has the `tinygrok` console
+script. (That `pip install .` and `pip install -e .` work in a fresh venv is what `.ci/run`
+checks: it installs as the README says.)
 """
 
 from __future__ import annotations

@@ -1,5 +1,6 @@
-"""Training end to end: runs are deterministic, the run folder holds what DESIGN.md lists, and a
-small model shows the phenomenon itself: it memorizes first and generalizes clearly later."""
+"""Training end to end: runs are deterministic, the run folder holds its files and their keys
+(README.md, "A run on disk"), and a small model shows the phenomenon itself: it memorizes first and
+generalizes clearly later."""
 
 from __future__ import annotations
 

@@ -457,7 +457,8 @@ def experiment_command(name: str, seeds: str, out: Path, extras: dict, options: 
 def experiment(
     name, seeds, out, jobs, sgd_levels, tiny_scale, arms, report_only, quiet, **options
 ) -> None:
-    """Run one of seed 000's comparisons (and Grokfast's), baselines included, for several seeds.
+    """Run one of the comparisons of the report "Grokking: Shortening the Delay" (or Grokfast's),
+    baselines included, for several seeds.
 
     EXPERIMENT is diversity (division alone, with multiplication, addition, subtraction, all
     four), noise (AdamW against SGD at several lr and batch sizes), init (dense, --sparse 0.9,

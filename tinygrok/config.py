@@ -25,7 +25,7 @@ from tinygrok.tasks import (
 
 @dataclass(frozen=True)
 class Config:
-    """Everything that determines a run (defaults: preset `power`, see DESIGN.md)."""
+    """Everything that determines a run (defaults: preset `power`, README.md's default recipe)."""
 
     # data
     tasks: tuple[str, ...] = ("division",)
@@ -77,7 +77,7 @@ class Config:
 
     @property
     def step_budget(self) -> int:
-        """Total optimizer steps: `steps` per task times the number of tasks (DESIGN.md)."""
+        """Total optimizer steps: `steps` per task times the number of tasks."""
         return self.steps * len(self.tasks)
 
     def replace(self, **changes) -> Config:
@@ -105,7 +105,7 @@ class Config:
 
 # Named starting points; explicit options override them (`from_preset`).
 PRESETS: dict[str, dict] = {
-    # Power et al. (2022) as DESIGN.md sets the defaults: 2 layers, d_model 128, division mod 97
+    # Power et al. (2022) as the project's defaults have it: 2 layers, d_model 128, division mod 97
     "power": {},
     # Nanda et al. (2023): 1 layer, no LayerNorm, ReLU, a + b mod 113 on 30% of the pairs, full
     # batch (113^2 >= any training set), their initialization, AdamW lr 1e-3, betas (0.9, 0.98),

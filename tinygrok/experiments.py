@@ -1,4 +1,5 @@
-"""Experiments: seed 000's comparisons (and Grokfast), each rerun with one command.
+"""Experiments: the comparisons of the report "Grokking: Shortening the Delay" (and Grokfast),
+each rerun with one command.
 
 An experiment is a list of arms, each a few Config fields changed from a base config (the run
 options the user gave); the first arm is the baseline. Every arm runs for every seed, each run in
@@ -20,7 +21,7 @@ Speedups are ratios of the baseline's median to the arm's median, for the same t
     speedup (progress) = progress_pct of the baseline / progress_pct of the arm
     speedup (delay)    = delay_steps of the baseline / delay_steps of the arm
 
-progress_pct is generalized_step / (steps * tasks), seed 000's measure: with the budget scaled by
+progress_pct is generalized_step / (steps * tasks), the report's measure: with the budget scaled by
 the number of tasks, it compares the examples of each task seen before generalizing.
 """
 

@@ -7,9 +7,9 @@ For the mean cross-entropy L(theta) of one small batch and a parameter coordinat
     rel_err_i  = |analytic_i - numeric_i| / max(|numeric_i|, floor)
 
 A tensor passes when its largest rel_err_i is at most `tol`. The floor makes gradients near zero
-compare in absolute terms (|analytic - numeric| <= tol * floor, the form atol + rtol |reference| of
-STYLE.md): there the round-off of the differences (about 1e-16 * L / h = 1e-11 with h = 1e-5),
-not the backward pass, sets the error.
+compare in absolute terms (|analytic - numeric| <= tol * floor, the form atol + rtol |reference|):
+there the round-off of the differences (about 1e-16 * L / h = 1e-11 with h = 1e-5), not the
+backward pass, sets the error.
 
 The parameters are the model's initialization plus Gaussian noise, so no layer-norm gain is exactly
 1 and no bias exactly 0: a unit gain or a zero bias can hide a wrong term. Small tensors are checked

@@ -3,7 +3,8 @@
     memorized_step   first evaluated step with training accuracy >= memorized_threshold (0.99)
     generalized_step first evaluated step with validation accuracy >= generalized_threshold (0.95)
     delay_steps      generalized_step - memorized_step
-    progress_pct     100 * generalized_step / step_budget (seed 000's figure)
+    progress_pct     100 * generalized_step / step_budget (the figure of the report "Grokking:
+                     Shortening the Delay")
 
 Each is None (JSON null) when it did not happen. Stability after generalizing:
 

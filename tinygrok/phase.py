@@ -1,7 +1,9 @@
-"""Learning regimes and phase diagrams (seed 001's table; Liu et al. 2022, "Towards understanding
-grokking", draw the same four phases over weight decay and data).
+"""Learning regimes and phase diagrams: the four phases of Liu et al. 2022, "Towards Understanding
+Grokking: An Effective Theory of Representation Learning", who draw them over pairs of training
+hyperparameters (weight decay, learning rate, the amount of data).
 
-A run falls in one of four regimes, decided from its summary alone (DESIGN.md's grokking fields):
+A run falls in one of four regimes, decided from its summary alone (its grokking fields: README.md,
+"A run on disk"):
 
     confusion      never memorized: training accuracy never reached memorized_threshold (0.99)
                    within the budget, or the run diverged

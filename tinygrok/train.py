@@ -4,9 +4,9 @@ A run reads top to bottom: build the data and the model, then for every step tak
 rate, the batch, the loss and gradients, and the optimizer step; every `eval_every` steps evaluate
 on the full training and validation sets, append a line to `metrics.jsonl`, and stop once the model
 has generalized and stayed so for `patience` steps. A checkpoint is written at step 0, every
-`checkpoint_every` steps and at the end; then `summary.json` and `curves.png` (file contracts in
-DESIGN.md, checkpoint contents in checkpoint.py). `resume` continues a run from its checkpoint and
-ends with the same files, line for line, as the run left alone.
+`checkpoint_every` steps and at the end; then `summary.json` and `curves.png` (the run folder's
+files in README.md, "A run on disk"; checkpoint contents in checkpoint.py). `resume` continues a
+run from its checkpoint and ends with the same files, line for line, as the run left alone.
 
 Ctrl-C or SIGTERM finishes the current step, then writes the checkpoint and a summary with status
 "interrupted". A NaN or infinite loss or parameter stops the run with status "diverged" and keeps

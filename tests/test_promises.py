@@ -1,0 +1,185 @@
+"""Promises the docs make that no other test pins down: a resumed run on the numba engine is the
+run left alone; evaluation reads the validation set; the split, the initialization and the batches
+draw from independent streams, and each task has its own split; `analyze --key-freqs` restricts to
+the frequencies given; an experiment table's medians, ranges, speedups and "never" are the
+arithmetic its header states."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+from clirun import TINY, run_cli
+
+from tinygrok.checkpoint import load_checkpoint, read_config, read_run
+from tinygrok.config import Config, validate
+from tinygrok.experiments import plan, table
+from tinygrok.model import Params, evaluate, init_params, param_shapes
+from tinygrok.tasks import SPLIT_STREAM, Batches, make_dataset
+from tinygrok.train import StopFlag, resume, train
+
+pytestmark = pytest.mark.usefixtures("single_thread")
+
+
+def numba_cfg() -> Config:
+    return validate(
+        Config(
+            tasks=("addition", "division"),
+            p=11,
+            layers=2,
+            d_model=16,
+            heads=2,
+            d_mlp=32,
+            batch_size=32,
+            steps=60,
+            eval_every=10,
+            checkpoint_every=20,
+            patience=0,
+            engine="numba",
+        )
+    )
+
+
+def test_a_resumed_numba_run_is_the_run_left_alone(tmp_path, monkeypatch):
+    """Stopped at step 35 (between checkpoints) and resumed: metrics, summary and parameters
+    equal, bit for bit, those of the run never stopped, on the default engine."""
+    cfg = numba_cfg()
+    train(cfg, tmp_path / "ref", progress=False)
+    stop = StopFlag()
+    import tinygrok.train as train_mod
+
+    real = train_mod.learning_rate
+
+    def learning_rate(c, step):
+        if step == 35:
+            stop.reason = "SIGINT"
+        return real(c, step)
+
+    monkeypatch.setattr(train_mod, "learning_rate", learning_rate)
+    assert train(cfg, tmp_path / "cut", progress=False, stop=stop)["status"] == "interrupted"
+    monkeypatch.setattr(train_mod, "learning_rate", real)
+    resume(read_run(tmp_path / "cut"), progress=False)
+
+    def drop_clock(line: str) -> dict:
+        r = json.loads(line)
+        r.pop("elapsed_s")
+        return r
+
+    def metrics(run: Path) -> list[dict]:
+        return [drop_clock(x) for x in (run / "metrics.jsonl").read_text().splitlines()]
+
+    assert metrics(tmp_path / "cut") == metrics(tmp_path / "ref")
+    a, b = (
+        load_checkpoint(d / "checkpoint.npz", cfg) for d in (tmp_path / "cut", tmp_path / "ref")
+    )
+    np.testing.assert_array_equal(a.params, b.params)
+    np.testing.assert_array_equal(a.optimizer["m"], b.optimizer["m"])
+
+
+def test_validation_accuracy_is_measured_on_the_validation_set(tmp_path):
+    """The logged train and validation figures are those of the run's own two sets: recomputed
+    from the final parameters, and different from each other in a model that has memorized."""
+    cfg = validate(Config(tasks=("addition",), p=11, layers=1, d_model=16, heads=2, d_mlp=32))
+    cfg = cfg.replace(batch_size=60, steps=300, eval_every=50, patience=0, lr=1e-2)
+    cfg = cfg.replace(weight_decay=0.0)  # it memorizes and does not generalize
+    train(cfg, tmp_path, progress=False)
+    last = json.loads((tmp_path / "metrics.jsonl").read_text().splitlines()[-1])
+    ckpt = load_checkpoint(tmp_path / "checkpoint.npz", read_config(tmp_path)[0])
+    params = Params(param_shapes(cfg), ckpt.params)
+    (d,) = make_dataset(cfg.tasks, cfg.p, cfg.train_frac, cfg.seed)
+    train_loss, train_acc = evaluate(params, d.train_x, d.train_y, cfg, cfg.engine)
+    val_loss, val_acc = evaluate(params, d.val_x, d.val_y, cfg, cfg.engine)
+    assert (last["train_acc"], last["val_acc"]) == (train_acc, val_acc)
+    assert last["val_loss"] == pytest.approx(val_loss) and last["train_loss"] == pytest.approx(
+        train_loss
+    )
+    assert train_acc > val_acc + 0.3, "a memorizing model: its two sets must differ"
+
+
+def test_split_init_and_batches_draw_from_independent_streams():
+    """Changing what one stream decides leaves the others' draws alone: another train fraction
+    keeps the initialization, another init keeps the split and the batches' order."""
+    base = validate(Config(tasks=("addition",), p=13, d_model=16, heads=2, d_mlp=32))
+    a, _ = init_params(base)
+    b, _ = init_params(base.replace(train_frac=0.3))
+    np.testing.assert_array_equal(a.flat, b.flat)
+    (da,) = make_dataset(base.tasks, base.p, 0.5, base.seed)
+    # the split is one permutation: a smaller fraction takes its first part
+    (db,) = make_dataset(base.tasks, base.p, 0.3, base.seed)
+    np.testing.assert_array_equal(db.train_x, da.train_x[: len(db.train_x)])
+    # the batch stream is not the split's: batch 1 is not the training set's first rows
+    x, _ = Batches([da], 16, base.seed)(1)
+    assert not np.array_equal(x, da.train_x[:16])
+    # nor the split's permutation replayed on the training set (a batch stream keyed like the
+    # split's, [seed, SPLIT_STREAM, task], would deal exactly that)
+    perm = Batches([da], 16, base.seed)._perm(0, 0)
+    replayed = np.random.default_rng([base.seed, SPLIT_STREAM, 0]).permutation(len(da.train_y))
+    assert not np.array_equal(perm, replayed)
+
+
+def test_each_task_has_its_own_split():
+    """Addition and subtraction have the same pairs, but their splits differ."""
+    add, sub = make_dataset(("addition", "subtraction"), 11, 0.5, seed=0)
+    assert not np.array_equal(add.train_x[:, [0, 2]], sub.train_x[:, [0, 2]])
+
+
+def test_analyze_restricts_to_the_key_frequencies_given(tmp_path):
+    run = tmp_path / "run"
+    args = [*TINY, "--steps", "40", "--patience", "0", "--snapshot-every", "20"]
+    assert run_cli("run", "addition", *args, "--out", run).code == 0
+    assert run_cli("analyze", run, "--threads", "1").code == 0
+    found = json.loads((run / "analysis.json").read_text())
+    other = [k for k in range(1, 6) if k not in found["key_frequencies"]][:2]
+    r = run_cli("analyze", run, "--threads", "1", "--key-freqs", ",".join(map(str, other)))
+    assert r.code == 0, r.err
+    given = json.loads((run / "analysis.json").read_text())
+    assert given["key_frequencies"] == sorted(other)
+    assert given["restricted_loss"] != found["restricted_loss"]
+    r = run_cli("analyze", run, "--key-freqs", "9")  # p = 11 has frequencies 1..5
+    assert r.code == 2 and "frequencies must be in 1..5" in r.err
+
+
+def test_experiment_table_arithmetic(tmp_path):
+    """Medians and [min-max] over seeds with 'never' for a seed that did not generalize (counted
+    as +inf), speedups as the baseline's median over the arm's, and '-' where either is never."""
+    base = validate(Config(tasks=("division",), p=11, d_model=16, heads=2, d_mlp=32, steps=2000))
+    specs = plan("init", base, (0, 1, 2), tmp_path)
+    generalized = {
+        "dense": [1000, 1400, 1200],
+        "sparse0.9": [300, None, 400],
+        "sparse0.9-keep": [None, None, None],
+    }
+    for spec in specs:
+        if spec.arm not in generalized:
+            continue  # scale0.1: no run done yet
+        gen = generalized[spec.arm][spec.seed]
+        task = {
+            "generalized_step": gen,
+            "progress_pct": None if gen is None else 100 * gen / 2000,
+            "delay_steps": None if gen is None else gen - 200,
+            "final_val_acc": 0.99 if gen else 0.1,
+            "unstable": False,
+            "min_val_acc_after_generalized": None,
+        }
+        spec.dir.mkdir(parents=True)
+        summary = {"status": "finished", "per_task": {"division": task}}
+        (spec.dir / "summary.json").write_text(json.dumps(summary))
+    rows = {
+        line.split("|")[1].strip(): [c.strip() for c in line.split("|")[3:-1]]
+        for line in table(specs).splitlines()[2:]
+    }
+    # seeds generalized, generalized step, progress %, delay, speedups (steps, progress, delay)
+    assert rows["dense"][:4] == ["3 of 3", "1,200 [1,000-1,400]", "60 [50-70]", "1,000 [800-1,200]"]
+    assert rows["dense"][4:7] == ["-", "-", "-"]
+    assert rows["sparse0.9"][:4] == [
+        "2 of 3",
+        "400 [300-never]",
+        "20 [15-never]",
+        "200 [100-never]",
+    ]
+    assert rows["sparse0.9"][4:7] == ["3x", "3x", "5x"]
+    assert rows["sparse0.9-keep"][:2] == ["0 of 3", "never"]
+    assert rows["sparse0.9-keep"][4:7] == ["-", "-", "-"]
+    assert rows["scale0.1"][0] == "no run done yet"
