@@ -24,14 +24,14 @@ from collections.abc import Callable
 from _common import TinygrokSteps, machine_line, median, set_all_threads
 
 from tinygrok import layers, optim
-from tinygrok.config import Config
+from tinygrok.config import PRESETS, from_preset
 
 # what the model calls, by the module it looks them up in, grouped as the table shows them
 KINDS = {
     "matrix products (+ bias)": (layers, ["linear_forward", "linear_backward"]),
     "attention core": (layers, ["attention_forward", "attention_backward"]),
     "layer norm": (layers, ["layernorm_forward", "layernorm_backward"]),
-    "bias + GELU": (layers, ["bias_act_forward", "bias_act_backward"]),
+    "bias + activation": (layers, ["bias_act_forward", "bias_act_backward"]),
     "cross-entropy": (layers, ["cross_entropy_forward", "cross_entropy_backward"]),
     "embedding scatter-add": (layers, ["embedding_backward_kernel"]),
     "AdamW update": (optim, ["adamw_update"]),
@@ -61,12 +61,13 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--threads", type=int, default=1, help="BLAS and numba threads")
     ap.add_argument("--steps", type=int, default=20, help="timed steps per engine")
+    ap.add_argument("--preset", default="power", choices=list(PRESETS), help="the model and recipe")
     args = ap.parse_args()
     counts = set_all_threads(args.threads)
 
     spent: dict[str, float] = defaultdict(float)
     install_timers(spent)
-    cfg = Config()
+    cfg = from_preset(args.preset)
     engines = {name: TinygrokSteps(cfg, name) for name in ("numba", "numpy")}
     for run in engines.values():
         run.evaluate_once()
@@ -85,7 +86,7 @@ def main() -> None:
 
     ms = {e: {kind: median(xs) for kind, xs in s.items()} for e, s in samples.items()}
     print(machine_line())
-    print(f"default model, batch {cfg.batch_size}, AdamW, threads {counts}")
+    print(f"preset {args.preset}, batch {cfg.batch_size}, {cfg.optimizer}, threads {counts}")
     print(f"median ms per step over {args.steps} steps (engines alternating)")
     print(f"{'':28s} {'numba':>8s} {'numpy':>8s}")
     for kind in [*KINDS, "everything else", "step"]:

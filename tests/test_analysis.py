@@ -159,6 +159,7 @@ def test_snapshot_every_must_follow_evaluations(tmp_path):
     assert r.code == 2 and len(r.err_lines) == 1 and "--snapshot-every" in r.err
 
 
+@pytest.mark.slow
 def test_analyze_a_tiny_run(tmp_path):
     run = tmp_path / "run"
     r = run_cli("run", "addition", *SMALL, "--snapshot-every", "20", "--out", run)
@@ -197,6 +198,7 @@ def test_analyze_errors(tmp_path):
     assert r.code == 2 and "holds no run" in r.err
 
 
+@pytest.mark.slow
 def test_phase_draws_a_grid(tmp_path):
     out = tmp_path / "phase"
     r = run_cli(

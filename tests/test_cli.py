@@ -82,6 +82,7 @@ def test_help_lists_the_run_command():
         assert option in r.stdout
 
 
+@pytest.mark.slow
 def test_a_run_is_never_overwritten_without_force(tmp_path):
     out = tmp_path / "run"
     r = tinygrok("run", "addition", *TINY, "--steps", "30", "--out", str(out), "-q")
@@ -113,6 +114,7 @@ def test_a_run_is_never_overwritten_without_force(tmp_path):
         assert zeros == (round(0.9 * mask[name].size) if is_matrix(name, shape) else 0), name
 
 
+@pytest.mark.slow
 def test_closing_lines_name_the_thresholds_the_run_used(tmp_path):
     args = ["run", "--preset", "tiny", "--steps", "300", "--out", str(tmp_path / "r"), "-q"]
     r = tinygrok(*args, "--memorized-threshold", "0.5", "--generalized-threshold", "0.6")

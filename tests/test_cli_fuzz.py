@@ -127,6 +127,7 @@ def spoil(path: Path, how: str, where: float) -> None:
     resume_steps=st.sampled_from([None, "", "30", "60", "60", "3", "x"]),
     damaged=damage,
 )
+@pytest.mark.slow
 def test_random_command_lines_run_or_fail_cleanly(
     tasks, opts, bad, bad_opts, flags, resume_steps, damaged
 ):

@@ -116,6 +116,7 @@ def test_numba_engine_is_deterministic():
     assert np.array_equal(params_a.flat, params_b.flat)
 
 
+@pytest.mark.slow
 @pytest.mark.parity
 def test_matches_pytorch_autograd():
     """Both engines' gradients equal PyTorch autograd's on the same model (float64), the model
@@ -137,6 +138,7 @@ def test_matches_pytorch_autograd():
         torch.set_default_dtype(before)
 
 
+@pytest.mark.slow
 def test_profile_step_times_every_kind_of_work():
     """benchmarks/profile_step.py's timers reach every function the step calls: no kind of work
     reads 0 ms in either engine (a renamed layer function would)."""

@@ -35,6 +35,7 @@ def test_every_example_is_run_here():
     assert sorted(p.name for p in (ROOT / "examples").glob("*.py")) == sorted(EXAMPLES)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name", sorted(EXAMPLES))
 def test_example_runs_quick(name, tmp_path):
     args, expected, files = EXAMPLES[name]

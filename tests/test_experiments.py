@@ -289,6 +289,7 @@ def test_plan_covers_every_arm_and_seed(tmp_path):
     ]
 
 
+@pytest.mark.slow
 def test_experiment_command_writes_table_and_figure_and_skips_done_runs(tmp_path, capsys):
     out = tmp_path / "exp"
     argv = ["experiment", "init", "--seeds", "0", "--steps", "100", "--tiny-scale", "0.05", "-q"]

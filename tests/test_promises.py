@@ -125,6 +125,7 @@ def test_each_task_has_its_own_split():
     assert not np.array_equal(add.train_x[:, [0, 2]], sub.train_x[:, [0, 2]])
 
 
+@pytest.mark.slow
 def test_analyze_restricts_to_the_key_frequencies_given(tmp_path):
     run = tmp_path / "run"
     args = [*TINY, "--steps", "40", "--patience", "0", "--snapshot-every", "20"]

@@ -34,6 +34,7 @@ def local_sweep(tmp_path_factory) -> Path:
     return out
 
 
+@pytest.mark.slow
 def test_local_sweep_writes_every_run_and_the_aggregates(local_sweep):
     out = local_sweep
     assert sorted(p.name for p in (out / "runs").iterdir()) == sorted(NAMES)
@@ -55,6 +56,7 @@ def test_local_sweep_writes_every_run_and_the_aggregates(local_sweep):
     assert (out / "sweep.png").stat().st_size > 10_000
 
 
+@pytest.mark.slow
 def test_rerun_does_no_new_work_and_summarize_rebuilds(local_sweep):
     out = local_sweep
     before = {n: (out / "runs" / n / "summary.json").stat().st_mtime_ns for n in NAMES}
@@ -74,6 +76,7 @@ def test_rerun_does_no_new_work_and_summarize_rebuilds(local_sweep):
     assert (out / "sweep.png").exists()
 
 
+@pytest.mark.slow
 def test_a_folder_of_another_config_is_an_error(local_sweep):
     r = run_cli(*SWEEP, "--steps", "40", "--out", local_sweep)  # the last --steps counts
     assert r.code == 2
@@ -82,6 +85,7 @@ def test_a_folder_of_another_config_is_an_error(local_sweep):
     )
 
 
+@pytest.mark.slow
 def test_damaged_run_folders(local_sweep, tmp_path):
     """A run killed between its last checkpoint and its summary is trained again; a run whose
     checkpoint is damaged fails alone: reported, exit 1, and every other run still finishes."""
@@ -102,6 +106,7 @@ def test_damaged_run_folders(local_sweep, tmp_path):
     )
 
 
+@pytest.mark.slow
 @pytest.mark.skipif(importlib.util.find_spec("distributed") is None, reason="needs dask")
 def test_dask_local_cluster_gives_the_same_runs_csv(local_sweep, tmp_path):
     r = run_cli(*SWEEP, "--executor", "dask", "--workers", "2", "--out", tmp_path / "dask")
@@ -110,6 +115,7 @@ def test_dask_local_cluster_gives_the_same_runs_csv(local_sweep, tmp_path):
     assert read_csv(tmp_path / "dask" / "runs.csv") == read_csv(local_sweep / "runs.csv")
 
 
+@pytest.mark.slow
 def test_a_killed_worker_loses_no_run(tmp_path):
     """Local executor: SIGKILL the worker process that trains one run, mid-run. The pool breaks;
     the sweep restarts it, the runs resume from their checkpoints, and the killed run ends exactly
