@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 from clirun import TINY, run_cli
 
-from tinygrok.analysis import (
+from tinygrok.measures import (
     cross_entropy,
     fourier_basis,
     frequency_norms,
@@ -17,8 +17,12 @@ from tinygrok.analysis import (
     key_frequencies,
     logit_frequency_norms,
     pair_directions,
+    pair_grid,
+    primitive_root,
     restricted_excluded,
+    task_basis,
 )
+from tinygrok.config import Config, validate
 from tinygrok.phase import cell_regime, classify
 
 
@@ -215,3 +219,102 @@ def test_phase_draws_a_grid(tmp_path):
         run = cell["runs"][0]
         assert cell["regime"] == classify(run, eval_every=10)
     assert (out / "phase.png").stat().st_size > 10_000
+
+
+@pytest.mark.parametrize("p, g", [(7, 3), (11, 2), (23, 5), (97, 5), (113, 3)])
+def test_primitive_root_generates_every_nonzero_number(p, g):
+    assert primitive_root(p) == g
+    basis = task_basis("division", p)
+    assert basis.generator == g and basis.n == p - 1 and basis.s == -1
+    assert sorted(basis.elements.tolist()) == list(range(1, p))
+    assert basis.elements[1] == g and basis.elements[0] == 1
+
+
+def test_only_group_laws_have_a_basis():
+    assert task_basis("addition", 12).kind == "additive"
+    assert task_basis("multiplication", 12) is None  # the nonzero numbers mod 12 are no group
+    assert task_basis("multiplication", 13).s == 1
+    assert task_basis("x2+y2", 97) is None and task_basis("s5", 120) is None
+
+
+def multiplicative_logits(p: int, freqs: list[int], s: int, scale: float):
+    """The Fourier circuit in discrete-log coordinates: logits (n*n, p) of every pair of nonzero
+    numbers (row i*n + j for the numbers g^i, g^j), the number g^m's column
+    scale * sum_k cos(w_k (i + s j - m)), the number 0's column far below; and the labels."""
+    basis = task_basis("multiplication" if s == 1 else "division", p)
+    n = basis.n
+    i, j = np.divmod(np.arange(n * n), n)
+    w = 2 * np.pi * np.array(freqs)[:, None, None] / n
+    m = np.arange(n)
+    logits = np.full((n * n, p), -10.0)
+    circuit = scale * np.cos(w * ((i + s * j)[None, :, None] - m[None, None, :])).sum(axis=0)
+    logits[:, basis.elements] = circuit
+    labels = basis.elements[(i + s * j) % n]
+    return logits, labels
+
+
+@pytest.mark.parametrize("s", [1, -1])
+def test_planted_multiplicative_frequencies_are_found_and_restrict(s):
+    p, key = 31, [2, 7, 11]
+    logits, labels = multiplicative_logits(p, key, s, scale=10.0)
+    assert cross_entropy(logits, labels) < 1e-2  # it computes a * b (or a / b)
+    noise = 0.3 * np.random.default_rng(7).standard_normal(logits.shape)
+    assert (
+        key_frequencies(logit_frequency_norms(multiplicative_logits(p, key, s, 1.0)[0] + noise, s))
+        == key
+    )
+    rows = np.random.default_rng(8).permutation(len(labels))
+    train, val = rows[: len(rows) // 2], rows[len(rows) // 2 :]
+    restricted, excluded = restricted_excluded(logits, labels, train, val, key, s)
+    assert restricted < 1e-2
+    assert excluded > 0.9 * np.log(p - 1)  # without its frequencies it knows nothing
+    wrong, _ = restricted_excluded(logits, labels, train, val, [1, 3], s)
+    assert wrong > 0.9 * np.log(p - 1)
+
+
+def test_an_embedding_sparse_in_discrete_log_is_flat_in_the_additive_basis():
+    """Number g^i embedded as cos and sin of w_k i (k in 3, 9): the multiplicative spectrum has
+    those two frequencies, the additive one spreads over all of them."""
+    p = 97
+    basis = task_basis("division", p)
+    n = basis.n
+    i = np.arange(n)
+    cols = [f(2 * np.pi * k * i / n) for k in (3, 9) for f in (np.cos, np.sin)]
+    w = np.zeros((p, 16))
+    w[basis.elements, :4] = np.stack(cols, axis=1)
+    w[0] = 0.1  # the number 0 stands apart
+    mult = frequency_norms(w[basis.elements])
+    add = frequency_norms(w[:p])
+    assert key_frequencies(mult) == [3, 9]
+    assert gini(mult) > 0.9 and gini(add) < 0.5
+    assert key_frequencies(add) == []
+
+
+def test_pair_grid_of_division_covers_the_nonzero_pairs_once():
+    cfg = validate(Config(tasks=("division",), p=11, d_model=8, heads=2, d_mlp=16))
+    grid = pair_grid(cfg)
+    n = 10
+    assert grid.tokens.shape == (n * n, 4) and grid.basis.generator == 2
+    a, b = grid.tokens[:, 0], grid.tokens[:, 2]
+    assert (a * pow_inverse(b, 11) % 11 == grid.labels).all()
+    rows = np.concatenate([grid.train_rows, grid.val_rows])
+    np.testing.assert_array_equal(np.sort(rows), np.arange(n * n))  # a = 0 pairs left out
+
+
+def pow_inverse(b: np.ndarray, p: int) -> np.ndarray:
+    return np.array([pow(int(x), p - 2, p) for x in b])
+
+
+@pytest.mark.slow
+def test_analyze_a_division_run_in_both_bases(tmp_path):
+    run = tmp_path / "run"
+    r = run_cli("run", "division", *SMALL, "--snapshot-every", "20", "--out", run)
+    assert r.code == 0, r.err
+    assert run_cli("analyze", run, "--threads", "1").code == 0
+    a = json.loads((run / "analysis.json").read_text())
+    assert a["basis"] == "discrete log base 2 (10 nonzero elements)"
+    assert a["key_frequencies_from"] == "logits"
+    assert len(a["embedding_spectrum"][0]) == 10 // 2 + 1
+    assert len(a["embedding_spectrum_additive"][0]) == 11 // 2 + 1
+    for key in ("restricted_loss", "excluded_loss", "gini_embedding_additive"):
+        assert len(a[key]) == 3 and all(np.isfinite(a[key]))

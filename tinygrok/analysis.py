@@ -1,47 +1,6 @@
-"""Progress measures of a run, from its parameter snapshots (Nanda et al., 2023, "Progress
-measures for grokking via mechanistic interpretability").
-
-Fourier basis. Over the p numbers x = 0..p-1 the real DFT basis has p orthonormal vectors
-
-    1 / sqrt(p),   sqrt(2/p) cos(w_k x),   sqrt(2/p) sin(w_k x),     w_k = 2 pi k / p
-
-for k = 1..(p-1)//2, plus, for even p, cos(pi x) / sqrt(p) at k = p/2. Frequency k owns its cos
-and sin vectors.
-
-Spectrum. The embedding of the p number tokens W_E = wte[:p] (p, C) in that basis is F @ W_E
-(p, C); the norm of frequency k is the norm of its (one or two) rows. The unembedding head.w
-(C, p) gives the p answer logits; its spectrum is that of head.w.T (p, C).
-
-Key frequencies. Take a norm per frequency k = 1..p//2 of the last snapshot, sort them in
-decreasing order; the key frequencies are those before the largest ratio between neighbours, if
-that ratio is at least KEY_GAP (a generalizing model uses a few frequencies, a memorizing one has
-a flat spectrum and no key frequencies). For addition and subtraction the norm of frequency k is
-that of the logits' components along the answer's directions u_k, v_k (below): the frequencies
-the model answers with. They are read from the function, so the initial embedding, which weight
-decay takes thousands of steps to erase, cannot hide them. Other tasks mod p use the embedding's
-norms.
-
-Gini coefficient of n norms x sorted ascending (x_1 <= ... <= x_n):
-
-    G = sum_i (2 i - n - 1) x_i / (n sum_i x_i)       0 for a flat spectrum, (n-1)/n for one spike
-
-taken over the p//2 + 1 frequency norms (k = 0 included).
-
-Restricted and excluded loss, for a run of one task c = a + s b mod p (addition s = 1,
-subtraction s = -1). L (p*p, p) are the logits of every pair (a, b), row a*p + b. For frequency k
-the unit vectors over pairs u_k ~ cos(w_k (a + s b)) and v_k ~ sin(w_k (a + s b)) are the
-directions along which a Fourier circuit writes its answer; L_key = sum_k (u_k u_k^T + v_k v_k^T) L
-projects every class's logits onto the key frequencies' directions.
-
-    restricted logits = mean over pairs of L  +  L_key     loss on the validation pairs
-    excluded logits   = L - L_key                          loss on the training pairs
-
-Nanda et al. project the MLP activations of their 1-layer model the same way; projecting the
-logits needs no knowledge of the architecture, and for their model differs only in that the
-residual path's share of the logits is projected too.
-
-Also per snapshot: the weight norm of the embedding (wte, wpe), of each block, and of the
-unembedding (ln_f, head), and the total.
+"""`tinygrok analyze`: the progress measures of measures.py over a run's parameter snapshots, in
+analysis.json and three figures (the spectra at the start, at memorization and at the end; the
+measures against the step; loss against weight norm).
 """
 
 from __future__ import annotations
@@ -51,137 +10,23 @@ from pathlib import Path
 
 import numpy as np
 
-from tinygrok.config import EVAL_CHUNK, Config
+from tinygrok.config import Config
 from tinygrok.errors import ConfigError
+from tinygrok.measures import (
+    key_frequencies,
+    layer_norms,
+    logit_measures,
+    pair_grid,
+    run_basis,
+    spectra,
+    spectrum_measures,
+)
 from tinygrok.metrics import grokking_metrics
-from tinygrok.model import Params, forward, param_shapes
+from tinygrok.model import Params, param_shapes
 from tinygrok.snapshots import list_snapshots, load_snapshot
-from tinygrok.tasks import FIXED_ELEMENTS, all_examples, describe_tasks, make_dataset
+from tinygrok.tasks import describe_tasks
 
-KEY_GAP = 2.0
-# The tasks whose answer is a + s*b mod p: restricted and excluded loss apply to them.
-LINEAR_TASKS = {"addition": 1, "subtraction": -1}
 FIGURES = ("analysis-spectrum.png", "analysis-measures.png", "analysis-weight-norm.png")
-
-
-def fourier_basis(p: int) -> tuple[np.ndarray, np.ndarray]:
-    """The real DFT basis over 0..p-1: basis (p, p), one orthonormal vector per row, and the
-    frequency of each row (p,) ints (0, 1, 1, 2, 2, ...)."""
-    x = np.arange(p)
-    rows, freqs = [np.full(p, 1.0 / np.sqrt(p))], [0]
-    for k in range(1, (p - 1) // 2 + 1):
-        w = 2 * np.pi * k / p
-        rows += [np.sqrt(2.0 / p) * np.cos(w * x), np.sqrt(2.0 / p) * np.sin(w * x)]
-        freqs += [k, k]
-    if p % 2 == 0:
-        rows.append(np.cos(np.pi * x) / np.sqrt(p))
-        freqs.append(p // 2)
-    return np.stack(rows), np.array(freqs)
-
-
-def frequency_norms(w: np.ndarray) -> np.ndarray:
-    """w (p, C), one row per number -> norm of each frequency k = 0..p//2, shape (p//2 + 1,)."""
-    basis, freqs = fourier_basis(w.shape[0])
-    sq = ((basis @ w.astype(np.float64)) ** 2).sum(axis=1)  # (p,) squared norm of each row
-    return np.sqrt(np.bincount(freqs, weights=sq))
-
-
-def key_frequencies(norms: np.ndarray, gap: float = KEY_GAP) -> list[int]:
-    """Frequencies (k >= 1) above the largest ratio between neighbouring sorted norms, if that
-    ratio is >= gap; [] otherwise. norms (K+1,) indexed by frequency."""
-    order = np.argsort(norms[1:])[::-1] + 1  # frequencies by decreasing norm
-    sorted_norms = np.maximum(norms[order], 1e-300)
-    if len(order) < 2:
-        return []
-    ratios = sorted_norms[:-1] / sorted_norms[1:]  # (K-1,)
-    cut = int(np.argmax(ratios))
-    if ratios[cut] < gap:
-        return []
-    return sorted(int(k) for k in order[: cut + 1])
-
-
-def gini(x: np.ndarray) -> float:
-    """Gini coefficient of non-negative values x (n,): 0 if all equal, (n-1)/n if one holds all."""
-    x = np.sort(np.asarray(x, dtype=np.float64))
-    n, total = len(x), x.sum()
-    if total <= 0:
-        return 0.0
-    i = np.arange(1, n + 1)
-    return float(((2 * i - n - 1) * x).sum() / (n * total))
-
-
-def pair_directions(p: int, freqs: list[int], s: int) -> np.ndarray:
-    """Unit vectors over the p*p pairs (row a*p + b): cos and sin of w_k (a + s b) for each k in
-    freqs -> (D, p*p), orthonormal; D = 2 len(freqs) (one for k = p/2, where sin vanishes)."""
-    a, b = np.divmod(np.arange(p * p), p)
-    dirs = []
-    for k in freqs:
-        phase = 2 * np.pi * k * (a + s * b) / p  # (p*p,)
-        for v in (np.cos(phase), np.sin(phase)):
-            norm = np.linalg.norm(v)
-            if norm > 1e-9 * p:
-                dirs.append(v / norm)
-    return np.array(dirs).reshape(len(dirs), p * p)
-
-
-def logit_frequency_norms(logits: np.ndarray, s: int) -> np.ndarray:
-    """Logits of all pairs (p*p, p) -> norm of their components along cos and sin of
-    w_k (a + s b), for each frequency k = 0..p//2, shape (p//2 + 1,)."""
-    p = logits.shape[1]
-    z = logits.astype(np.float64)
-    return np.array([np.linalg.norm(pair_directions(p, [k], s) @ z) for k in range(p // 2 + 1)])
-
-
-def cross_entropy(logits: np.ndarray, y: np.ndarray) -> float:
-    """Mean cross-entropy in float64: logits (N, P), y (N,)."""
-    z = logits.astype(np.float64)
-    z = z - z.max(axis=1, keepdims=True)
-    logp = z - np.log(np.exp(z).sum(axis=1, keepdims=True))
-    return float(-logp[np.arange(len(y)), y].mean())
-
-
-def restricted_excluded(
-    logits: np.ndarray,
-    labels: np.ndarray,
-    train_rows: np.ndarray,
-    val_rows: np.ndarray,
-    key_freqs: list[int],
-    s: int,
-) -> tuple[float, float]:
-    """Restricted loss (validation pairs) and excluded loss (training pairs) of the logits of all
-    pairs (p*p, p) with labels (p*p,), keeping or removing the key frequencies' directions."""
-    p = logits.shape[1]
-    z = logits.astype(np.float64)
-    d = pair_directions(p, key_freqs, s)  # (D, p*p)
-    z_key = d.T @ (d @ z)  # (p*p, p) the logits' components along the key directions
-    restricted = z.mean(axis=0, keepdims=True) + z_key
-    excluded = z - z_key
-    return (
-        cross_entropy(restricted[val_rows], labels[val_rows]),
-        cross_entropy(excluded[train_rows], labels[train_rows]),
-    )
-
-
-def layer_norms(params: Params) -> dict[str, float]:
-    """Weight norm of the embedding, each block, the unembedding, and the total."""
-    groups: dict[str, float] = {}
-    for name in params.shapes:
-        if name.startswith("blocks."):
-            group = ".".join(name.split(".")[:2])
-        else:
-            group = "embedding" if name in ("wte", "wpe") else "unembedding"
-        groups[group] = groups.get(group, 0.0) + float(np.sum(params[name].astype(np.float64) ** 2))
-    groups["total"] = sum(groups.values())
-    return {k: float(np.sqrt(v)) for k, v in groups.items()}
-
-
-def all_logits(
-    params: Params, tokens: np.ndarray, cfg: Config, chunk: int = EVAL_CHUNK
-) -> np.ndarray:
-    """Logits (N, p) of tokens (N, 4), in chunks so memory stays flat."""
-    return np.concatenate(
-        [forward(params, tokens[s : s + chunk], cfg)[0] for s in range(0, len(tokens), chunk)]
-    )
 
 
 def read_run(run_dir: Path) -> tuple[Config, list[dict]]:
@@ -217,8 +62,8 @@ def analyze(run_dir: Path, key_freqs: list[int] | None = None, figures: bool = T
         cfg.memorized_threshold,
         cfg.generalized_threshold,
     )
-    fourier = not any(t in FIXED_ELEMENTS for t in cfg.tasks)
-    linear = len(cfg.tasks) == 1 and cfg.tasks[0] in LINEAR_TASKS
+    grid = pair_grid(cfg)
+    basis = run_basis(cfg, grid)
     out: dict = {
         "run_dir": str(run_dir),
         "tasks": list(cfg.tasks),
@@ -229,49 +74,36 @@ def analyze(run_dir: Path, key_freqs: list[int] | None = None, figures: bool = T
         "weight_norms": {},
     }
     last = Params(shapes, load_snapshot(snaps[-1][1])[1])
-    if key_freqs is not None and not fourier:
+    if key_freqs is not None and basis is None:
         raise ConfigError("--key-freqs: S5 runs have no Fourier measures")
-    if linear:
-        s = LINEAR_TASKS[cfg.tasks[0]]
-        x, labels = all_examples(cfg.tasks[0], p, p, p + 1)  # (p*p, 4), (p*p,) rows a*p + b
-        split = make_dataset(cfg.tasks, p, cfg.train_frac, cfg.seed)[0]
-        train_rows = split.train_x[:, 0] * p + split.train_x[:, 2]
-        val_rows = split.val_x[:, 0] * p + split.val_x[:, 2]
-        out |= {"restricted_loss": [], "excluded_loss": [], "train_loss": [], "val_loss": []}
-    if fourier:
-        if linear:
+    if basis is not None:
+        out["basis"] = basis.describe()
+        if grid is not None:
             out["key_frequencies_from"] = "logits"
-            final_norms = logit_frequency_norms(all_logits(last, x, cfg), s)
+            found = logit_measures(last, cfg, grid, [])["key_frequencies"]
         else:
             out["key_frequencies_from"] = "embedding"
-            final_norms = frequency_norms(last["wte"][:p])
-        found = key_frequencies(final_norms)
+            found = key_frequencies(spectra(last, basis)[0])
         if key_freqs is not None:
-            bad = [k for k in key_freqs if not 1 <= k <= p // 2]
+            bad = [k for k in key_freqs if not 1 <= k <= basis.n // 2]
             if bad:
-                raise ConfigError(f"--key-freqs: frequencies must be in 1..{p // 2} (got {bad})")
+                raise ConfigError(
+                    f"--key-freqs: frequencies must be in 1..{basis.n // 2} (got {bad})"
+                )
         out["key_frequencies"] = sorted(set(key_freqs)) if key_freqs is not None else found
         out["key_frequencies_found"] = found
-        out |= {"embedding_spectrum": [], "unembedding_spectrum": []}
-        out |= {"gini_embedding": [], "gini_unembedding": []}
     for _, path in snaps:
         params = Params(shapes, load_snapshot(path)[1])
         for group, norm in layer_norms(params).items():
             out["weight_norms"].setdefault(group, []).append(norm)
-        if fourier:
-            emb = frequency_norms(params["wte"][:p])
-            unemb = frequency_norms(params["head.w"].T)
-            out["embedding_spectrum"].append(emb.tolist())
-            out["unembedding_spectrum"].append(unemb.tolist())
-            out["gini_embedding"].append(gini(emb))
-            out["gini_unembedding"].append(gini(unemb))
-        if linear:
-            z = all_logits(params, x, cfg)
-            r, e = restricted_excluded(z, labels, train_rows, val_rows, out["key_frequencies"], s)
-            out["restricted_loss"].append(r)
-            out["excluded_loss"].append(e)
-            out["train_loss"].append(cross_entropy(z[train_rows], labels[train_rows]))
-            out["val_loss"].append(cross_entropy(z[val_rows], labels[val_rows]))
+        per_snapshot = {}
+        if basis is not None:
+            per_snapshot |= spectrum_measures(params, basis)
+        if grid is not None:
+            m = logit_measures(params, cfg, grid, out["key_frequencies"])
+            per_snapshot |= {k: v for k, v in m.items() if k != "key_frequencies"}
+        for key, value in per_snapshot.items():
+            out.setdefault(key, []).append(value)
     if figures:
         out["figures"] = [str(f.name) for f in plot_analysis(run_dir, out, records)]
     (run_dir / "analysis.json").write_text(json.dumps(out, indent=1) + "\n")
@@ -304,20 +136,30 @@ def plot_analysis(run_dir: Path, a: dict, records: list[dict]) -> list[Path]:
 
     if "embedding_spectrum" in a:
         chosen = {"start": 0, "memorization": nearest(steps, mem), "end": len(steps) - 1}
-        fig, axes = plt.subplots(2, 3, figsize=(12, 5.5), sharex=True)
+        keys = ["embedding_spectrum", "unembedding_spectrum"]
+        if "embedding_spectrum_additive" in a:  # the additive basis beside the task's own
+            keys += ["embedding_spectrum_additive", "unembedding_spectrum_additive"]
+        fig, axes = plt.subplots(len(keys), 3, figsize=(12, 2.75 * len(keys)), squeeze=False)
         for col, (label, i) in enumerate(chosen.items()):
-            for row, key in enumerate(("embedding_spectrum", "unembedding_spectrum")):
+            for row, key in enumerate(keys):
                 ax = axes[row, col]
                 norms = np.array(a[key][i])
-                colors = ["C3" if k in a["key_frequencies"] else "C0" for k in range(len(norms))]
+                own = not key.endswith("_additive")
+                key_freqs = a["key_frequencies"] if own else []
+                colors = ["C3" if k in key_freqs else "C0" for k in range(len(norms))]
                 ax.bar(np.arange(len(norms)), norms, color=colors, width=0.8)
-                ax.set_title(f"{key.split('_')[0]} at {label} (step {steps[i]:,})", fontsize=9)
+                basis = "additive" if not own else a["basis"].split(" (")[0]
+                layer = key.split("_")[0]
+                ax.set_title(f"{layer}, {basis}: {label} (step {steps[i]:,})", fontsize=8)
                 if col == 0:
-                    ax.set_ylabel("norm per frequency")
-                if row == 1:
+                    ax.set_ylabel("norm per frequency", fontsize=8)
+                if row == len(keys) - 1:
                     ax.set_xlabel("frequency k")
-        keys = ", ".join(map(str, a["key_frequencies"])) or "none"
-        fig.suptitle(f"{title}: Fourier spectrum (key frequencies in red: {keys})")
+        keys_text = ", ".join(map(str, a["key_frequencies"])) or "none"
+        fig.suptitle(
+            f"{title}: Fourier spectrum, {a['basis']} (key frequencies in red: {keys_text})",
+            fontsize=10,
+        )
         fig.tight_layout()
         paths.append(run_dir / FIGURES[0])
         fig.savefig(paths[-1], dpi=100)
@@ -341,6 +183,9 @@ def plot_analysis(run_dir: Path, a: dict, records: list[dict]) -> list[Path]:
         elif name.startswith("Gini"):
             ax.plot(steps, a["gini_embedding"], "C0-", label="embedding")
             ax.plot(steps, a["gini_unembedding"], "C1-", label="unembedding")
+            if "gini_embedding_additive" in a:
+                ax.plot(steps, a["gini_embedding_additive"], "C0:", label="embedding, additive")
+                ax.plot(steps, a["gini_unembedding_additive"], "C1:", label="unembedding, additive")
             ax.set_ylim(0, 1)
         else:
             for i, (group, norms) in enumerate(a["weight_norms"].items()):

@@ -50,6 +50,9 @@ RUN_OPTIONS: dict[str, str] = {
     "checkpoint_every": "save checkpoint.npz every N steps (and at the end), for `tinygrok resume`",
     "snapshot_every": "save the parameters every N steps to snapshots/, for `tinygrok analyze` "
     "(0: never)",
+    "measures_every": "log the progress measures (Gini of the Fourier spectra; for one task of "
+    "+, -, *, /: key frequencies, restricted and excluded loss) into metrics.jsonl every N steps "
+    "(0: never)",
     "layers": "transformer blocks",
     "d_model": "residual stream width (divisible by --heads)",
     "heads": "attention heads",
@@ -506,8 +509,8 @@ def experiment(
 
     failures, interrupted = {}, False
     if report_only:  # reads the runs, even while the experiment runs
-        if not (out / "experiment.json").is_file():
-            raise ConfigError(f"--out: {out} holds no experiment yet; run it first")
+        if not any((s.dir / "config.json").is_file() for s in specs):
+            raise ConfigError(f"--out: {out} holds no run of this experiment yet; run it first")
         states(specs)  # a folder of another experiment is an error
     else:
         try:

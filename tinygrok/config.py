@@ -67,6 +67,7 @@ class Config:
     eval_every: int = 50
     checkpoint_every: int = 1000
     snapshot_every: int = 0
+    measures_every: int = 0
     patience: int = 1000
     memorized_threshold: float = 0.99
     generalized_threshold: float = 0.95
@@ -299,6 +300,12 @@ def validate(cfg: Config) -> Config:
         raise ConfigError(
             "--snapshot-every: must be a multiple of --eval-every, snapshots are taken at "
             f"evaluations (got {cfg.snapshot_every} and {cfg.eval_every})"
+        )
+    _positive_int("measures-every", cfg.measures_every, 0)
+    if cfg.measures_every % cfg.eval_every:
+        raise ConfigError(
+            "--measures-every: must be a multiple of --eval-every, measures are taken at "
+            f"evaluations (got {cfg.measures_every} and {cfg.eval_every})"
         )
     _positive_int("patience", cfg.patience, 0)
     _in_range("memorized-threshold", cfg.memorized_threshold, 0.0, 1.0, True, False)

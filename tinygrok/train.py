@@ -18,11 +18,14 @@ from __future__ import annotations
 import dataclasses
 import json
 import math
+import os
+import shutil
 import signal
 import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TextIO
 
 import numpy as np
 
@@ -30,6 +33,7 @@ from tinygrok import __version__
 from tinygrok.checkpoint import Checkpoint, SavedRun, atomic_write, save_checkpoint, write_json
 from tinygrok.config import Config
 from tinygrok.grokfast import make_grad_filter
+from tinygrok.measures import live_measures, pair_grid
 from tinygrok.metrics import grokking_metrics, stability
 from tinygrok.model import (
     Params,
@@ -67,46 +71,166 @@ class StopFlag:
         self.reason = signal.Signals(signum).name
 
 
-class Progress:
-    """One status line on stderr: rewritten in place on a terminal, every 15 s otherwise."""
+class StatusLine:
+    """A status line on stderr, shared by a run's `Progress` and a sweep's display.
 
-    def __init__(self, budget: int, enabled: bool = True, start: int = 0):
-        self.budget, self.enabled = budget, enabled
-        self.tty = sys.stderr.isatty()
-        self.t0 = self.last = time.perf_counter()
+    On a terminal it is redrawn in place (carriage return, erase the line) at most every 0.5 s and
+    is never longer than the terminal's width minus one, so that it never wraps onto a new row: the
+    caller gives the line in several forms, fullest first, and the first that fits is drawn. Off a
+    terminal (a log file) every draw is the fullest form on a line of its own, every 15 s.
+    """
+
+    def __init__(self, enabled: bool = True, stream: TextIO | None = None):
+        self.enabled = enabled
+        self.stream = stream if stream is not None else sys.stderr
+        self.tty = self.stream.isatty()
+        self.interval = 0.5 if self.tty else 15.0
+        self.last = -math.inf  # when the line was last drawn
+        self.drawn = False  # a line is on the terminal's current row
+
+    def due(self, force: bool = False) -> bool:
+        """Whether to draw now: enabled, and forced or `interval` seconds after the last draw."""
+        return self.enabled and (force or time.perf_counter() - self.last >= self.interval)
+
+    def width(self) -> int:
+        """The terminal's columns: the stream's terminal, else $COLUMNS or stdout's, else 80."""
+        try:
+            columns = os.get_terminal_size(self.stream.fileno()).columns
+        except (AttributeError, OSError, ValueError):
+            columns = 0
+        return columns or shutil.get_terminal_size((80, 24)).columns
+
+    def draw(self, *forms: str) -> None:
+        """Show the first of `forms` (fullest first) that fits the terminal, or the last one cut
+        to fit; off a terminal, the first."""
+        if self.tty:
+            room = max(self.width() - 1, 1)
+            line = next((f for f in forms if len(f) <= room), forms[-1][:room])
+            self.stream.write("\r\033[K" + line)
+            self.drawn = True
+        else:
+            self.stream.write(forms[0] + "\n")
+        self.stream.flush()
+        self.last = time.perf_counter()
+
+    def message(self, text: str) -> None:
+        """`text` on a line of its own (even when disabled); the status line is drawn again at
+        the next update."""
+        if self.drawn:
+            self.stream.write("\r\033[K")
+            self.drawn = False
+        self.stream.write(text + "\n")
+        self.stream.flush()
+        self.last = -math.inf
+
+    def close(self) -> None:
+        """End the status line: the terminal's cursor moves to a new row."""
+        if self.drawn:
+            self.stream.write("\n")
+            self.stream.flush()
+            self.drawn = False
+
+
+class Progress:
+    """A run's status line (`StatusLine`): step, steps/s, train and validation accuracy, losses
+    and the time left.
+
+    The rate is measured from the first update on, so compiling the kernels does not count.
+    Until the model has generalized it is the time to the step budget. Once validation accuracy has
+    reached the generalized threshold and stayed there (`generalized_since`, the loop's early-stop
+    rule), it is the time until the first evaluation `patience` steps later, where the run stops.
+    """
+
+    def __init__(
+        self,
+        budget: int,
+        enabled: bool = True,
+        start: int = 0,
+        *,
+        cfg: Config | None = None,
+        records: list[dict] | None = None,
+        stream: TextIO | None = None,
+    ):
+        """`cfg` gives the early stop (patience, threshold, eval_every; None: no early stop) and
+        `records` is the loop's own list of evaluation records, read at every draw."""
+        self.budget, self.cfg = budget, cfg
+        self.records = records if records is not None else []
+        self.line = StatusLine(enabled, stream)
+        self.last_t: float | None = None  # when and at which step the rate was last measured
         self.last_step = start
         self.rate = 0.0
 
     def update(self, step: int, record: dict | None, force: bool = False) -> None:
         """Show `step` with the latest evaluation `record`."""
-        if not self.enabled:
+        if not self.line.due(force):
             return
         now = time.perf_counter()
-        if not force and now - self.last < (0.5 if self.tty else 15.0):
-            return
-        if now > self.last and step > self.last_step:
-            rate = (step - self.last_step) / (now - self.last)
+        if self.last_t is not None and now > self.last_t and step > self.last_step:
+            rate = (step - self.last_step) / (now - self.last_t)
             self.rate = rate if self.rate == 0 else 0.7 * self.rate + 0.3 * rate
-        self.last, self.last_step = now, step
-        eta = (self.budget - step) / self.rate if self.rate > 0 else math.inf
-        line = f"step {step:,}/{self.budget:,}  {self.rate:6.1f} steps/s"
+        self.last_t, self.last_step = now, step
+        self.line.draw(*self.forms(step, record))
+
+    def stop_step(self) -> int:
+        """The step the run will end at, as the records stand: the budget, or while validation
+        accuracy has stayed >= the threshold since step s, the first evaluation at or after
+        s + patience."""
+        cfg = self.cfg
+        if cfg is None or not cfg.patience:
+            return self.budget
+        since = generalized_since(self.records, cfg.generalized_threshold)
+        if since is None:
+            return self.budget
+        due = since + cfg.patience
+        return min(self.budget, -(-due // cfg.eval_every) * cfg.eval_every)
+
+    def time_left(self, step: int) -> tuple[str, str, str]:
+        """The end of the status line in three lengths: "ETA 2h10m to budget", "generalized,
+        stops in ~1m20s" (once generalized), "done"; empty while there is no rate yet."""
+        end = self.stop_step()
+        if step >= end:
+            if end < self.budget:
+                return "generalized, stopped", "stopped", "stopped"
+            return "done", "done", "done"
+        if self.rate <= 0:
+            return "", "", ""
+        left = format_seconds((end - step) / self.rate)
+        if end < self.budget:
+            return f"generalized, stops in ~{left}", f"stops in ~{left}", f"stops ~{left}"
+        if self.cfg is not None and self.cfg.patience:
+            return f"ETA {left} to budget", f"ETA {left} to budget", f"{left} to budget"
+        return f"ETA {left}", f"ETA {left}", left
+
+    def forms(self, step: int, record: dict | None) -> list[str]:
+        """The status line, fullest first: the loss pair goes first, then the labels shorten."""
+        steps = f"{step:,}/{self.budget:,}"
+        rate = padded_rate = short_rate = acc = mid_acc = short_acc = loss = ""
+        if self.rate > 0:
+            padded_rate, rate = f"{self.rate:6.1f} steps/s", f"{self.rate:.1f} steps/s"
+            short_rate = f"{self.rate:.1f}/s"
         if record:
-            line += (
-                f"  train {100 * record['train_acc']:5.1f}%  val {100 * record['val_acc']:5.1f}%"
-                f"  loss {record['train_loss']:.3g}/{record['val_loss']:.3g}"
-            )
-        line += f"  ETA {format_seconds(eta)}"
-        if self.tty:
-            sys.stderr.write("\r\033[K" + line)
-        else:
-            sys.stderr.write(line + "\n")
-        sys.stderr.flush()
+            train, val = 100 * record["train_acc"], 100 * record["val_acc"]
+            acc = f"train {train:5.1f}%  val {val:5.1f}%"  # fixed widths: the line does not jitter
+            mid_acc = f"train {train:.1f}% val {val:.1f}%"
+            short_acc = f"tr {train:.1f}% val {val:.1f}%"
+            loss = f"loss {record['train_loss']:.3g}/{record['val_loss']:.3g}"
+        eta, mid_eta, short_eta = self.time_left(step)
+
+        def join(*fields: str) -> str:
+            return "  ".join(f for f in fields if f)
+
+        return [
+            join("step " + steps, padded_rate, acc, loss, eta),
+            join("step " + steps, padded_rate, acc, eta),
+            join("step " + steps, rate, mid_acc, mid_eta),
+            join(steps, short_rate, mid_acc, short_eta),
+            join(steps, short_acc, short_eta),
+            join(steps, short_eta),
+        ]
 
     def close(self) -> None:
         """End the status line."""
-        if self.enabled and self.tty:
-            sys.stderr.write("\n")
-            sys.stderr.flush()
+        self.line.close()
 
 
 def set_threads(n: int | None) -> dict:
@@ -278,9 +402,10 @@ def _loop(
     if grad_filter:
         grad_filter.load_state(start.grad_filter)
     batches = Batches(data, cfg.batch_size, cfg.seed, cfg.epoch_batches)
+    grid = pair_grid(cfg) if cfg.measures_every else None  # every pair, for the live measures
     records = list(start.records)
     log = (out_dir / "metrics.jsonl").open("a")
-    bar = Progress(cfg.step_budget, progress, start.step)
+    bar = Progress(cfg.step_budget, progress, start.step, cfg=cfg, records=records)
     t0 = time.perf_counter() - start.elapsed_s  # elapsed_s keeps counting across a resume
     status, step = "finished", start.step
 
@@ -292,6 +417,8 @@ def _loop(
         r["elapsed_s"] = time.perf_counter() - t0
         if per_task:
             r["per_task"] = per_task
+        if cfg.measures_every and step % cfg.measures_every == 0:
+            r["measures"] = live_measures(params, cfg, grid)
         records.append(r)
         log.write(json.dumps(r) + "\n")
         log.flush()
