@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 from clirun import TINY, run_cli
 
+from tinygrok.config import Config, validate
 from tinygrok.measures import (
     cross_entropy,
     fourier_basis,
@@ -22,7 +23,6 @@ from tinygrok.measures import (
     restricted_excluded,
     task_basis,
 )
-from tinygrok.config import Config, validate
 from tinygrok.phase import cell_regime, classify
 
 

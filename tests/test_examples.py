@@ -28,6 +28,11 @@ EXAMPLES = {
         "sparse start: 90.0% of the weight-matrix entries are zero",
         ["dense/summary.json", "sparse/summary.json"],
     ),
+    "07_notebook.py": (
+        ["--out", "OUT"],
+        "6 + 3 mod 23 = ",
+        ["run/summary.json", "07_curves.png", "07_spectrum.png", "07_attention.png"],
+    ),
 }
 
 
