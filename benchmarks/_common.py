@@ -22,6 +22,19 @@ from tinygrok.optim import learning_rate, make_optimizer
 from tinygrok.tasks import SEQ_LEN, Batches, make_dataset, vocab_size
 from tinygrok.train import set_threads
 
+MISSING_TORCH = "install PyTorch to compare: pip install -e '.[parity]'"
+
+
+def require_torch(script: str, alone: str = "") -> None:
+    """Exit with one line and code 2 if PyTorch cannot be imported; `alone` names the option
+    that runs the script without it."""
+    try:
+        import torch  # noqa: F401
+    except ImportError:
+        hint = f" (or pass {alone} to time tinygrok alone)" if alone else ""
+        print(f"{script}: {MISSING_TORCH}{hint}", file=sys.stderr)
+        sys.exit(2)
+
 
 def set_all_threads(n: int) -> dict:
     """BLAS, numba and (when the script uses it) PyTorch on n threads; returns the counts."""

@@ -1,7 +1,7 @@
 """Training-step speed: tinygrok (numba), tinygrok (numpy) and the same model in PyTorch eager,
 measured side by side in one run, at 1 and at 2 threads.
 
-    python benchmarks/step_speed.py [--threads 1,2] [--rounds 7] [--steps 10]
+    python benchmarks/step_speed.py [--threads 1,2] [--rounds 7] [--steps 10] [--no-torch]
 
 Every round times `--steps` steps of each engine in turn (the numpy engine and the BLAS-only run
 take fewer), and the tables give the medians over rounds, so a noisy minute on a shared machine
@@ -21,7 +21,6 @@ step).
 from __future__ import annotations
 
 import argparse
-import sys
 
 from _common import (
     TinygrokSteps,
@@ -30,6 +29,7 @@ from _common import (
     machine_line,
     median,
     ms_per_step,
+    require_torch,
     set_all_threads,
     step_products,
 )
@@ -45,7 +45,10 @@ def main() -> None:
     ap.add_argument("--rounds", type=int, default=7, help="timed rounds per thread count")
     ap.add_argument("--steps", type=int, default=10, help="steps per round (numba, PyTorch)")
     ap.add_argument("--batch-size", type=int, default=Config.batch_size)
+    ap.add_argument("--no-torch", action="store_true", help="time tinygrok only")
     args = ap.parse_args()
+    if not args.no_torch:
+        require_torch("step_speed.py", "--no-torch")
     threads = [int(t) for t in args.threads.split(",")]
 
     cfg = Config(batch_size=args.batch_size)
@@ -62,11 +65,9 @@ def main() -> None:
     flops["BLAS products"] = tiny_flops
     steps = {"tinygrok numba": args.steps, "tinygrok numpy": max(1, args.steps // 4)}
     steps["BLAS products"] = args.steps
-    try:
+    if not args.no_torch:
         from torch_reference import TorchSteps, check_same_model
-    except ImportError:
-        print("PyTorch is not installed: its rows are left out", file=sys.stderr)
-    else:
+
         params = runners["tinygrok numba"].params
         diff = check_same_model(cfg, params, "numba")
         print(f"PyTorch reproduces tinygrok's loss and gradients (max rel. diff {diff:.1e})")

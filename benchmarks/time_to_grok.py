@@ -23,7 +23,7 @@ import statistics
 import sys
 import time
 
-from _common import TinygrokSteps, machine_line, set_all_threads
+from _common import TinygrokSteps, machine_line, require_torch, set_all_threads
 
 from tinygrok.config import Config
 from tinygrok.tasks import make_dataset
@@ -80,11 +80,7 @@ def main() -> None:
     args = ap.parse_args()
     use_torch = not args.no_torch
     if use_torch:
-        try:
-            import torch  # noqa: F401
-        except ImportError:
-            print("PyTorch is not installed: timing tinygrok only", file=sys.stderr)
-            use_torch = False
+        require_torch("time_to_grok.py", "--no-torch")
     counts = set_all_threads(args.threads)
     print(machine_line())
     print(f"default division run, threads {counts}; seconds until validation >= 95%")

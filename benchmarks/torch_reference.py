@@ -14,15 +14,27 @@ vocabulary; it checks tinygrok's `--preset report` model and times it.
 
 `load_tinygrok` copies tinygrok's parameters in (tinygrok stores a weight as (in, out), PyTorch
 as (out, in)), so both start from the same point; `check_same_model` verifies that the two
-compute the same loss and gradients before anything is timed.
+compute the same loss and gradients before anything is timed. Run as a script, it checks the
+default model and `--preset report`'s:
+
+    python benchmarks/torch_reference.py
 """
 
 from __future__ import annotations
 
 import numpy as np
-import torch
-import torch.nn.functional as F
-from torch import nn
+
+try:
+    import torch
+    import torch.nn.functional as F
+    from torch import nn
+except ImportError:
+    if __name__ != "__main__":
+        raise  # an importer (step_speed.py, time_to_grok.py, the tests) decides what to do
+    from _common import require_torch  # run as a script, this folder is on sys.path
+
+    require_torch("torch_reference.py")
+    raise
 
 from tinygrok.config import Config
 from tinygrok.model import Params, forward, loss_and_grads
@@ -236,3 +248,18 @@ class TorchSteps:
             loss_sum += float(F.cross_entropy(logits, targets, reduction="sum"))
             correct += int((logits.argmax(1) == targets).sum())
         return loss_sum / len(y), correct / len(y)
+
+
+def main() -> None:
+    """Check both reference models against tinygrok's, from tinygrok's initial parameters."""
+    from tinygrok.config import from_preset
+    from tinygrok.model import init_params
+
+    for label, cfg in (("default model", Config()), ("--preset report", from_preset("report"))):
+        params, _ = init_params(cfg)
+        diff = check_same_model(cfg, params, "numba")
+        print(f"{label}: PyTorch computes tinygrok's loss and gradients (max rel. diff {diff:.1e})")
+
+
+if __name__ == "__main__":
+    main()

@@ -19,6 +19,7 @@ from __future__ import annotations
 import csv
 import dataclasses
 import json
+import textwrap
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -174,10 +175,11 @@ def plot_sweep(path: Path, grid: list[str], rows: list[Row]) -> None:
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
-    from matplotlib.ticker import FuncFormatter, NullFormatter
+    from matplotlib.ticker import FuncFormatter, LogLocator, NullFormatter
 
     groups = by_configuration(rows)
-    fig, ax = plt.subplots(figsize=(max(5.0, 1.1 * len(groups) + 2), 4.5))
+    width = max(5.0, 1.1 * len(groups) + 2)  # inches
+    fig, ax = plt.subplots(figsize=(width, 4.5))
     rng = np.random.default_rng(0)  # jitter only, so points of equal steps stay visible
     labelled = set()
     plotted = False
@@ -230,6 +232,8 @@ def plot_sweep(path: Path, grid: list[str], rows: list[Row]) -> None:
     ax.set_xlim(-0.6, len(groups) - 0.4)
     if plotted:
         ax.set_yscale("log")
+        # 1-2-5 ticks (matplotlib falls back to linear ones when fewer than two are in view)
+        ax.yaxis.set_major_locator(LogLocator(base=10, subs=(1.0, 2.0, 5.0)))
         ax.yaxis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:,.0f}"))
         ax.yaxis.set_minor_formatter(NullFormatter())
         ax.legend(fontsize=8, loc="best")
@@ -238,10 +242,18 @@ def plot_sweep(path: Path, grid: list[str], rows: list[Row]) -> None:
     ax.set_ylabel("generalized step")
     ax.grid(alpha=0.25, axis="y")
     first = rows[0].config
-    ax.set_title(
-        f"{describe_tasks(first['tasks'], first['p'])}: generalized step per "
-        f"configuration ({len({r.job.values['seed'] for r in rows})} seeds)"
+    seeds = len({r.job.values["seed"] for r in rows})
+    parts = (
+        f"{describe_tasks(first['tasks'], first['p'])}:",
+        f"generalized step per configuration ({seeds} seed{'s' if seeds != 1 else ''})",
     )
+    # one line if it fits the figure (an inch holds about 12 characters of 10-pt text), else
+    # a line per part, each wrapped
+    room = int(12 * width)
+    title = " ".join(parts)
+    if len(title) > room:
+        title = "\n".join(textwrap.fill(part, room) for part in parts)
+    ax.set_title(title, fontsize=10)
     fig.tight_layout()
     fig.savefig(path, dpi=120)
     plt.close(fig)

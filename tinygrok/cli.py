@@ -32,7 +32,7 @@ from tinygrok.config import (
     from_preset,
 )
 from tinygrok.errors import ConfigError
-from tinygrok.tasks import describe_tasks
+from tinygrok.tasks import describe_tasks, did_you_mean
 
 EXIT_USAGE, EXIT_DIVERGED, EXIT_INTERRUPTED = 2, 3, 130
 
@@ -480,7 +480,11 @@ def experiment(
     from tinygrok.experiments import EXPERIMENTS, plan, run_all, states, write_plan, write_report
 
     if name not in EXPERIMENTS:
-        raise ConfigError(f"EXPERIMENT: must be one of {', '.join(EXPERIMENTS)} (got {name!r})")
+        hint = did_you_mean(name, list(EXPERIMENTS))
+        raise ConfigError(
+            f"EXPERIMENT: must be one of {', '.join(EXPERIMENTS)} (got {name!r}"
+            + (f"; {hint})" if hint else ")")
+        )
     only_for = (("--sgd", sgd_levels, "noise"), ("--tiny-scale", tiny_scale, "init"))
     for flag, value, allowed in only_for:
         if value is not None and value != () and name != allowed:

@@ -30,6 +30,7 @@ from __future__ import annotations
 import json
 import math
 import statistics
+import textwrap
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -331,15 +332,38 @@ def table(specs: list[RunSpec]) -> str:
     return "".join(lines)
 
 
-def regime(base: Config) -> str:
-    """The base config's fields that differ from the defaults, as 'name=value, ...'."""
+def regime(base: Config, specs: list[RunSpec] = ()) -> str:
+    """The base config's fields that differ from the defaults, as 'name=value, ...', leaving out
+    those that no run of `specs` keeps (every arm sets them: the tasks of `diversity`)."""
     default, given = Config().to_dict(), base.to_dict()
-    changed = [f"{k}={given[k]}" for k in given if given[k] != default[k] and k != "seed"]
+    runs = [s.cfg.to_dict() for s in specs]
+    changed = [
+        f"{k}={given[k]}"
+        for k in given
+        if given[k] != default[k]
+        and k != "seed"
+        and (not runs or any(r[k] == given[k] for r in runs))
+    ]
     return ", ".join(changed) or "the default recipe"
 
 
 # ---------------------------------------------------------------------------------------------
 # The figure
+
+
+def figure_title(name: str, specs: list[RunSpec], base: Config) -> str:
+    """comparison.png's title: the experiment, then what every run shares (the tasks unless the
+    arms set them, the base's preset and options) and the seeds."""
+    from tinygrok.plots import run_label
+    from tinygrok.tasks import describe_tasks
+
+    shared = all(s.cfg.tasks == base.tasks for s in specs)
+    what = describe_tasks(base.tasks, base.p) if shared else f"tasks mod {base.p}"
+    seeds = ", ".join(str(s) for s in dict.fromkeys(s.seed for s in specs))
+    return (
+        f"Experiment {name}: {EXPERIMENTS[name][0]}\n"
+        f"{what}, {run_label(base) or 'the default recipe'}; seeds {seeds}"
+    )
 
 
 def plot_comparison(specs: list[RunSpec], path: Path, title: str) -> Path:
@@ -351,7 +375,7 @@ def plot_comparison(specs: list[RunSpec], path: Path, title: str) -> Path:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    from tinygrok.plots import read_metrics
+    from tinygrok.plots import read_metrics, step_axis
 
     arms = list(dict.fromkeys(s.arm for s in specs))
     colors = {arm: f"C{i}" for i, arm in enumerate(arms)}
@@ -378,7 +402,7 @@ def plot_comparison(specs: list[RunSpec], path: Path, title: str) -> Path:
             gen = summary["per_task"][t]["generalized_step"]
             points.append((f"{spec.arm}: {t}", None if gen is None else gen / k, spec.arm))
     ax_curve.axhline(100 * specs[0].cfg.generalized_threshold, color="0.5", lw=0.8, ls=":")
-    ax_curve.set_xscale("log")
+    step_axis(ax_curve, log_x=True)
     ax_curve.set_xlabel("step / number of tasks")
     ax_curve.set_ylabel("validation accuracy (%)")
     ax_curve.set_ylim(-2, 102)
@@ -395,10 +419,11 @@ def plot_comparison(specs: list[RunSpec], path: Path, title: str) -> Path:
             ax_dots.plot(v, y, "o", color=colors[arm], alpha=0.7)
     ax_dots.set_yticks(range(len(rows)), rows, fontsize=7)
     ax_dots.invert_yaxis()
-    ax_dots.set_xscale("log")
+    step_axis(ax_dots, log_x=True)
     ax_dots.set_xlabel("steps per task to generalize (x: never, within the budget)")
     ax_dots.grid(alpha=0.25)
-    fig.suptitle(title, fontsize=10)
+    # wrapped to the figure's width (12 in of 10-pt text holds about 140 characters)
+    fig.suptitle("\n".join(textwrap.fill(line, 140) for line in title.splitlines()), fontsize=10)
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)
@@ -411,7 +436,7 @@ def write_report(name: str, specs: list[RunSpec], base: Config, out: Path, comma
     text = (
         f"# Experiment {name}: {EXPERIMENTS[name][0]}\n\n"
         f"Command: `{command}`\n\n"
-        f"Regime: {regime(base)}; seeds {seeds}; step budget {base.steps:,} per "
+        f"Regime: {regime(base, specs)}; seeds {seeds}; step budget {base.steps:,} per "
         f"task, patience {base.patience}. Cells: median [min-max] over seeds; 'never': did not "
         f"reach validation accuracy {base.generalized_threshold:g} within the budget. Stability: "
         "how many runs that generalized fell back below that threshold at a later evaluation "
@@ -419,7 +444,7 @@ def write_report(name: str, specs: list[RunSpec], base: Config, out: Path, comma
         "they ended above it again.\n\n" + table(specs)
     )
     (out / "table.md").write_text(text)
-    plot_comparison(specs, out / "comparison.png", f"{name}: {regime(base)}")
+    plot_comparison(specs, out / "comparison.png", figure_title(name, specs, base))
     return text
 
 

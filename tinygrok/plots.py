@@ -17,14 +17,18 @@ def read_metrics(run_dir: Path) -> list[dict]:
 
 
 def run_label(cfg: Config) -> str:
-    """What sets a run apart: the preset its config matches (if any) and every other field that
+    """What sets a run apart: the preset its config follows (the one that sets most of its fields
+    to this config's values, if it matches at least three quarters of them) and every field that
     differs from it, e.g. "preset report, init=report-xavier, sparse=0.9"."""
     given = cfg.to_dict()
-    best, base = "power", Config().to_dict()
+    best, base, best_share = "power", Config().to_dict(), 0.75
     for name, fields in PRESETS.items():
+        if name == "power" or not fields:
+            continue
         preset = Config(**fields).to_dict()
-        if name != "power" and all(given[k] == preset[k] for k in fields if k != "seed"):
-            best, base = name, preset
+        share = sum(given[k] == preset[k] for k in fields) / len(fields)
+        if share >= best_share:
+            best, base, best_share = name, preset, share
     skip = {"tasks", "p", "seed", "engine", "grokfast_lamb"}
     changed = [f"{k}={given[k]}" for k in given if k not in skip and given[k] != base[k]]
     return ", ".join(([f"preset {best}"] if best != "power" else []) + changed)

@@ -20,7 +20,6 @@ several BLAS threads, and on a shared machine extra threads spin and slow everyo
 from __future__ import annotations
 
 import contextlib
-import difflib
 import importlib.util
 import itertools
 import json
@@ -44,6 +43,7 @@ from pathlib import Path
 from tinygrok import __version__
 from tinygrok.config import Config, validate
 from tinygrok.errors import ConfigError
+from tinygrok.tasks import did_you_mean
 
 if typing.TYPE_CHECKING:
     from tinygrok.train import StopFlag
@@ -121,11 +121,10 @@ def parse_grid(items: tuple[str, ...]) -> dict[str, tuple]:
         if key in NOT_IN_GRID:
             raise ConfigError(f"--grid {key}: not a grid key; {NOT_IN_GRID[key]}")
         if key not in kinds:
-            close = difflib.get_close_matches(key, [k for k in kinds if k not in NOT_IN_GRID], 3)
-            hint = f"did you mean {' or '.join(close)}? " if close else ""
+            hint = did_you_mean(key, [k for k in kinds if k not in NOT_IN_GRID])
             raise ConfigError(
-                f"--grid: {key!r} is not a run option; {hint}(keys are run options such as "
-                "weight_decay, lr, train_frac, sparse)"
+                f"--grid: {key!r} is not a run option; {hint + ' ' if hint else ''}(keys are run "
+                "options such as weight_decay, lr, train_frac, sparse)"
             )
         if key in grid:
             raise ConfigError(f"--grid {key}: given twice; list all its values in one --grid")
@@ -377,15 +376,18 @@ def one_line(error: BaseException) -> str:
 
 
 class SweepDisplay:
-    """One status line on stderr: rewritten in place on a terminal, a new line every 15 s
-    otherwise: runs done of total, running, failed, ETA."""
+    """The sweep's status line (`tinygrok.train.StatusLine`): runs done of total, running,
+    failed, ETA."""
 
-    def __init__(self, total: int, skipped: int, enabled: bool = True):
-        self.total, self.skipped, self.enabled = total, skipped, enabled
+    def __init__(
+        self, total: int, skipped: int, enabled: bool = True, stream: typing.TextIO | None = None
+    ):
+        from tinygrok.train import StatusLine
+
+        self.total, self.skipped = total, skipped
         self.done, self.failed, self.ran = skipped, 0, 0
-        self.tty = sys.stderr.isatty()
+        self.line = StatusLine(enabled, stream)
         self.t0 = time.perf_counter()
-        self.last = -math.inf
 
     def finished(self, summary: dict | None) -> None:
         """A run returned `summary` (None: the sweep stopped before it began)."""
@@ -399,35 +401,31 @@ class SweepDisplay:
 
     def note(self, message: str) -> None:
         """A message on its own line (the status line is redrawn after it)."""
-        if self.tty and self.enabled:
-            sys.stderr.write("\r\033[K")
-        sys.stderr.write(f"tinygrok: {message}\n")
-        sys.stderr.flush()
-        self.last = -math.inf
+        self.line.message(f"tinygrok: {message}")
 
     def update(self, running: int, force: bool = False) -> None:
         """Redraw with `running` runs in flight, at most every 0.5 s (15 s off a terminal)."""
-        now = time.perf_counter()
-        if not self.enabled or (not force and now - self.last < (0.5 if self.tty else 15.0)):
+        if not self.line.due(force):
             return
-        self.last = now
         from tinygrok.train import format_seconds
 
         left = self.total - self.done - self.failed
-        eta = left * (now - self.t0) / self.ran if self.ran else math.inf
-        line = (
-            f"sweep: {self.done}/{self.total} runs done ({self.skipped} skipped), "
-            f"{running} running, {self.failed} failed, ETA {format_seconds(eta) if left else '0s'}"
+        elapsed = time.perf_counter() - self.t0
+        eta = format_seconds(left * elapsed / self.ran if self.ran else math.inf) if left else "0s"
+        done, failed = f"{self.done}/{self.total}", f"{self.failed} failed"
+        self.line.draw(
+            f"sweep: {done} runs done ({self.skipped} skipped), {running} running, {failed}, "
+            f"ETA {eta}",
+            f"sweep: {done} done, {running} running, {failed}, ETA {eta}",
+            f"{done} done, {running} running, {failed}, ETA {eta}",
+            f"{done} done, {failed}, ETA {eta}",
+            f"{done}, ETA {eta}",
         )
-        sys.stderr.write(("\r\033[K" + line) if self.tty else (line + "\n"))
-        sys.stderr.flush()
 
     def close(self) -> None:
         """Draw the final state and end the line."""
         self.update(0, force=True)
-        if self.enabled and self.tty:
-            sys.stderr.write("\n")
-            sys.stderr.flush()
+        self.line.close()
 
 
 def check_executor(executor: str) -> None:
@@ -594,11 +592,12 @@ def run_sweep(
     n_configs = len(jobs) // len(sweep.seeds)
     workers = max(1, min(workers, len(todo)))  # no idle processes
 
-    def count(n: int, what: str) -> str:
-        return f"{n} {what}{'s' if n != 1 else ''}"
+    def count(n: int, what: str, plural: str | None = None) -> str:
+        return f"{n} {what if n == 1 else plural or what + 's'}"
 
-    kind = "local worker process" if executor == "local" else "Dask worker"
-    where = f"the Dask cluster at {scheduler}" if scheduler else count(workers, kind)
+    kind = ("local worker process", "local worker processes")
+    kind = kind if executor == "local" else ("Dask worker", "Dask workers")
+    where = f"the Dask cluster at {scheduler}" if scheduler else count(workers, *kind)
     print(
         f"tinygrok: sweep of {count(len(jobs), 'run')} ({count(n_configs, 'configuration')} x "
         f"{count(len(sweep.seeds), 'seed')}) on {where} -> {out}\n"

@@ -22,8 +22,9 @@ x, y in 0..119 indexing `S5_PERMS`, so for S5 the run's `p` is the number of ele
 
 from __future__ import annotations
 
+import difflib
 import itertools
-from collections.abc import Callable
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 
 import numpy as np
@@ -122,12 +123,29 @@ def task_names() -> list[str]:
     return list(OPERATIONS) + list(ALIASES)
 
 
+def did_you_mean(word: str, choices: Iterable[str] | Mapping[str, str]) -> str:
+    """'did you mean division?' when `word` is close to some of `choices`, else ''. The closest
+    matches by difflib's ratio are named, with those nearly as close (within 0.1). With a mapping
+    the keys are matched and their values named, so an alias close to the word names its task."""
+    table = choices if isinstance(choices, Mapping) else {c: c for c in choices}
+    close = difflib.get_close_matches(word, list(table), n=3)
+    ratio = {c: difflib.SequenceMatcher(None, word, c).ratio() for c in close}
+    close = [c for c in close if ratio[c] >= ratio[close[0]] - 0.1]
+    names = list(dict.fromkeys(table[c] for c in close))
+    return f"did you mean {' or '.join(names)}?" if names else ""
+
+
 def canonical_task(name: str) -> str:
-    """The table name of a task or alias; ConfigError with the allowed names otherwise."""
+    """The table name of a task or alias; ConfigError with the allowed names (and the closest
+    ones) otherwise."""
     name = name.strip().lower()
     name = ALIASES.get(name, name)
     if name not in OPERATIONS:
-        raise ConfigError(f"TASK: unknown task {name!r}; choose from {', '.join(task_names())}")
+        hint = did_you_mean(name, {n: n for n in OPERATIONS} | ALIASES)
+        allowed = f"choose from {', '.join(task_names())}"
+        raise ConfigError(
+            f"TASK: unknown task {name!r}; " + (f"{hint} ({allowed})" if hint else allowed)
+        )
     return name
 
 

@@ -141,6 +141,8 @@ class Progress:
     rule), it is the time until the first evaluation `patience` steps later, where the run stops.
     """
 
+    RATE_WINDOW = 5.0  # seconds
+
     def __init__(
         self,
         budget: int,
@@ -166,8 +168,11 @@ class Progress:
             return
         now = time.perf_counter()
         if self.last_t is not None and now > self.last_t and step > self.last_step:
-            rate = (step - self.last_step) / (now - self.last_t)
-            self.rate = rate if self.rate == 0 else 0.7 * self.rate + 0.3 * rate
+            dt = now - self.last_t
+            rate = (step - self.last_step) / dt
+            # an average over about the last RATE_WINDOW seconds, however often the line is drawn
+            weight = 1 - math.exp(-dt / self.RATE_WINDOW) if self.rate else 1.0
+            self.rate += weight * (rate - self.rate)
         self.last_t, self.last_step = now, step
         self.line.draw(*self.forms(step, record))
 
@@ -226,6 +231,7 @@ class Progress:
             join(steps, short_rate, mid_acc, short_eta),
             join(steps, short_acc, short_eta),
             join(steps, short_eta),
+            join(f"{step:,}", short_eta),
         ]
 
     def close(self) -> None:

@@ -1,0 +1,128 @@
+"""The report's model trained in PyTorch, beside tinygrok's run of the same recipe: does tinygrok's
+`--preset report` follow PyTorch's dynamics, not only its gradients?
+
+    python benchmarks/torch_report_run.py [--init report|report-xavier] [--sparse 0.9]
+        [--init-scale 0.01] [--seed 42] [--steps 4000] [--threads 1]
+
+PyTorch's side is the report's code path: `nn.TransformerEncoder` (ReportModel in
+torch_reference.py) initialized by PyTorch from torch.manual_seed(seed), then, for
+report-xavier, every nn.Linear module redrawn as the report's sparse and small starts do (Xavier
+normal, dropped with probability --sparse and the survivors scaled by 1/sqrt(1 - s), times
+--init-scale, zero bias); torch.optim.AdamW(lr 1e-3, betas (0.9, 0.98), weight decay 1e-3);
+tinygrok's batches (DataLoader-style epochs of 512) and split. tinygrok's side starts from its
+own initialization of the same rule and seed. Both evaluate on the full train and validation
+sets every 50 steps; the script prints the steps where each reached 95% training and validation
+accuracy, and the validation accuracy at the end.
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+import sys
+
+from _common import set_all_threads
+
+try:
+    import torch
+    import torch.nn.functional as F
+    from torch import nn
+except ImportError:
+    sys.exit("install PyTorch to compare: pip install -e '.[parity]'")
+
+from torch_reference import ReportModel
+
+from tinygrok.config import from_preset
+from tinygrok.model import Params, evaluate, init_params, loss_and_grads
+from tinygrok.optim import make_optimizer
+from tinygrok.tasks import Batches, make_dataset
+
+
+def report_init(model: nn.Module, sparse: float, scale: float) -> None:
+    """The report's sparse/small rule on every nn.Linear module (its initializations.py)."""
+    with torch.no_grad():
+        for module in model.modules():
+            if isinstance(module, nn.Linear):
+                w = module.weight
+                std = math.sqrt(2.0 / (w.shape[0] + w.shape[1]))
+                w.normal_(0, std * scale)
+                if sparse > 0:
+                    w.mul_((torch.rand_like(w) > sparse).float() / math.sqrt(1.0 - sparse))
+                nn.init.zeros_(module.bias)
+
+
+def first(steps: list[int], values: list[float], threshold: float) -> int | None:
+    return next((s for s, v in zip(steps, values, strict=True) if v >= threshold), None)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--init", default="report-xavier", choices=["report", "report-xavier"])
+    ap.add_argument("--sparse", type=float, default=0.9)
+    ap.add_argument("--init-scale", type=float, default=1.0)
+    ap.add_argument("--seed", type=int, default=42)
+    ap.add_argument("--steps", type=int, default=4000)
+    ap.add_argument("--threads", type=int, default=1)
+    args = ap.parse_args()
+    set_all_threads(args.threads)
+    sparse = args.sparse if args.init == "report-xavier" else 0.0
+    cfg = from_preset(
+        "report", init=args.init, sparse=sparse, init_scale=args.init_scale, seed=args.seed
+    )
+    (data,) = make_dataset(cfg.tasks, cfg.p, cfg.train_frac, cfg.seed)
+    batches = Batches([data], cfg.batch_size, cfg.seed, cfg.epoch_batches)
+    sets = {"train": (data.train_x, data.train_y), "val": (data.val_x, data.val_y)}
+
+    torch.manual_seed(args.seed)
+    model = ReportModel(cfg)
+    if args.init == "report-xavier":
+        report_init(model, sparse, args.init_scale)
+    opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, betas=(0.9, 0.98), weight_decay=1e-3)
+
+    params, _ = init_params(cfg)
+    grads = Params.zeros(params.shapes, params.flat.dtype)
+    tg_opt = make_optimizer(cfg, params.flat.size, params.flat.dtype, cfg.engine)
+
+    @torch.no_grad()
+    def torch_acc(x, y) -> float:
+        return float((model(torch.from_numpy(x)).argmax(1) == torch.from_numpy(y)).float().mean())
+
+    log: dict[str, dict[str, list[float]]] = {
+        side: {"train": [], "val": []} for side in ("pytorch", "tinygrok")
+    }
+    steps = []
+    for step in range(1, args.steps + 1):
+        tokens, targets = batches(step)
+        loss = F.cross_entropy(model(torch.from_numpy(tokens)), torch.from_numpy(targets))
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+        loss_and_grads(params, tokens, targets, cfg, grads, cfg.engine)
+        tg_opt.step(params.flat, grads.flat, cfg.lr)
+        if step % cfg.eval_every == 0:
+            steps.append(step)
+            for split, (x, y) in sets.items():
+                log["pytorch"][split].append(torch_acc(x, y))
+                log["tinygrok"][split].append(evaluate(params, x, y, cfg, cfg.engine)[1])
+            if step % 500 == 0:
+                print(
+                    f"step {step:6,}  pytorch train {100 * log['pytorch']['train'][-1]:5.1f}% "
+                    f"val {100 * log['pytorch']['val'][-1]:5.1f}%   tinygrok train "
+                    f"{100 * log['tinygrok']['train'][-1]:5.1f}% val "
+                    f"{100 * log['tinygrok']['val'][-1]:5.1f}%",
+                    flush=True,
+                )
+    print(
+        f"--init {args.init} --sparse {sparse:g} --init-scale {args.init_scale:g} "
+        f"--seed {args.seed}, {args.steps:,} steps"
+    )
+    for side, acc in log.items():
+        mem, gen = first(steps, acc["train"], 0.95), first(steps, acc["val"], 0.95)
+        print(
+            f"{side:9s} train >= 95% at {mem}, val >= 95% at {gen}, "
+            f"final val {100 * acc['val'][-1]:.1f}%"
+        )
+
+
+if __name__ == "__main__":
+    main()
