@@ -665,8 +665,10 @@ def analyze(run_dir, key_freqs, threads) -> None:
     """Progress measures of a run trained with --snapshot-every (Nanda et al. 2023).
 
     Over the snapshots in RUN_DIR/snapshots: the Fourier spectrum of the number embeddings and
-    of the unembedding, the key frequencies, the Gini coefficient of both spectra, restricted and
-    excluded loss (addition and subtraction runs), and the weight norm of each layer. Writes
+    of the unembedding in the task's group (the numbers mod p for + and -, their discrete logs
+    for * and /, beside the additive basis), the key frequencies, the Gini coefficient of the
+    spectra, restricted and excluded loss (runs of one of those four tasks), and the weight norm
+    of each layer. Writes
     RUN_DIR/analysis.json, analysis-spectrum.png, analysis-measures.png and
     analysis-weight-norm.png (loss against weight norm, Omnigrok's LU picture).
 

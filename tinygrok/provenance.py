@@ -29,20 +29,22 @@ def set_command(argv: list[str]) -> None:
 
 def git_commit(path: Path = Path(__file__).parent) -> str | None:
     """The commit of the checkout the package runs from, with "-dirty" if it has uncommitted
-    changes; None when it is not a git checkout (an installed wheel)."""
+    changes; None when the package is not a tracked folder of a git checkout (an installed copy,
+    even one inside some repository's virtual environment)."""
+
+    def git(*args: str) -> subprocess.CompletedProcess:
+        return subprocess.run(
+            ["git", "-C", str(path), *args], capture_output=True, text=True, timeout=5
+        )
+
     try:
-        head = subprocess.run(
-            ["git", "-C", str(path), "rev-parse", "HEAD"], capture_output=True, text=True, timeout=5
-        )
-        if head.returncode != 0:
+        if git("ls-files", "--error-unmatch", "__init__.py").returncode != 0:
             return None
-        dirty = subprocess.run(
-            ["git", "-C", str(path), "status", "--porcelain", "--untracked-files=no"],
-            capture_output=True,
-            text=True,
-            timeout=5,
-        )
+        head = git("rev-parse", "HEAD")
+        dirty = git("status", "--porcelain", "--untracked-files=no")
     except (OSError, subprocess.SubprocessError):
+        return None
+    if head.returncode != 0:
         return None
     return head.stdout.strip() + ("-dirty" if dirty.stdout.strip() else "")
 
