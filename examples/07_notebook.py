@@ -135,7 +135,7 @@ print(f"attention of '=' in each head: {np.round(att[:, 3].astype(float), 2).tol
 # ## Ask the model
 
 # %%
-answer, truth = run.predict(a, b, task=task), OPERATIONS[task][0](a, b, p)
+answer, truth = run.predict(a, b, task=task), OPERATIONS[task].label(a, b, p)
 print(f"{a} {op} {b} mod {p} = {answer} (the model; the true answer: {truth})")
 every_a = run.predict(np.arange(p), b, task=task)
 print(f"a {op} {b} for a = 0..{p - 1}: {every_a.tolist()}")

@@ -199,7 +199,7 @@ class Run:
             bad = v[(v < 0) | (v >= p)]
             if bad.size:
                 raise ConfigError(f"{name}: must be in 0..{p - 1} for this run (got {bad.flat[0]})")
-        if OPERATIONS[t][2] and (b == 0).any():  # [2]: the task excludes b = 0
+        if OPERATIONS[t].b_nonzero and (b == 0).any():
             raise ConfigError(f"b: {t} is not defined for b = 0")
         op, eq = p + self.config.tasks.index(t), p + len(self.config.tasks)
         x = np.empty((a.size, SEQ_LEN), dtype=np.int64)  # (N, 4)

@@ -233,7 +233,7 @@ def validate(cfg: Config) -> Config:
             f"--p: must be at most {MAX_P}; p*p pairs must fit in memory (got {cfg.p})"
         )
     for t in tasks:
-        if OPERATIONS[t][1] and not is_prime(cfg.p):  # [1]: needs a prime p
+        if OPERATIONS[t].needs_prime and not is_prime(cfg.p):
             raise ConfigError(f"--p: {t} needs a prime p (got {cfg.p}; try 97 or 113)")
     n_elements = fixed_elements(tasks)
     if n_elements is not None and cfg.p != n_elements:
@@ -243,7 +243,7 @@ def validate(cfg: Config) -> Config:
         )
     _in_range("train-frac", cfg.train_frac, 0.0, 1.0, True, True)
     for t in tasks:
-        n_pairs = cfg.p * (cfg.p - 1) if OPERATIONS[t][2] else cfg.p**2  # [2]: excludes b = 0
+        n_pairs = cfg.p * (cfg.p - 1) if OPERATIONS[t].b_nonzero else cfg.p**2
         if not 0 < int(cfg.train_frac * n_pairs) < n_pairs:
             raise ConfigError(
                 f"--train-frac: {cfg.train_frac:g} of {n_pairs} pairs leaves an empty train or "

@@ -265,7 +265,7 @@ def pair_grid(cfg: Config) -> PairGrid | None:
         return None
     e, n = basis.elements, basis.n
     a, b = np.repeat(e, n), np.tile(e, n)  # (n*n,) row i*n + j: (elements[i], elements[j])
-    label = OPERATIONS[task][0]
+    label = OPERATIONS[task].label
     labels = np.array([label(int(x), int(y), p) for x, y in zip(a, b, strict=True)])
     tokens = np.stack([a, np.full(n * n, p), b, np.full(n * n, p + 1)], axis=1)  # [a, op, b, =]
     coord = np.full(p, -1)

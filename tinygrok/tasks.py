@@ -26,18 +26,30 @@ import difflib
 import itertools
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
+from typing import NamedTuple
 
 import numpy as np
 
 from tinygrok.errors import ConfigError
 
-# The operation table: name -> (label function, needs a prime p, excludes b = 0, description).
-# Each label function takes Python ints and is read as the definition of the task.
-OPERATIONS: dict[str, tuple[Callable[[int, int, int], int], bool, bool, str]] = {
-    "addition": (lambda a, b, p: (a + b) % p, False, False, "a + b mod p"),
-    "subtraction": (lambda a, b, p: (a - b) % p, False, False, "a - b mod p"),
-    "multiplication": (lambda a, b, p: (a * b) % p, False, False, "a * b mod p"),
-    "division": (lambda a, b, p: a * pow(b, p - 2, p) % p, True, True, "a / b mod p, b != 0"),
+
+class Operation(NamedTuple):
+    """One row of the operation table."""
+
+    label: Callable[[int, int, int], int]  # (a, b, p) -> the answer; read as the definition
+    needs_prime: bool  # only defined mod a prime p (an inverse is taken)
+    b_nonzero: bool  # pairs with b = 0 are left out
+    description: str
+
+
+# The operation table: name -> Operation. Each label function takes Python ints.
+OPERATIONS: dict[str, Operation] = {
+    "addition": Operation(lambda a, b, p: (a + b) % p, False, False, "a + b mod p"),
+    "subtraction": Operation(lambda a, b, p: (a - b) % p, False, False, "a - b mod p"),
+    "multiplication": Operation(lambda a, b, p: (a * b) % p, False, False, "a * b mod p"),
+    "division": Operation(
+        lambda a, b, p: a * pow(b, p - 2, p) % p, True, True, "a / b mod p, b != 0"
+    ),
 }
 
 # S5: the 120 permutations of (0, 1, 2, 3, 4) in lexicographic order; token i is S5_PERMS[i]. A
@@ -75,30 +87,32 @@ def _s5(*factors: str) -> Callable[[int, int, int], int]:
 
 # Power et al. (2022), appendix A.1: the other operations, on x = a and y = b.
 OPERATIONS |= {
-    "x2+y2": (lambda a, b, p: (a * a + b * b) % p, False, False, "x^2 + y^2 mod p"),
-    "x2+xy+y2": (
+    "x2+y2": Operation(lambda a, b, p: (a * a + b * b) % p, False, False, "x^2 + y^2 mod p"),
+    "x2+xy+y2": Operation(
         lambda a, b, p: (a * a + a * b + b * b) % p,
         False,
         False,
         "x^2 + x*y + y^2 mod p",
     ),
-    "x2+xy+y2+x": (
+    "x2+xy+y2+x": Operation(
         lambda a, b, p: (a * a + a * b + b * b + a) % p,
         False,
         False,
         "x^2 + x*y + y^2 + x mod p",
     ),
-    "x3+xy": (lambda a, b, p: (a**3 + a * b) % p, False, False, "x^3 + x*y mod p"),
-    "x3+xy2+y": (lambda a, b, p: (a**3 + a * b * b + b) % p, False, False, "x^3 + x*y^2 + y mod p"),
-    "div-if-odd": (
+    "x3+xy": Operation(lambda a, b, p: (a**3 + a * b) % p, False, False, "x^3 + x*y mod p"),
+    "x3+xy2+y": Operation(
+        lambda a, b, p: (a**3 + a * b * b + b) % p, False, False, "x^3 + x*y^2 + y mod p"
+    ),
+    "div-if-odd": Operation(
         lambda a, b, p: a * pow(b, p - 2, p) % p if b % 2 else (a - b) % p,
         True,
         True,
         "x / y mod p if y is odd, else x - y mod p; y != 0",
     ),
-    "s5": (_s5("x", "y"), False, False, "x o y in S5, permutations of 5 items"),
-    "s5-conj": (_s5("x", "y", "x^-1"), False, False, "x o y o x^-1 in S5 (conjugation)"),
-    "s5-xyx": (_s5("x", "y", "x"), False, False, "x o y o x in S5"),
+    "s5": Operation(_s5("x", "y"), False, False, "x o y in S5, permutations of 5 items"),
+    "s5-conj": Operation(_s5("x", "y", "x^-1"), False, False, "x o y o x^-1 in S5 (conjugation)"),
+    "s5-xyx": Operation(_s5("x", "y", "x"), False, False, "x o y o x in S5"),
 }
 # Tasks whose elements do not depend on p: task -> number of elements (the run's p).
 FIXED_ELEMENTS = {"s5": len(S5_PERMS), "s5-conj": len(S5_PERMS), "s5-xyx": len(S5_PERMS)}
@@ -180,7 +194,8 @@ class TaskData:
 
 def all_examples(task: str, p: int, op_token: int, eq_token: int) -> tuple[np.ndarray, np.ndarray]:
     """Every pair of one task, in order of (a, b): tokens (N, 4) and labels (N,)."""
-    fn, _, b_nonzero, _ = OPERATIONS[task]
+    op = OPERATIONS[task]
+    fn, b_nonzero = op.label, op.b_nonzero
     pairs = [(a, b) for a in range(p) for b in range(p) if not (b_nonzero and b == 0)]
     x = np.array([(a, op_token, b, eq_token) for a, b in pairs], dtype=np.int64)  # (N, 4)
     y = np.array([fn(a, b, p) for a, b in pairs], dtype=np.int64)  # (N,)
