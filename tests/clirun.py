@@ -35,6 +35,14 @@ class Result:
         return self.err.strip().splitlines()
 
 
+def fake_plot_curves(run_dir: Path, out: Path | None = None) -> Path:
+    """Stands in for `plots.plot_curves` where the figure is not under test (drawing it takes
+    seconds on a loaded machine): an empty curves.png, so the run's files are all there."""
+    out = out or Path(run_dir) / "curves.png"
+    out.write_bytes(b"")
+    return out
+
+
 def run_cli(*args: str | Path) -> Result:
     """`tinygrok ARGS...` in this process; any exception other than SystemExit propagates."""
     out, err = io.StringIO(), io.StringIO()

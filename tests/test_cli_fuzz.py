@@ -9,7 +9,7 @@ import tempfile
 from pathlib import Path
 
 import pytest
-from clirun import run_cli
+from clirun import fake_plot_curves, run_cli
 from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
 
@@ -19,7 +19,7 @@ def no_plots():
     """curves.png takes seconds to draw on a loaded machine; test_resume.py draws short runs."""
     import tinygrok.plots
 
-    real, tinygrok.plots.plot_curves = tinygrok.plots.plot_curves, lambda run_dir, out=None: None
+    real, tinygrok.plots.plot_curves = tinygrok.plots.plot_curves, fake_plot_curves
     yield
     tinygrok.plots.plot_curves = real
 

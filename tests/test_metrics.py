@@ -62,3 +62,14 @@ def test_same_step_gives_zero_delay():
     m = grokking_metrics([0, 50], [0.0, 1.0], [0.0, 1.0], 50)
     assert (m["memorized_step"], m["generalized_step"], m["delay_steps"]) == (50, 50, 0)
     assert m["progress_pct"] == pytest.approx(100.0)
+
+
+def test_null_and_nan_values_never_reach_a_threshold():
+    """metrics.jsonl writes a NaN or infinite number as null; the metrics skip it."""
+    from tinygrok.metrics import stability
+
+    nan = float("nan")
+    val = [0.0, None, 0.96, nan, None, 0.97, 0.99]
+    m = grokking_metrics(STEPS, [0.0, nan, 1.0, 1.0, None, 1.0, 1.0], val, 1000)
+    assert (m["memorized_step"], m["generalized_step"]) == (200, 200)
+    assert stability(STEPS, val) == {"unstable": False, "min_val_acc_after_generalized": 0.96}

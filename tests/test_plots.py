@@ -3,11 +3,13 @@ measures, curves.png gains their panel."""
 
 from __future__ import annotations
 
+import json
+
 import pytest
 
 from tinygrok.config import from_preset
-from tinygrok.plots import run_label
-from tinygrok.train import train
+from tinygrok.plots import read_metrics, run_label
+from tinygrok.train import json_line, train
 
 
 @pytest.mark.parametrize(
@@ -40,3 +42,46 @@ def test_curves_gain_a_measures_panel(tmp_path):
     cfg2 = cfg.replace(measures_every=0)
     train(cfg2, tmp_path / "none", progress=False)
     assert mpimg.imread(tmp_path / "none" / "curves.png").shape[0] < height  # two panels, not three
+
+
+def strict_json(line: str) -> dict:
+    """json.loads that refuses NaN and Infinity, as every JSON reader but Python's does."""
+
+    def refuse(name: str) -> None:
+        raise ValueError(f"not JSON: {name}")
+
+    return json.loads(line, parse_constant=refuse)
+
+
+def test_json_line_writes_non_finite_numbers_as_null():
+    inf, nan = float("inf"), float("nan")
+    record = {"step": 5, "train_loss": inf, "val_loss": nan, "per_task": {"a": {"x": -inf}}}
+    record["measures"] = {"gini": [0.5, nan], "key_frequencies": [3, 7]}
+    assert strict_json(json_line(record)) == {
+        "step": 5,
+        "train_loss": None,
+        "val_loss": None,
+        "per_task": {"a": {"x": None}},
+        "measures": {"gini": [0.5, None], "key_frequencies": [3, 7]},
+    }
+
+
+@pytest.mark.slow
+@pytest.mark.usefixtures("single_thread")
+def test_a_run_with_infinite_losses_keeps_metrics_valid_and_draws(tmp_path, monkeypatch):
+    """An infinite validation loss (a confident wrong answer): metrics.jsonl
+    stays strict JSON with nulls, the summary and curves.png are written from it."""
+    import tinygrok.train as train_mod
+
+    real = train_mod.evaluate_run
+
+    def infinite_val_loss(params, data, cfg):
+        return real(params, data, cfg) | {"val_loss": float("inf")}
+
+    monkeypatch.setattr(train_mod, "evaluate_run", infinite_val_loss)
+    cfg = from_preset("tiny", steps=100, eval_every=25, measures_every=50)
+    train(cfg, tmp_path, progress=False)
+    lines = (tmp_path / "metrics.jsonl").read_text().splitlines()
+    assert all(strict_json(line)["val_loss"] is None for line in lines)
+    assert (tmp_path / "curves.png").stat().st_size > 20_000
+    assert read_metrics(tmp_path)[-1]["val_loss"] != read_metrics(tmp_path)[-1]["val_loss"]  # NaN

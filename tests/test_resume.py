@@ -15,7 +15,15 @@ from pathlib import Path
 import numba
 import numpy as np
 import pytest
-from clirun import TINY, file_digests, metrics_lines, run_cli, spawn, summary
+from clirun import (
+    TINY,
+    fake_plot_curves,
+    file_digests,
+    metrics_lines,
+    run_cli,
+    spawn,
+    summary,
+)
 from threadpoolctl import threadpool_limits
 
 import tinygrok.checkpoint as checkpoint_mod
@@ -30,7 +38,7 @@ REAL_PLOT_CURVES = tinygrok.plots.plot_curves
 @pytest.fixture(autouse=True)
 def no_plots(monkeypatch):
     """curves.png takes seconds to draw on a loaded machine and is not under test here."""
-    monkeypatch.setattr("tinygrok.plots.plot_curves", lambda run_dir, out=None: None)
+    monkeypatch.setattr("tinygrok.plots.plot_curves", fake_plot_curves)
 
 
 def signal_at(monkeypatch, step: int | None, sig: int = signal.SIGINT) -> None:
@@ -142,6 +150,80 @@ def test_crash_without_final_checkpoint_resumes_from_the_last_one(tmp_path, monk
     assert load_checkpoint(cut / "checkpoint.npz", read_config(cut)[0]).step == 50
     assert run_cli("resume", cut).code == 0
     assert_same_run(cut, tmp_path / "ref")
+
+
+END_CASES = {
+    # the end falls between evaluations: its evaluation is only in metrics.jsonl
+    "off-schedule-end": ["--steps", "45"],
+    # stopped by patience at step 40 of 60
+    "early-stop": ["--steps", "60", "--generalized-threshold", "0.06", "--patience", "30"],
+}
+
+
+@pytest.mark.parametrize("case", END_CASES)
+@pytest.mark.parametrize("lost", ["both", "curves", "stale-summary"])
+def test_run_killed_after_its_final_checkpoint_is_completed(case, lost, tmp_path):
+    """SIGKILL between the final checkpoint and summary.json / curves.png: resume writes them from
+    the checkpoint and metrics.jsonl, trains nothing, says so in one line and exits 0."""
+    out = tmp_path / "run"
+    assert run_cli("run", "division", *TINY, *END_CASES[case], "--out", out).code == 0
+    before, lines = summary(out), metrics_lines(out)
+    if lost == "stale-summary":  # the summary of an earlier interruption
+        doc = json.loads((out / "summary.json").read_text()) | {"status": "interrupted"}
+        (out / "summary.json").write_text(json.dumps(doc))
+    elif lost == "both":
+        (out / "summary.json").unlink()
+    (out / "curves.png").unlink()
+    ckpt = (out / "checkpoint.npz").read_bytes()
+
+    r = run_cli("resume", out)
+    assert r.code == 0, r.err
+    assert r.out == "" and len(r.err_lines) == 1 and "trained nothing" in r.err, r.err
+    assert summary(out) == before and metrics_lines(out) == lines
+    assert (out / "curves.png").exists()
+    assert (out / "checkpoint.npz").read_bytes() == ckpt  # nothing trained
+    saved = load_checkpoint(out / "checkpoint.npz", read_config(out)[0])
+    assert json.loads((out / "summary.json").read_text())["wall_s"] == saved.elapsed_s
+    # and now the run is whole: resume refuses, as for any finished run
+    assert run_cli("resume", out).code == 2
+
+
+def test_sweep_task_completes_a_run_killed_after_its_final_checkpoint(tmp_path, monkeypatch):
+    """run_state / run_task: the same run in a sweep gets its summary and figure, no training."""
+    from tinygrok.checkpoint import read_config
+    from tinygrok.sweep import run_state, run_task
+
+    out = tmp_path / "run"
+    assert run_cli("run", "division", *TINY, "--steps", "45", "--out", out).code == 0
+    before = summary(out)
+    (out / "summary.json").unlink()
+    cfg = read_config(out)[0]
+    assert run_state(cfg, out) == "resume"
+
+    def no_training(*args, **kwargs):
+        raise AssertionError("trained")
+
+    monkeypatch.setattr(train_mod, "train", no_training)
+    monkeypatch.setattr(train_mod, "resume", no_training)
+    monkeypatch.setattr(train_mod, "set_threads", lambda n: {})
+    done = run_task(cfg.to_dict(), str(out))
+    assert {k: v for k, v in done.items() if k not in ("wall_s", "steps_per_s")} == before
+    assert summary(out) == before and run_state(cfg, out) == "done"
+
+
+def test_a_figure_that_cannot_be_drawn_is_a_warning(tmp_path, monkeypatch):
+    def broken(run_dir, out=None):
+        raise RuntimeError("no display\nsecond line")
+
+    monkeypatch.setattr(tinygrok.plots, "plot_curves", broken)
+    out = tmp_path / "run"
+    r = run_cli("run", "division", *TINY, "--steps", "20", "--out", out)
+    assert r.code == 0, r.err
+    warnings = [line for line in r.err_lines if "warning" in line]
+    assert warnings == [
+        f"tinygrok: warning: {out / 'curves.png'} not drawn (RuntimeError: no display)"
+    ]
+    assert summary(out)["status"] == "finished"
 
 
 def test_resume_with_more_steps_matches_the_longer_run(tmp_path):

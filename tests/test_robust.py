@@ -17,15 +17,16 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from clirun import TINY, file_digests, run_cli
+from clirun import TINY, fake_plot_curves, file_digests, run_cli
 
 from tinygrok.checkpoint import load_checkpoint, read_config
+from tinygrok.errors import ConfigError
 
 
 @pytest.fixture(autouse=True)
 def no_plots(monkeypatch):
     """curves.png takes seconds to draw on a loaded machine and is not under test here."""
-    monkeypatch.setattr("tinygrok.plots.plot_curves", lambda run_dir, out=None: None)
+    monkeypatch.setattr("tinygrok.plots.plot_curves", fake_plot_curves)
 
 
 def assert_clean_error(r, *words: str) -> None:
@@ -58,6 +59,14 @@ BAD_OPTIONS = {
     "unknown engine": (["add", "--engine", "cuda"], "--engine"),
     "unknown grokfast": (["add", "--grokfast", "fast"], "--grokfast"),
     "threads 0": (["add", "--threads", "0"], "--threads"),
+    # options that would do nothing
+    "grokfast-lamb without a filter": (["add", "--grokfast-lamb", "3"], "--grokfast-lamb"),
+    "grokfast-alpha without a filter": (["add", "--grokfast-alpha", "0.9"], "--grokfast-alpha"),
+    "grokfast-alpha with ma": (["add", "--grokfast", "ma", "--grokfast-alpha", "0.9"], "ema"),
+    "grokfast-window with ema": (["add", "--grokfast", "ema", "--grokfast-window", "5"], "ma"),
+    "momentum with adamw": (["add", "--momentum", "0.5"], "--optimizer sgd"),
+    "keep-mask without sparse": (["add", "--keep-mask"], "--sparse"),
+    "keep-mask with an init": (["add", "--keep-mask", "--init", "report-xavier"], "--keep-mask"),
 }
 # fractions and rates outside their ranges, NaN and infinities included
 for option, values in {
@@ -104,6 +113,48 @@ def test_bad_option_is_one_line_and_writes_nothing(case, tmp_path):
     assert not out.exists()
 
 
+@pytest.mark.parametrize(
+    "command",
+    [
+        ["run", "add", *TINY],
+        ["sweep", "add", *TINY, "--seeds", "0-1"],
+        ["experiment", "init", *TINY],
+        ["phase", "add", *TINY, "--grid", "weight_decay=0,1"],
+    ],
+)
+def test_an_empty_out_is_refused(command, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    assert_clean_error(run_cli(*command, "--out", ""), "--out", "empty")
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_options_are_refused_only_where_no_run_uses_them(tmp_path):
+    """A sweep over optimizers uses --momentum in its SGD runs, the noise experiment in its SGD
+    arms, a grid of filters --grokfast-lamb; refused where no run would."""
+    from tinygrok.cli import refuse_unused
+    from tinygrok.config import Config
+
+    refuse_unused({"momentum"}, [Config(), Config(optimizer="sgd")])
+    refuse_unused({"grokfast_lamb"}, [Config(), Config(grokfast="ema")])
+    with pytest.raises(ConfigError, match="--grokfast-lamb"):
+        refuse_unused({"grokfast_lamb"}, [Config(), Config()])
+    out = tmp_path / "exp"
+    r = run_cli("experiment", "noise", *TINY, "--momentum", "0.5", "--report-only", "--out", out)
+    assert_clean_error(r, "holds no run of this experiment yet")  # --momentum passed the check
+    r = run_cli("experiment", "init", *TINY, "--momentum", "0.5", "--report-only", "--out", out)
+    assert_clean_error(r, "--momentum", "--optimizer sgd")
+    r = run_cli("sweep", "add", *TINY, "--grid", "lr=0.1,1", "--momentum", "0.5", "--out", out)
+    assert_clean_error(r, "--momentum")
+    assert not out.exists()
+
+
+def test_presets_that_set_dependent_options_still_run_and_report(tmp_path):
+    """The report preset (and its experiment's SGD arms, momentum 0) pass the check."""
+    out = tmp_path / "report"
+    r = run_cli("experiment", "report", "--preset", "report", "--report-only", "--out", out)
+    assert_clean_error(r, "holds no run of this experiment yet")
+
+
 # ---- run folders --------------------------------------------------------------------------------
 
 
@@ -114,7 +165,7 @@ def base_runs(tmp_path_factory):
     import tinygrok.train as train_mod
 
     root = tmp_path_factory.mktemp("base")
-    real_plot, tinygrok.plots.plot_curves = tinygrok.plots.plot_curves, lambda *a, **k: None
+    real_plot, tinygrok.plots.plot_curves = tinygrok.plots.plot_curves, fake_plot_curves
     real_lr = train_mod.learning_rate
 
     def stop_at_30(cfg, step):

@@ -169,6 +169,8 @@ def test_a_killed_worker_loses_no_run(tmp_path):
         (["--seeds", "3-1"], "--seeds: the range 3-1 runs backwards"),
         (["--seeds", "0-2,2"], "--seeds: seed 2 is listed twice"),
         (["--seeds", "a"], "--seeds: expected seeds such as 0-9"),
+        (["--seeds", "0-99999999999"], "--seeds: at most 100,000 seeds"),
+        (["--seeds", "0-60000,70000-130000"], "--seeds: at most 100,000 seeds"),
         (["--seeds", "0-1", "--seed", "3"], "--seed: a sweep takes its seeds from --seeds"),
         (["--workers", "0"], "--workers: must be an integer >= 1"),
         (["--scheduler", "tcp://x:1"], "--scheduler: only with --executor dask"),

@@ -35,8 +35,9 @@ def read_run(run_dir: Path) -> tuple[Config, list[dict]]:
     if not (run_dir / "config.json").exists():
         raise ConfigError(f"RUN_DIR: {run_dir} holds no run (no config.json)")
     cfg = Config.from_dict(json.loads((run_dir / "config.json").read_text())["config"])
-    path = run_dir / "metrics.jsonl"
-    records = [json.loads(line) for line in path.open() if line.strip()] if path.exists() else []
+    from tinygrok.plots import read_metrics  # null (a NaN or infinite number) reads as NaN
+
+    records = read_metrics(run_dir) if (run_dir / "metrics.jsonl").exists() else []
     return cfg, records
 
 

@@ -248,13 +248,39 @@ class SavedRun:
     cfg: Config  # config.json's config, with the new budget when --steps was given
     config_doc: dict  # the whole config.json document
     checkpoint: Checkpoint
+    # the run has ended (its checkpoint says finished) but summary.json or curves.png is missing or
+    # older than that end: `train.complete_run` writes them, nothing is trained
+    complete_only: bool = False
+
+
+def outputs_current(run_dir: Path, step: int | None = None) -> bool:
+    """Whether summary.json says the run finished (at `step`, if given) and curves.png is at
+    least as new as it: the files the end of a run writes after its final checkpoint."""
+    summary_path, curves = run_dir / "summary.json", run_dir / "curves.png"
+    try:
+        summary = json.loads(summary_path.read_text())
+        drawn = curves.stat().st_mtime_ns >= summary_path.stat().st_mtime_ns
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError):
+        return False
+    return (
+        drawn
+        and isinstance(summary, dict)
+        and summary.get("status") == "finished"
+        and (step is None or summary.get("steps_run") == step)
+    )
 
 
 def read_run(run_dir: Path, steps: int | None = None) -> SavedRun:
     """Read and check everything `tinygrok resume` needs, writing nothing: config.json, the
-    checkpoint, summary.json (a diverged run is not resumed), and whether steps are left to run."""
+    checkpoint, summary.json (a diverged run is not resumed), and whether steps are left to run.
+
+    A run whose checkpoint says finished but whose summary.json or curves.png is missing or stale
+    (killed after its final checkpoint) comes back with `complete_only` when no --steps is given
+    (with --steps it is checked, and trains on, as any other)."""
     cfg, doc = read_config(run_dir)
     ckpt = load_checkpoint(run_dir / "checkpoint.npz", cfg)
+    if steps is None and ckpt.status == "finished" and not outputs_current(run_dir, ckpt.step):
+        return SavedRun(run_dir, cfg, doc, ckpt, complete_only=True)
     if steps is not None:
         cfg = validate(cfg.replace(steps=steps))
     if _diverged(run_dir):

@@ -9,6 +9,7 @@ commands, so `tinygrok --help` and option errors stay fast.
 from __future__ import annotations
 
 import math
+import os
 import shlex
 import sys
 from collections.abc import Callable
@@ -110,6 +111,42 @@ CHOICES = {
 OPTION_TYPES = {"grokfast_lamb": float}
 
 
+class FolderPath(click.Path):
+    """A folder option as a pathlib.Path; an empty name is refused (it would be the current
+    folder, which `.` says on purpose)."""
+
+    def convert(self, value, param, ctx):
+        if isinstance(value, str) and not value.strip():
+            flag = param.opts[0] if param is not None else "PATH"
+            raise ConfigError(f"{flag}: the folder name is empty (give . for the current folder)")
+        return super().convert(value, param, ctx)
+
+
+# Options that do something only with another setting: field -> (it has an effect, the rule).
+NEEDS: dict[str, tuple[Callable[[Config], bool], str]] = {
+    "grokfast_lamb": (lambda c: c.grokfast != "none", "--grokfast ema or ma"),
+    "grokfast_alpha": (lambda c: c.grokfast == "ema", "--grokfast ema (the EMA's decay)"),
+    "grokfast_window": (
+        lambda c: c.grokfast == "ma",
+        "--grokfast ma (the moving average's window)",
+    ),
+    "momentum": (lambda c: c.optimizer == "sgd", "--optimizer sgd"),
+    "keep_mask": (
+        lambda c: not c.keep_mask or c.sparse > 0,
+        "--sparse above 0 (the mask it zeros)",
+    ),
+}
+
+
+def refuse_unused(given: set[str], configs: list[Config]) -> None:
+    """ConfigError naming the first option the user gave that does nothing in every one of
+    `configs` (the run, or every run of a sweep or experiment): --momentum with AdamW, ..."""
+    for name, (has_effect, rule) in NEEDS.items():
+        if name in given and configs and not any(has_effect(c) for c in configs):
+            flag = "--" + name.replace("_", "-")
+            raise ConfigError(f"{flag}: does nothing here; it works only with {rule}")
+
+
 def config_options(f):
     """Add one click option per `RUN_OPTIONS` field, typed by the field's default."""
     defaults = Config()
@@ -137,11 +174,16 @@ def config_options(f):
 
 def build_config(tasks: tuple[str, ...], options: dict) -> Config:
     """Config from the task arguments, the preset and the options the user gave (None = default)."""
-    given = {k: v for k, v in options.items() if v is not None and k in RUN_OPTIONS}
+    given = given_options(options)
     preset = options.get("preset") or "power"
     if not tasks and "tasks" not in PRESETS[preset]:
         raise ConfigError("TASK: give at least one task (see `tinygrok tasks`)")
     return from_preset(preset, tuple(tasks), **given)
+
+
+def given_options(options: dict) -> dict:
+    """The run options the user gave on the command line (click leaves the others None)."""
+    return {k: v for k, v in options.items() if v is not None and k in RUN_OPTIONS}
 
 
 def default_out(cfg: Config) -> Path:
@@ -194,7 +236,7 @@ def cli() -> None:
 @click.argument("tasks", nargs=-1, metavar="TASK [TASK ...]")
 @config_options
 @click.option(
-    "--out", type=click.Path(path_type=Path), help="run folder  [default: runs/<time>-...]"
+    "--out", type=FolderPath(path_type=Path), help="run folder  [default: runs/<time>-...]"
 )
 @click.option("--force", is_flag=True, help="overwrite the run already in --out")
 @click.option("--threads", type=int, help="BLAS and numba threads  [default: all cores]")
@@ -214,6 +256,7 @@ def run(tasks, out, force, threads, quiet, **options) -> None:
       tinygrok run --preset nanda --train-frac 0.5
     """
     cfg = build_config(tasks, options)
+    refuse_unused(set(given_options(options)), [cfg])
     if threads is not None and threads < 1:
         raise ConfigError(f"--threads: must be an integer >= 1 (got {threads})")
     out = out or default_out(cfg)
@@ -253,6 +296,7 @@ def resume(run_dir, steps, threads, quiet) -> None:
 
     The run ends with the same metrics.jsonl and summary.json as if it had never stopped (same
     engine and threads; wall-clock times aside).
+    A run killed after its final checkpoint only gets its summary.json and curves.png written.
 
     \b
     Examples:
@@ -268,11 +312,20 @@ def resume(run_dir, steps, threads, quiet) -> None:
         )
     from tinygrok.checkpoint import read_run
     from tinygrok.runlock import RunLock
+    from tinygrok.train import complete_run, set_threads
     from tinygrok.train import resume as resume_run
-    from tinygrok.train import set_threads
 
     with RunLock(run_dir):
         saved = read_run(run_dir, steps)
+        if saved.complete_only:  # killed after its final checkpoint: only its last files are due
+            summary = complete_run(saved)
+            click.echo(
+                f"tinygrok: resume: {run_dir} had finished at step {saved.checkpoint.step:,}; "
+                "wrote its summary.json and curves.png from the checkpoint and metrics.jsonl, "
+                "trained nothing",
+                err=True,
+            )
+            return
         # the threads the run started with, so that its numbers continue bit for bit
         set_threads(threads or saved.config_doc.get("threads", {}).get("blas"))
         click.echo(
@@ -282,6 +335,20 @@ def resume(run_dir, steps, threads, quiet) -> None:
         )
         summary = with_stop_flag(lambda stop: resume_run(saved, progress=not quiet, stop=stop))
     report(summary, run_dir, saved.cfg)
+
+
+def workers_option(f):
+    """--workers, the one name for runs at a time in sweep, phase and experiment."""
+    return click.option(
+        "--workers", type=int, help="runs at a time, one thread each  [default: one per core]"
+    )(f)
+
+
+def worker_count(workers: int | None) -> int:
+    """The --workers value, checked; None means one per core."""
+    if workers is not None and workers < 1:
+        raise ConfigError(f"--workers: must be an integer >= 1 (got {workers})")
+    return workers or os.cpu_count() or 1
 
 
 def with_stop_flag(start: Callable):
@@ -317,8 +384,9 @@ def run_grid(
     from tinygrok.runlock import RunLock
     from tinygrok.sweep import make_sweep, run_sweep
 
-    given = {k for k, v in options.items() if v is not None and k in RUN_OPTIONS}
+    given = set(given_options(options))
     plan = make_sweep(lambda values: build_config(tasks, options | values), grid, seeds, given)
+    refuse_unused(given, [job.cfg for job in plan.jobs(out)])
     try:
         out.mkdir(parents=True, exist_ok=True)
     except OSError as e:
@@ -437,11 +505,9 @@ def experiment_command(name: str, seeds: str, out: Path, extras: dict, options: 
     "--seeds", help="seeds of every arm: 0-2, 42,0,1 or 0-4,10  [default: --seed and the next two]"
 )
 @click.option(
-    "--out", type=click.Path(path_type=Path), help="experiment folder  [default: runs/NAME]"
+    "--out", type=FolderPath(path_type=Path), help="experiment folder  [default: runs/NAME]"
 )
-@click.option(
-    "--jobs", type=int, default=1, show_default=True, help="runs at a time (1 thread each)"
-)
+@workers_option
 @click.option(
     "--sgd",
     "sgd_levels",
@@ -458,7 +524,7 @@ def experiment_command(name: str, seeds: str, out: Path, extras: dict, options: 
 @click.option("--report-only", is_flag=True, help="write the table and figure, run nothing")
 @click.option("--quiet", "-q", is_flag=True, help="no progress line")
 def experiment(
-    name, seeds, out, jobs, sgd_levels, tiny_scale, arms, report_only, quiet, **options
+    name, seeds, out, workers, sgd_levels, tiny_scale, arms, report_only, quiet, **options
 ) -> None:
     """Run one of the comparisons of the report "Grokking: Shortening the Delay" (or Grokfast's),
     baselines included, for several seeds.
@@ -473,7 +539,7 @@ def experiment(
     \b
     Examples:
       tinygrok experiment diversity --seeds 0-2
-      tinygrok experiment report --preset report --seeds 42,0,1 --arms sparse0.9 --jobs 2
+      tinygrok experiment report --preset report --seeds 42,0,1 --arms sparse0.9 --workers 2
       tinygrok experiment grokfast --weight-decay 0.1 --out runs/grokfast-wd0.1
       tinygrok experiment noise --sgd 0.3:128 --sgd 1:64
     """
@@ -489,8 +555,7 @@ def experiment(
     for flag, value, allowed in only_for:
         if value is not None and value != () and name != allowed:
             raise ConfigError(f"{flag}: only for the {allowed} experiment")
-    if jobs < 1:
-        raise ConfigError(f"--jobs: must be an integer >= 1 (got {jobs})")
+    workers = worker_count(workers)
     preset = options.get("preset") or "power"
     base = build_config(() if "tasks" in PRESETS[preset] else ("division",), options)
     arm_options, extras = {}, {}
@@ -508,6 +573,7 @@ def experiment(
 
     seeds = seeds or f"{base.seed}-{base.seed + 2}"
     specs = plan(name, base, parse_seeds(seeds), out, only, **arm_options)
+    refuse_unused(set(given_options(options)), [s.cfg for s in specs])
     command = experiment_command(name, seeds, out, extras, options)
     from tinygrok.runlock import RunLock
 
@@ -528,7 +594,7 @@ def experiment(
                 f"tinygrok: experiment {name}, {len(specs)} runs ({done} already done) -> {out}",
                 err=True,
             )
-            failures, interrupted = run_all(specs, jobs, progress=not quiet)
+            failures, interrupted = run_all(specs, workers, progress=not quiet)
     click.echo(write_report(name, specs, base, out, command))
     click.echo(f"experiment folder: {out} (table.md, comparison.png)")
     for run_name, error in failures.items():
@@ -552,11 +618,11 @@ def experiment(
 )
 @click.option(
     "--out",
-    type=click.Path(path_type=Path, file_okay=False),
+    type=FolderPath(path_type=Path, file_okay=False),
     required=True,
     help="sweep folder: runs/, sweep.json, runs.csv, summary.md, sweep.png",
 )
-@click.option("--workers", type=int, help="runs at a time, one thread each  [default: cores]")
+@workers_option
 @click.option(
     "--executor",
     type=click.Choice(["local", "dask"]),
@@ -589,8 +655,6 @@ def sweep(tasks, seeds, grid, out, workers, executor, scheduler, retries, quiet,
       tinygrok sweep division --seeds 0-99 --executor dask --scheduler tcp://head:8786 \\
           --out /shared/sweeps/big
     """
-    import os
-
     from tinygrok.sweep import check_executor
 
     check_executor(executor)
@@ -598,9 +662,8 @@ def sweep(tasks, seeds, grid, out, workers, executor, scheduler, retries, quiet,
         raise ConfigError("--scheduler: only with --executor dask")
     if scheduler is not None and workers is not None:
         raise ConfigError("--workers: with --scheduler, the cluster's own workers run the sweep")
-    for flag, value, least in (("--workers", workers, 1), ("--retries", retries, 0)):
-        if value is not None and value < least:
-            raise ConfigError(f"{flag}: must be an integer >= {least} (got {value})")
+    if retries < 0:
+        raise ConfigError(f"--retries: must be an integer >= 0 (got {retries})")
     from tinygrok.aggregate import summarize as summarize_sweep
 
     def finish(plan, out: Path) -> str:
@@ -616,7 +679,7 @@ def sweep(tasks, seeds, grid, out, workers, executor, scheduler, retries, quiet,
         out,
         finish,
         executor=executor,
-        workers=workers or os.cpu_count() or 1,
+        workers=worker_count(workers),
         retries=retries,
         scheduler=scheduler,
         quiet=quiet,
@@ -729,11 +792,11 @@ def analyze(run_dir, key_freqs, threads) -> None:
 @click.option("--seeds", help="seeds per cell: 0-2, 0,3,7  [default: --seed]")
 @click.option(
     "--out",
-    type=click.Path(path_type=Path, file_okay=False),
+    type=FolderPath(path_type=Path, file_okay=False),
     required=True,
     help="phase folder: runs/, sweep.json, phase.json, phase.png",
 )
-@click.option("--workers", type=int, default=1, show_default=True, help="runs at a time")
+@workers_option
 @click.option(
     "--grok-ratio",
     type=float,
@@ -756,8 +819,7 @@ def phase(tasks, grid, seeds, out, workers, grok_ratio, quiet, **options) -> Non
     """
     if not 1 <= len(grid) <= 2:
         raise ConfigError(f"--grid: give one or two keys, the diagram's axes (got {len(grid)})")
-    if workers < 1:
-        raise ConfigError(f"--workers: must be an integer >= 1 (got {workers})")
+    workers = worker_count(workers)
     if not grok_ratio >= 0:
         raise ConfigError(f"--grok-ratio: must be a number >= 0 (got {grok_ratio})")
     from tinygrok.phase import format_table, write_phase

@@ -19,10 +19,15 @@ steps, so `unstable` covers the evaluated steps only; run with patience 0 to wat
 
 from __future__ import annotations
 
+import math
 
-def first_step(steps: list[int], values: list[float], threshold: float) -> int | None:
-    """The first step whose value reaches the threshold, or None."""
-    return next((s for s, v in zip(steps, values, strict=True) if v >= threshold), None)
+
+def first_step(steps: list[int], values: list[float | None], threshold: float) -> int | None:
+    """The first step whose value reaches the threshold, or None. A value that is None (null in
+    metrics.jsonl) or NaN never reaches it."""
+    return next(
+        (s for s, v in zip(steps, values, strict=True) if v is not None and v >= threshold), None
+    )
 
 
 def grokking_metrics(
@@ -49,7 +54,12 @@ def stability(steps: list[int], val_acc: list[float], generalized_threshold: flo
     gen = first_step(steps, val_acc, generalized_threshold)
     if gen is None:
         return {"unstable": False, "min_val_acc_after_generalized": None}
-    after = [v for s, v in zip(steps, val_acc, strict=True) if s >= gen]
+    # a None (null in metrics.jsonl) or NaN value is not known, so not counted
+    after = [
+        v
+        for s, v in zip(steps, val_acc, strict=True)
+        if s >= gen and v is not None and not math.isnan(v)
+    ]  # holds the value at gen itself
     return {
         "unstable": min(after) < generalized_threshold,
         "min_val_acc_after_generalized": min(after),

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 import textwrap
 from pathlib import Path
 
@@ -10,10 +11,23 @@ from tinygrok.config import PRESETS, Config
 from tinygrok.tasks import describe_tasks
 
 
+def null_to_nan(value: object) -> object:
+    """`value` with every null (None), in dicts and lists too, made NaN: metrics.jsonl writes a
+    NaN or infinite number as null, and NaN is what arithmetic and matplotlib (a gap) expect."""
+    if value is None:
+        return math.nan
+    if isinstance(value, dict):
+        return {k: null_to_nan(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [null_to_nan(v) for v in value]
+    return value
+
+
 def read_metrics(run_dir: Path) -> list[dict]:
-    """Every evaluation record of a run, in order."""
+    """Every evaluation record of a run, in order; a null number (NaN or infinite when logged)
+    reads as NaN."""
     with (Path(run_dir) / "metrics.jsonl").open() as f:
-        return [json.loads(line) for line in f if line.strip()]
+        return [null_to_nan(json.loads(line)) for line in f if line.strip()]
 
 
 def run_label(cfg: Config) -> str:

@@ -6,7 +6,8 @@ combination is one run folder, `DIR/runs/k1=v1,k2=v2,seed=s`, written by `train`
 `tinygrok run` writes it, so every tool that reads one run reads a sweep's runs too.
 
 Every run is an idempotent task (`run_task`): a folder that holds a finished (or diverged) run of
-the same config is left alone, one with a checkpoint is resumed, anything else starts from step 0.
+the same config is left alone, one with a checkpoint is resumed (a run that had finished but lost
+its summary or figure only gets them written), anything else starts from step 0.
 So running the sweep again, a retried task, and a task moved off a lost worker all redo only the
 missing work. A folder that holds a run of another config is an error, never overwritten.
 
@@ -52,6 +53,8 @@ SWEEP_FILE = "sweep.json"
 RUNS_DIR = "runs"
 # Summary statuses that end a run for good: rerunning the same config reproduces them exactly.
 DONE = ("finished", "diverged")
+# More seeds than this is a typo, not a sweep (each is a run folder).
+MAX_SEEDS = 100_000
 # Config fields a grid may not vary, and what to use instead.
 NOT_IN_GRID = {
     "tasks": "give the tasks as arguments; one sweep trains one task list",
@@ -137,7 +140,8 @@ def parse_grid(items: tuple[str, ...]) -> dict[str, tuple]:
 
 
 def parse_seeds(text: str) -> tuple[int, ...]:
-    """'0-9' -> 0..9; '0,3,7'; '0-4,10-12'. ConfigError for anything else or a repeated seed."""
+    """'0-9' -> 0..9; '0,3,7'; '0-4,10-12'. ConfigError for anything else, a repeated seed, or
+    more than MAX_SEEDS seeds (checked before the list is built, so a huge range costs nothing)."""
     seeds: list[int] = []
     for part in text.split(","):
         m = re.fullmatch(r"\s*(\d+)\s*(?:-\s*(\d+)\s*)?", part)
@@ -148,6 +152,8 @@ def parse_seeds(text: str) -> tuple[int, ...]:
         lo, hi = int(m[1]), int(m[2] if m[2] is not None else m[1])
         if hi < lo:
             raise ConfigError(f"--seeds: the range {lo}-{hi} runs backwards; write {hi}-{lo}")
+        if len(seeds) + hi - lo + 1 > MAX_SEEDS:
+            raise ConfigError(f"--seeds: at most {MAX_SEEDS:,} seeds, one run each (got {text!r})")
         seeds.extend(range(lo, hi + 1))
     repeated = [s for s, n in Counter(seeds).items() if n > 1]
     if repeated:
@@ -265,8 +271,10 @@ def read_summary(run_dir: Path) -> dict | None:
 
 
 def run_state(cfg: Config, run_dir: Path) -> str:
-    """What a run folder needs: "new" (start at step 0), "resume" (continue from its checkpoint)
-    or "done" (finished or diverged). ConfigError if it holds a run of another config."""
+    """What a run folder needs: "new" (start at step 0), "resume" (continue from its checkpoint,
+    or only write the summary and figure of a run killed after its final checkpoint) or "done"
+    (diverged, or finished with a current curves.png). ConfigError if it holds a run of another
+    config."""
     if not (run_dir / "config.json").exists():
         return "new"
     from tinygrok.checkpoint import read_config
@@ -279,10 +287,16 @@ def run_state(cfg: Config, run_dir: Path) -> str:
             f"--out: {run_dir} holds a run of another config ({'; '.join(diff)}); "
             "remove that folder or choose another --out"
         )
-    summary = read_summary(run_dir)
-    if summary is not None and summary["status"] in DONE:
+    from tinygrok.checkpoint import outputs_current
+
+    summary, checkpoint = read_summary(run_dir), (run_dir / "checkpoint.npz").exists()
+    # a finished run whose figure is missing or stale is completed from its checkpoint
+    status = summary["status"] if summary is not None else None
+    if status == "diverged" or (
+        status == "finished" and (not checkpoint or outputs_current(run_dir))
+    ):
         return "done"
-    return "resume" if (run_dir / "checkpoint.npz").exists() else "new"
+    return "resume" if checkpoint else "new"
 
 
 class PoolStop:
@@ -316,9 +330,9 @@ def run_task(cfg_dict: dict, run_dir: str) -> dict | None:
     folder's lock. In the local pool, a stopped sweep stops the run after its current step, with
     a checkpoint.
     """
-    from tinygrok.checkpoint import load_checkpoint, read_run
+    from tinygrok.checkpoint import read_run
     from tinygrok.runlock import RunLock
-    from tinygrok.train import resume, set_threads, train
+    from tinygrok.train import complete_run, resume, set_threads, train
 
     stop = PoolStop(_pool_event) if _pool_event is not None else None
     if stop and stop.reason:
@@ -330,10 +344,12 @@ def run_task(cfg_dict: dict, run_dir: str) -> dict | None:
         state = run_state(cfg, out)
         if state == "done":
             return read_summary(out)
-        # A run killed after its last checkpoint but before its summary has nothing to resume:
-        # it is trained again, to the same result.
-        if state == "resume" and load_checkpoint(out / "checkpoint.npz", cfg).status != "finished":
-            return resume(read_run(out), progress=False, stop=stop)
+        if state == "resume":
+            # a run killed after its final checkpoint only has its summary and figure written
+            saved = read_run(out)
+            if saved.complete_only:
+                return complete_run(saved)
+            return resume(saved, progress=False, stop=stop)
         return train(cfg, out, progress=False, stop=stop)
 
 

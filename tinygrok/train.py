@@ -30,8 +30,16 @@ from typing import TextIO
 import numpy as np
 
 from tinygrok import __version__
-from tinygrok.checkpoint import Checkpoint, SavedRun, atomic_write, save_checkpoint, write_json
+from tinygrok.checkpoint import (
+    RESTART,
+    Checkpoint,
+    SavedRun,
+    atomic_write,
+    save_checkpoint,
+    write_json,
+)
 from tinygrok.config import Config
+from tinygrok.errors import ConfigError
 from tinygrok.grokfast import make_grad_filter
 from tinygrok.measures import live_measures, pair_grid
 from tinygrok.metrics import grokking_metrics, stability
@@ -291,6 +299,22 @@ def evaluate_run(params: Params, data: list[TaskData], cfg: Config) -> dict:
     return out
 
 
+def finite_or_none(value: object) -> object:
+    """`value` with every NaN or infinite float in it (in dicts and lists too) made None."""
+    if isinstance(value, float):
+        return value if math.isfinite(value) else None
+    if isinstance(value, dict):
+        return {k: finite_or_none(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [finite_or_none(v) for v in value]
+    return value
+
+
+def json_line(record: dict) -> str:
+    """One line of metrics.jsonl: strict JSON, NaN and infinities written as null."""
+    return json.dumps(finite_or_none(record), allow_nan=False) + "\n"
+
+
 def run_summary(
     cfg: Config, records: list[dict], status: str, wall_s: float, n_params: int
 ) -> dict:
@@ -389,7 +413,7 @@ def resume(run: SavedRun, progress: bool = True, stop: StopFlag | None = None) -
         run.dir / "config.json", run.config_doc | {"config": cfg.to_dict(), "resumes": resumes}
     )
     # Evaluations after the checkpoint, and the extra one of an interruption, are done again.
-    lines = "".join(json.dumps(r) + "\n" for r in run.checkpoint.records)
+    lines = "".join(json_line(r) for r in run.checkpoint.records)
     atomic_write(run.dir / "metrics.jsonl", lambda f: f.write(lines.encode()))
     return _loop(dataclasses.replace(run.checkpoint, cfg=cfg), data, run.dir, progress, stop)
 
@@ -426,7 +450,7 @@ def _loop(
         if cfg.measures_every and step % cfg.measures_every == 0:
             r["measures"] = live_measures(params, cfg, grid)
         records.append(r)
-        log.write(json.dumps(r) + "\n")
+        log.write(json_line(r))
         log.flush()
         if cfg.snapshot_every and step % cfg.snapshot_every == 0:
             save_snapshot(out_dir, step, params.flat)  # for `tinygrok analyze`
@@ -487,14 +511,63 @@ def _loop(
             if cfg.snapshot_every:
                 save_snapshot(out_dir, step, params.flat)  # the end, wherever it falls
     wall = time.perf_counter() - t0
-    summary = run_summary(cfg, records, status, wall, params.flat.size)
+    return write_end(out_dir, cfg, records, status, wall, params, mask, step)
+
+
+def write_end(
+    out_dir: Path,
+    cfg: Config,
+    records: list[dict],
+    status: str,
+    wall_s: float,
+    params: Params,
+    mask: Params,
+    step: int,
+) -> dict:
+    """Write summary.json and draw curves.png, the files after a run's final checkpoint; returns
+    the summary. A figure that cannot be drawn is a warning on stderr, never a failed run."""
+    summary = run_summary(cfg, records, status, wall_s, params.flat.size)
     # zeros over the weight matrices: those --sparse set (the mask's), and those left at the end
     summary["initial_sparsity"] = matrix_sparsity(mask)
     summary["final_sparsity"] = matrix_sparsity(params)
     if status == "diverged":
         summary["diverged_step"] = step
     write_json(out_dir / "summary.json", summary)
-    from tinygrok.plots import plot_curves
+    from tinygrok import plots
 
-    plot_curves(out_dir)
+    try:
+        plots.plot_curves(out_dir)
+    except Exception as e:  # matplotlib's failures are many and none may cost the run
+        why = (str(e).strip().splitlines() or [""])[0]
+        print(
+            f"tinygrok: warning: {out_dir / 'curves.png'} not drawn ({type(e).__name__}: {why})",
+            file=sys.stderr,
+        )
     return summary
+
+
+def complete_run(run: SavedRun) -> dict:
+    """Write the end of a run that `checkpoint.read_run` found finished but without a current
+    summary.json or curves.png (`run.complete_only`): metrics.jsonl again from the checkpoint's
+    records and its final evaluation, then summary.json (wall-clock time: the checkpoint's
+    elapsed_s) and curves.png. Nothing is trained; returns the summary."""
+    ckpt = run.checkpoint
+    cfg, records = ckpt.cfg, list(ckpt.records)
+    if records[-1]["step"] != ckpt.step:  # the end fell between evaluations on the schedule
+        from tinygrok.plots import read_metrics
+
+        try:
+            final = [r for r in read_metrics(run.dir) if r.get("step") == ckpt.step]
+        except (OSError, UnicodeDecodeError, json.JSONDecodeError, AttributeError):
+            final = []
+        if not final:
+            raise ConfigError(
+                f"{run.dir / 'metrics.jsonl'}: no evaluation at the run's last step "
+                f"({ckpt.step:,}), so its summary cannot be rebuilt; " + RESTART.format(dir=run.dir)
+            )
+        records.append(final[-1])
+    lines = "".join(json_line(r) for r in records)
+    atomic_write(run.dir / "metrics.jsonl", lambda f: f.write(lines.encode()))
+    shapes = param_shapes(cfg)
+    params, mask = Params(shapes, ckpt.params), Params(shapes, ckpt.mask)
+    return write_end(run.dir, cfg, records, ckpt.status, ckpt.elapsed_s, params, mask, ckpt.step)
