@@ -22,6 +22,8 @@ default model and `--preset report`'s:
 
 from __future__ import annotations
 
+from operator import attrgetter
+
 import numpy as np
 
 try:
@@ -109,64 +111,71 @@ class ReportModel(nn.Module):
         return self.output_layer(self.transformer(x, mask=mask)[:, -1])
 
 
-def _report_pairs(model: ReportModel) -> list[tuple[str, torch.Tensor, bool]]:
-    out = [("wte", model.embedding.weight, False), ("wpe", model.pos_encoding.weight, False)]
-    for i, layer in enumerate(model.transformer.layers):
-        b = f"blocks.{i}."
-        out += [
-            (b + "ln1.w", layer.norm1.weight, False),
-            (b + "ln1.b", layer.norm1.bias, False),
-            (b + "attn.w_qkv", layer.self_attn.in_proj_weight, True),
-            (b + "attn.b_qkv", layer.self_attn.in_proj_bias, False),
-            (b + "attn.w_o", layer.self_attn.out_proj.weight, True),
-            (b + "attn.b_o", layer.self_attn.out_proj.bias, False),
-            (b + "ln2.w", layer.norm2.weight, False),
-            (b + "ln2.b", layer.norm2.bias, False),
-            (b + "mlp.w_fc", layer.linear1.weight, True),
-            (b + "mlp.b_fc", layer.linear1.bias, False),
-            (b + "mlp.w_proj", layer.linear2.weight, True),
-            (b + "mlp.b_proj", layer.linear2.bias, False),
-        ]
-    return out + [
-        ("head.w", model.output_layer.weight, True),
-        ("head.b", model.output_layer.bias, False),
-    ]
+# tinygrok's name of each block tensor -> (its attribute in a PyTorch block, stored transposed),
+# for the GPT-2-style Block above and for nn.TransformerEncoderLayer
+BLOCK_TENSORS = {
+    Block: {
+        "ln1.w": ("ln1.weight", False),
+        "ln1.b": ("ln1.bias", False),
+        "attn.w_qkv": ("qkv.weight", True),
+        "attn.b_qkv": ("qkv.bias", False),
+        "attn.w_o": ("proj.weight", True),
+        "attn.b_o": ("proj.bias", False),
+        "ln2.w": ("ln2.weight", False),
+        "ln2.b": ("ln2.bias", False),
+        "mlp.w_fc": ("fc.weight", True),
+        "mlp.b_fc": ("fc.bias", False),
+        "mlp.w_proj": ("out.weight", True),
+        "mlp.b_proj": ("out.bias", False),
+    },
+    nn.TransformerEncoderLayer: {
+        "ln1.w": ("norm1.weight", False),
+        "ln1.b": ("norm1.bias", False),
+        "attn.w_qkv": ("self_attn.in_proj_weight", True),
+        "attn.b_qkv": ("self_attn.in_proj_bias", False),
+        "attn.w_o": ("self_attn.out_proj.weight", True),
+        "attn.b_o": ("self_attn.out_proj.bias", False),
+        "ln2.w": ("norm2.weight", False),
+        "ln2.b": ("norm2.bias", False),
+        "mlp.w_fc": ("linear1.weight", True),
+        "mlp.b_fc": ("linear1.bias", False),
+        "mlp.w_proj": ("linear2.weight", True),
+        "mlp.b_proj": ("linear2.bias", False),
+    },
+}
+# the tensors outside the blocks, per model
+OUTER_TENSORS = {
+    "TorchModel": (
+        {"wte": ("wte.weight", False), "wpe": ("wpe", False)},
+        {
+            "ln_f.w": ("ln_f.weight", False),
+            "ln_f.b": ("ln_f.bias", False),
+            "head.w": ("head.weight", True),
+            "head.b": ("head.bias", False),
+        },
+    ),
+    "ReportModel": (
+        {"wte": ("embedding.weight", False), "wpe": ("pos_encoding.weight", False)},
+        {"head.w": ("output_layer.weight", True), "head.b": ("output_layer.bias", False)},
+    ),
+}
 
 
-def _pairs(model: nn.Module, cfg: Config) -> list[tuple[str, torch.Tensor, bool]]:
+def _pairs(model: nn.Module) -> list[tuple[str, torch.Tensor, bool]]:
     """(tinygrok name, PyTorch tensor, transposed) for every parameter."""
-    if isinstance(model, ReportModel):
-        return _report_pairs(model)
-    out = [("wte", model.wte.weight, False), ("wpe", model.wpe, False)]
-    for i, blk in enumerate(model.blocks):
-        b = f"blocks.{i}."
-        out += [
-            (b + "ln1.w", blk.ln1.weight, False),
-            (b + "ln1.b", blk.ln1.bias, False),
-            (b + "attn.w_qkv", blk.qkv.weight, True),
-            (b + "attn.b_qkv", blk.qkv.bias, False),
-            (b + "attn.w_o", blk.proj.weight, True),
-            (b + "attn.b_o", blk.proj.bias, False),
-            (b + "ln2.w", blk.ln2.weight, False),
-            (b + "ln2.b", blk.ln2.bias, False),
-            (b + "mlp.w_fc", blk.fc.weight, True),
-            (b + "mlp.b_fc", blk.fc.bias, False),
-            (b + "mlp.w_proj", blk.out.weight, True),
-            (b + "mlp.b_proj", blk.out.bias, False),
-        ]
-    out += [
-        ("ln_f.w", model.ln_f.weight, False),
-        ("ln_f.b", model.ln_f.bias, False),
-        ("head.w", model.head.weight, True),
-        ("head.b", model.head.bias, False),
-    ]
-    return out
+    first, last = OUTER_TENSORS[type(model).__name__]
+    blocks = model.transformer.layers if isinstance(model, ReportModel) else model.blocks
+    out = [(name, attrgetter(path)(model), t) for name, (path, t) in first.items()]
+    for i, blk in enumerate(blocks):
+        table = BLOCK_TENSORS[type(blk)]
+        out += [(f"blocks.{i}.{n}", attrgetter(path)(blk), t) for n, (path, t) in table.items()]
+    return out + [(name, attrgetter(path)(model), t) for name, (path, t) in last.items()]
 
 
 def load_tinygrok(model: nn.Module, params: Params, cfg: Config) -> None:
     """Copy tinygrok's parameters into the PyTorch model."""
     with torch.no_grad():
-        for name, tensor, transposed in _pairs(model, cfg):
+        for name, tensor, transposed in _pairs(model):
             w = params[name]
             tensor.copy_(torch.from_numpy(np.ascontiguousarray(w.T if transposed else w)))
 
@@ -200,7 +209,7 @@ def check_same_model(cfg: Config, params: Params, engine: str, tol: float = 2e-4
         worst = max(
             worst, abs(t_loss.item() - loss) / abs(loss), rel(t_logits.detach().numpy(), logits)
         )
-        for name, tensor, transposed in _pairs(model, cfg):
+        for name, tensor, transposed in _pairs(model):
             g = tensor.grad.numpy()
             worst = max(worst, rel(g.T if transposed else g, grads[name]))
     if worst > tol:

@@ -10,53 +10,36 @@ import signal
 import subprocess
 import sys
 
-import numba
 import numpy as np
 import pytest
-from threadpoolctl import threadpool_limits
+from conftest import TINY_FIELDS, one_thread
 
 import tinygrok
 import tinygrok.train as train_mod
 from tinygrok.errors import ConfigError
 from tinygrok.model import Params, forward, param_shapes
 
-# the tests' tiny model (conftest.py's tiny_cfg): a whole run takes well under a second
-TINY = dict(
-    p=7,
-    train_frac=0.5,
-    batch_size=16,
-    layers=1,
-    d_model=8,
-    heads=2,
-    d_mlp=16,
-    steps=40,
-    eval_every=10,
-    patience=0,
-)
+# the tests' tiny model, its task given by each test
+TINY = {k: v for k, v in TINY_FIELDS.items() if k != "tasks"}
 FILES = ("config.json", "metrics.jsonl", "summary.json", "checkpoint.npz", "curves.png")
 
 
 @pytest.fixture(scope="module")
-def one_thread():
-    """One BLAS and one numba thread for this module's runs; restored afterwards."""
-    before = numba.get_num_threads()
-    numba.set_num_threads(1)
-    try:
-        with threadpool_limits(1, user_api="blas"):
-            yield
-    finally:
-        numba.set_num_threads(before)
+def one_thread_module():
+    """One BLAS and one numba thread for this module's runs."""
+    with one_thread():
+        yield
 
 
 @pytest.fixture(scope="module")
-def single(tmp_path_factory, one_thread) -> tinygrok.Run:
+def single(tmp_path_factory, one_thread_module) -> tinygrok.Run:
     """A run of addition mod 7, two blocks (so that `attention` has a layer 1)."""
     cfg = tinygrok.config_from(tasks="addition", **TINY | {"layers": 2})
     return tinygrok.run(cfg, tmp_path_factory.mktemp("api") / "single", progress=False)
 
 
 @pytest.fixture(scope="module")
-def double(tmp_path_factory, one_thread) -> tinygrok.Run:
+def double(tmp_path_factory, one_thread_module) -> tinygrok.Run:
     """A run of addition and division mod 7 in one model."""
     cfg = tinygrok.config_from(tasks=("addition", "division"), **TINY)
     return tinygrok.run(cfg, tmp_path_factory.mktemp("api") / "double", progress=False)
@@ -202,7 +185,7 @@ def test_a_damaged_checkpoint_is_a_config_error(single, tmp_path):
         tinygrok.load(tmp_path)
 
 
-def test_run_refuses_a_folder_that_holds_a_run_unless_forced(tmp_path, one_thread):
+def test_run_refuses_a_folder_that_holds_a_run_unless_forced(tmp_path, one_thread_module):
     cfg = tinygrok.config_from(tasks="subtraction", **TINY | {"steps": 10})
     first = tinygrok.run(cfg, tmp_path, progress=False)
     with pytest.raises(ConfigError, match="already holds a run"):
@@ -214,7 +197,9 @@ def test_run_refuses_a_folder_that_holds_a_run_unless_forced(tmp_path, one_threa
         tinygrok.run(cfg, tmp_path / "other", threads=0)
 
 
-def test_ctrl_c_saves_the_run_and_raises_keyboard_interrupt(tmp_path, monkeypatch, one_thread):
+def test_ctrl_c_saves_the_run_and_raises_keyboard_interrupt(
+    tmp_path, monkeypatch, one_thread_module
+):
     real = train_mod.learning_rate
 
     def learning_rate(cfg, step):

@@ -81,7 +81,7 @@ def test_report_start_is_pytorchs_in_distribution():
     params, _ = init_params(cfg)
     torch.manual_seed(0)
     model = tr.ReportModel(cfg)
-    for name, tensor, transposed in tr._report_pairs(model):
+    for name, tensor, transposed in tr._pairs(model):
         theirs = tensor.detach().numpy()
         mine = params[name]
         assert mine.shape == (theirs.T if transposed else theirs).shape, name
