@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import csv
 import importlib.util
+import json
 import os
 import shutil
 import signal
@@ -149,6 +150,75 @@ def test_a_killed_worker_loses_no_run(tmp_path):
     assert r.code == 0, r.err
     assert metrics_lines(victim) == metrics_lines(alone)
     assert summary(victim) == summary(alone)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("retries", [0, 2])
+def test_a_run_that_keeps_failing_is_tried_retries_plus_one_times(tmp_path, retries):
+    """A run that fails with an OSError on every attempt is tried 1 + --retries times, then
+    reported (exit 1) while the other run finishes.
+
+    The failure: a folder stands where the run writes its step-20 snapshot's temporary file, so
+    every attempt fails at step 20 with IsADirectoryError (a fresh start does not clear it, as
+    it is no snapshot). The count: the first attempt starts at step 0 and checkpoints step 0;
+    every later one resumes from that checkpoint, and each resume is listed in config.json."""
+    out, bad = tmp_path / "s", "seed=1"
+    (out / "runs" / bad / "snapshots" / "step_0000020.npz.tmp.npz").mkdir(parents=True)
+    r = run_cli(
+        "sweep", "add", *TINY, "--steps", "30", "--seeds", "0-1", "--snapshot-every", "10",
+        "--workers", "2", "--retries", str(retries), "--out", out,
+    )  # fmt: skip
+    assert r.code == 1, r.err
+    failed = [line for line in r.err_lines if " failed: " in line]
+    assert failed and all(line.startswith(f"tinygrok: run {bad} failed: ") for line in failed)
+    assert failed[-1] == r.err_lines[-1]  # the list of failed runs ends the output
+    assert "IsADirectoryError" in failed[-1] and "step_0000020.npz.tmp.npz" in failed[-1]
+    config = json.loads((out / "runs" / bad / "config.json").read_text())
+    assert [resume["step"] for resume in config.get("resumes", [])] == [0] * retries
+    assert not (out / "runs" / bad / "summary.json").exists()
+    assert summary(out / "runs" / "seed=0")["status"] == "finished"
+    rows = {row["run"]: row["status"] for row in read_csv(out / "runs.csv")}
+    assert rows == {"seed=0": "finished", bad: "incomplete"}
+
+
+def parent_pid(pid: int) -> int:
+    """The parent of a live process, from /proc (field 4 of /proc/PID/stat, after the name)."""
+    stat = Path(f"/proc/{pid}/stat").read_text()
+    return int(stat.rpartition(")")[2].split()[1])
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(importlib.util.find_spec("distributed") is None, reason="needs dask")
+def test_a_killed_dask_worker_loses_no_run(tmp_path):
+    """Dask executor: SIGKILL the worker process of the local cluster that trains one run,
+    mid-run, after its first checkpoint. Dask moves the run to another worker, where it resumes
+    from its checkpoint: every run finishes, with the runs.csv of a local-pool sweep."""
+    args = ["sweep", "add", *TINY, "--steps", "200", "--seeds", "0-1", "--workers", "2"]
+    out = tmp_path / "dask"
+    proc = spawn(*args, "--executor", "dask", "--out", out)
+    victim, deadline = None, time.monotonic() + 60
+    while victim is None and time.monotonic() < deadline and proc.poll() is None:
+        for run in sorted((out / "runs").glob("seed=*")):
+            metrics = run / "metrics.jsonl"
+            lines = metrics.read_text().count("\n") if metrics.exists() else 0
+            if lines >= 5 and not (run / "summary.json").exists():  # in flight, checkpointed
+                victim = run
+                break
+        time.sleep(0.02)
+    assert victim is not None, "no run was ever in flight"
+    pid = int((victim / ".lock").read_text())  # the Dask worker that holds the run's lock
+    assert parent_pid(pid) == proc.pid  # a worker process of this sweep's local cluster
+    os.kill(pid, signal.SIGKILL)
+    stdout, stderr = proc.communicate(timeout=120)
+    assert proc.returncode == 0, stderr
+    assert "on 2 Dask workers" in stderr and "failed" not in stderr
+    config = json.loads((victim / "config.json").read_text())
+    assert [resume["step"] > 0 for resume in config["resumes"]] == [True]  # resumed once
+    r = run_cli(*args, "--out", tmp_path / "local")
+    assert r.code == 0, r.err
+    rows = read_csv(out / "runs.csv")
+    assert [row["status"] for row in rows] == ["finished", "finished"]
+    assert rows == read_csv(tmp_path / "local" / "runs.csv")
 
 
 @pytest.mark.parametrize(
