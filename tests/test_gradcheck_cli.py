@@ -47,6 +47,10 @@ def run_cli(argv: list[str], capsys) -> tuple[int, str, str]:
             ],
             {"tasks": ("addition", "division"), "layers": 1, "layer_norm": False, "heads": 4},
         ),
+        (
+            ["gradcheck", "division", "--norm", "post", "--no-final-norm", "--head", "vocab"],
+            {"tasks": ("division",), "norm": "post", "final_norm": False, "head": "vocab"},
+        ),
     ],
 )
 def test_cli_passes_and_names_every_parameter(argv, model, capsys):

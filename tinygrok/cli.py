@@ -434,8 +434,15 @@ def report(summary: dict, out: Path, cfg: Config) -> None:
 @click.option("--d-model", type=int, default=8, show_default=True, help="residual stream width")
 @click.option("--heads", type=int, default=2, show_default=True, help="attention heads")
 @click.option("--d-mlp", type=int, help="MLP hidden width  [default: 4 * d-model]")
-@click.option("--layer-norm/--no-layer-norm", default=True, show_default=True, help="pre-LayerNorm")
+@click.option("--layer-norm/--no-layer-norm", default=True, show_default=True, help="LayerNorms")
+@click.option(
+    "--norm", type=click.Choice(NORMS), default="pre", show_default=True, help="placement"
+)
+@click.option(
+    "--final-norm/--no-final-norm", default=True, show_default=True, help="before the head"
+)
 @click.option("--activation", type=click.Choice(ACTIVATIONS), default="gelu", show_default=True)
+@click.option("--head", type=click.Choice(HEADS), default="answers", show_default=True)
 @click.option("--engine", type=click.Choice(ENGINES), default=Config.engine, show_default=True)
 @click.option("--seed", type=int, default=0, show_default=True, help="parameters, batch, sample")
 @click.option("--batch-size", type=int, default=8, show_default=True, help="examples in the loss")
@@ -447,6 +454,10 @@ def gradcheck(tasks, coords, tol, **options) -> None:
     Builds a small float64 model (TASK defaults to addition) and prints, per parameter tensor, the
     largest relative error between the backward pass and centered finite differences; exit code 1
     if any tensor exceeds --tol. Tensors with more than --coords elements are sampled.
+
+    \b
+    Example, the report's block layout:
+      tinygrok gradcheck division --norm post --no-final-norm --activation relu --head vocab
     """
     if coords < 1:
         raise ConfigError(f"--coords: must be an integer >= 1 (got {coords})")
