@@ -457,7 +457,7 @@ def gradcheck(tasks, coords, tol, **options) -> None:
 
     \b
     Example, the report's block layout:
-      tinygrok gradcheck division --norm post --no-final-norm --activation relu --head vocab
+      tinygrok gradcheck div --norm post --no-final-norm --activation relu --head vocab
     """
     if coords < 1:
         raise ConfigError(f"--coords: must be an integer >= 1 (got {coords})")
@@ -550,7 +550,7 @@ def experiment(
     \b
     Examples:
       tinygrok experiment diversity --seeds 0-2
-      tinygrok experiment report --preset report --seeds 42,0,1 --arms sparse0.9 --workers 2
+      tinygrok experiment report --preset report --seeds 42,0,1 --workers 2
       tinygrok experiment grokfast --weight-decay 0.1 --out runs/grokfast-wd0.1
       tinygrok experiment noise --sgd 0.3:128 --sgd 1:64
     """
