@@ -457,7 +457,8 @@ def gradcheck(tasks, coords, tol, **options) -> None:
 
     \b
     Example, the report's block layout:
-      tinygrok gradcheck div --norm post --no-final-norm --activation relu --head vocab
+      tinygrok gradcheck div --norm post --no-final-norm --activation relu \\
+        --head vocab
     """
     if coords < 1:
         raise ConfigError(f"--coords: must be an integer >= 1 (got {coords})")
