@@ -15,7 +15,7 @@ from clirun import TINY, run_cli
 
 from tinygrok.checkpoint import load_checkpoint, read_config, read_run
 from tinygrok.config import Config, validate
-from tinygrok.experiments import plan, table
+from tinygrok.experiments import in_progress, plan, table
 from tinygrok.model import Params, evaluate, init_params, param_shapes
 from tinygrok.tasks import SPLIT_STREAM, Batches, make_dataset
 from tinygrok.train import StopFlag, resume, train
@@ -184,3 +184,21 @@ def test_experiment_table_arithmetic(tmp_path):
     assert rows["sparse0.9-keep"][:2] == ["0 of 3", "never"]
     assert rows["sparse0.9-keep"][4:7] == ["-", "-", "-"]
     assert rows["scale0.1"][0] == "no run done yet"
+
+
+def test_experiment_report_lists_the_runs_in_progress(tmp_path):
+    """A run with evaluations and no final summary is listed with its last step and accuracies."""
+    base = validate(Config(tasks=("division",), p=11, d_model=16, heads=2, d_mlp=32, steps=2000))
+    specs = plan("init", base, (0,), tmp_path)
+    run = specs[1].dir
+    run.mkdir(parents=True)
+    rows = [
+        {"step": s, "train_acc": a, "val_acc": v}
+        for s, a, v in [(0, 0.1, 0.1), (50, 1.0, 0.3), (100, 1.0, 0.2)]
+    ]
+    (run / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    (run / "summary.json").write_text(json.dumps({"status": "interrupted"}))
+    assert in_progress(specs) == (
+        "- sparse0.9, seed 0: step 100 of 2,000, division training 100.0%, validation 20.0% "
+        "(at most 30.0% so far)\n"
+    )

@@ -430,6 +430,31 @@ def plot_comparison(specs: list[RunSpec], path: Path, title: str) -> Path:
     return path
 
 
+def in_progress(specs: list[RunSpec]) -> str:
+    """The runs started but not done, one line each, from their metrics.jsonl: the last
+    evaluated step, its training and validation accuracy, and the best validation accuracy so
+    far (first task); '' when there are none."""
+    from tinygrok.plots import read_metrics
+
+    lines = []
+    for spec in specs:
+        summary = read_json(spec.dir / "summary.json")
+        if (summary and summary.get("status") in DONE) or not (spec.dir / "metrics.jsonl").exists():
+            continue
+        records = read_metrics(spec.dir)
+        if not records:
+            continue
+        task = spec.cfg.tasks[0]
+        accs = [r.get("per_task", {}).get(task, r) for r in records]
+        last, best = accs[-1], max(a["val_acc"] for a in accs)
+        lines.append(
+            f"- {spec.arm}, seed {spec.seed}: step {records[-1]['step']:,} of "
+            f"{spec.cfg.step_budget:,}, {task} training {100 * last['train_acc']:.1f}%, "
+            f"validation {100 * last['val_acc']:.1f}% (at most {100 * best:.1f}% so far)\n"
+        )
+    return "".join(lines)
+
+
 def write_report(name: str, specs: list[RunSpec], base: Config, out: Path, command: str) -> str:
     """table.md and comparison.png of the runs done so far; returns the table's text."""
     seeds = ", ".join(str(s) for s in dict.fromkeys(s.seed for s in specs))
@@ -443,6 +468,9 @@ def write_report(name: str, specs: list[RunSpec], base: Config, out: Path, comma
         "(summary `unstable`), the lowest validation accuracy after generalizing, and whether "
         "they ended above it again.\n\n" + table(specs)
     )
+    running = in_progress(specs)
+    if running:
+        text += "\nRuns started and not done yet (`tinygrok resume` continues them):\n\n" + running
     (out / "table.md").write_text(text)
     plot_comparison(specs, out / "comparison.png", figure_title(name, specs, base))
     return text
