@@ -11,6 +11,7 @@ import json
 import os
 import shutil
 import signal
+import subprocess
 import time
 from pathlib import Path
 
@@ -116,6 +117,20 @@ def test_dask_local_cluster_gives_the_same_runs_csv(local_sweep, tmp_path):
     assert read_csv(tmp_path / "dask" / "runs.csv") == read_csv(local_sweep / "runs.csv")
 
 
+def run_in_flight(proc: subprocess.Popen, out: Path) -> Path:
+    """A run folder of the sweep `proc` writes into `out` that is in flight and checkpointed (five
+    evaluations logged, no summary yet), waiting for one up to 60 s."""
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline and proc.poll() is None:
+        for run in sorted((out / "runs").glob("seed=*")):
+            metrics = run / "metrics.jsonl"
+            lines = metrics.read_text().count("\n") if metrics.exists() else 0
+            if lines >= 5 and not (run / "summary.json").exists():
+                return run
+        time.sleep(0.02)
+    raise AssertionError("no run was ever in flight")
+
+
 @pytest.mark.slow
 def test_a_killed_worker_loses_no_run(tmp_path):
     """Local executor: SIGKILL the worker process that trains one run, mid-run. The pool breaks;
@@ -124,16 +139,7 @@ def test_a_killed_worker_loses_no_run(tmp_path):
     out = tmp_path / "killed"
     args = ["sweep", "add", *TINY, "--steps", "200", "--seeds", "0-1", "--workers", "2"]
     proc = spawn(*args, "--out", out)
-    victim, deadline = None, time.monotonic() + 60
-    while victim is None and time.monotonic() < deadline and proc.poll() is None:
-        for run in sorted((out / "runs").glob("seed=*")):
-            metrics = run / "metrics.jsonl"
-            lines = metrics.read_text().count("\n") if metrics.exists() else 0
-            if lines >= 5 and not (run / "summary.json").exists():  # in flight, checkpointed
-                victim = run
-                break
-        time.sleep(0.02)
-    assert victim is not None, "no run was ever in flight"
+    victim = run_in_flight(proc, out)
     pid = int((victim / ".lock").read_text())  # the worker that holds the run's lock
     assert pid != proc.pid
     os.kill(pid, signal.SIGKILL)
@@ -196,16 +202,7 @@ def test_a_killed_dask_worker_loses_no_run(tmp_path):
     args = ["sweep", "add", *TINY, "--steps", "200", "--seeds", "0-1", "--workers", "2"]
     out = tmp_path / "dask"
     proc = spawn(*args, "--executor", "dask", "--out", out)
-    victim, deadline = None, time.monotonic() + 60
-    while victim is None and time.monotonic() < deadline and proc.poll() is None:
-        for run in sorted((out / "runs").glob("seed=*")):
-            metrics = run / "metrics.jsonl"
-            lines = metrics.read_text().count("\n") if metrics.exists() else 0
-            if lines >= 5 and not (run / "summary.json").exists():  # in flight, checkpointed
-                victim = run
-                break
-        time.sleep(0.02)
-    assert victim is not None, "no run was ever in flight"
+    victim = run_in_flight(proc, out)
     pid = int((victim / ".lock").read_text())  # the Dask worker that holds the run's lock
     assert parent_pid(pid) == proc.pid  # a worker process of this sweep's local cluster
     os.kill(pid, signal.SIGKILL)
