@@ -18,7 +18,7 @@ import shutil
 from pathlib import Path
 
 from tinygrok.config import Config, validate
-from tinygrok.plots import read_metrics
+from tinygrok.folders import read_metrics
 from tinygrok.runlock import RunLock
 from tinygrok.train import set_threads, train
 

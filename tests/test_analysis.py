@@ -10,20 +10,20 @@ import pytest
 from clirun import TINY, run_cli
 
 from tinygrok.config import Config, validate
+from tinygrok.lab.phase import cell_regime, classify
 from tinygrok.measures import (
-    cross_entropy,
     fourier_basis,
     frequency_norms,
     gini,
     key_frequencies,
     logit_frequency_norms,
+    mean_loss,
     pair_directions,
     pair_grid,
     primitive_root,
     restricted_excluded,
     task_basis,
 )
-from tinygrok.phase import cell_regime, classify
 
 
 @pytest.mark.parametrize("p", [7, 12, 23, 113])
@@ -79,7 +79,7 @@ def test_restricted_loss_of_a_fourier_model_is_low(task, s):
     rows = np.random.default_rng(3).permutation(p * p)
     train, val = rows[: p * p // 2], rows[p * p // 2 :]
     logits = fourier_logits(p, key, s, scale=10.0)
-    assert cross_entropy(logits, labels) < 1e-2  # the circuit computes the task
+    assert mean_loss(logits, labels) < 1e-2  # the circuit computes the task
     restricted, excluded = restricted_excluded(logits, labels, train, val, key, s)
     assert restricted < 1e-2  # everything is in the key frequencies' directions
     assert excluded == pytest.approx(np.log(p), rel=1e-6)  # nothing left without them
@@ -257,7 +257,7 @@ def multiplicative_logits(p: int, freqs: list[int], s: int, scale: float):
 def test_planted_multiplicative_frequencies_are_found_and_restrict(s):
     p, key = 31, [2, 7, 11]
     logits, labels = multiplicative_logits(p, key, s, scale=10.0)
-    assert cross_entropy(logits, labels) < 1e-2  # it computes a * b (or a / b)
+    assert mean_loss(logits, labels) < 1e-2  # it computes a * b (or a / b)
     noise = 0.3 * np.random.default_rng(7).standard_normal(logits.shape)
     assert (
         key_frequencies(logit_frequency_norms(multiplicative_logits(p, key, s, 1.0)[0] + noise, s))

@@ -13,8 +13,9 @@ import pytest
 
 from tinygrok.cli import main
 from tinygrok.config import Config, validate
-from tinygrok.experiments import noise_arms, plan, stability_cell
 from tinygrok.grokfast import EMAFilter, MAFilter, make_grad_filter
+from tinygrok.lab.comparison import stability_cell
+from tinygrok.lab.experiments import noise_arms, plan
 from tinygrok.metrics import stability
 from tinygrok.model import init_params, is_matrix, matrix_sparsity
 from tinygrok.tasks import Batches, make_dataset
@@ -281,9 +282,9 @@ def test_plan_covers_every_arm_and_seed(tmp_path):
     assert len(specs) == 10
     assert {s.cfg.tasks for s in specs} >= {("division",), ("division", "multiplication")}
     assert specs[0].cfg.tasks == ("division",) and [s.seed for s in specs[:2]] == [0, 1]
-    assert len({s.dir for s in specs}) == 10
+    assert len({s.out for s in specs}) == 10
     specs = plan("grokfast", tiny(), (0,), tmp_path, only=("ma",))
-    assert [(s.arm, s.cfg.grokfast, s.cfg.grokfast_lamb) for s in specs] == [
+    assert [(s.label, s.cfg.grokfast, s.cfg.grokfast_lamb) for s in specs] == [
         ("baseline", "none", None),
         ("ma", "ma", 5.0),
     ]
@@ -358,14 +359,14 @@ def test_report_experiment_plans_the_reports_arms_on_any_seeds(tmp_path):
     from tinygrok.config import from_preset
 
     specs = plan("report", from_preset("report"), (42, 0, 1), tmp_path)
-    arms = list(dict.fromkeys(s.arm for s in specs))
+    arms = list(dict.fromkeys(s.label for s in specs))
     assert arms[:6] == ["baseline", "sparse0.9", "small0.01", "xavier", "norm", "sparse0.9-keep"]
     assert [s.seed for s in specs[:3]] == [42, 0, 1]
-    by_arm = {s.arm: s.cfg for s in specs if s.seed == 0}
+    by_arm = {s.label: s.cfg for s in specs if s.seed == 0}
     assert by_arm["baseline"].init == "report" and by_arm["baseline"].weight_decay == 1e-3
     assert (by_arm["sparse0.9"].init, by_arm["sparse0.9"].sparse) == ("report-xavier", 0.9)
     assert by_arm["small0.01"].init_scale == 0.01 and not by_arm["sparse0.9"].keep_mask
     assert by_arm["sparse0.9-keep"].keep_mask
     assert (by_arm["sgd-lr0.005"].optimizer, by_arm["sgd-lr0.005"].momentum) == ("sgd", 0.0)
     assert by_arm["all-four"].step_budget == 1_600_000
-    assert specs[0].dir == tmp_path / "baseline" / "seed42"
+    assert specs[0].out == tmp_path / "baseline" / "seed42"

@@ -8,7 +8,8 @@ import json
 import pytest
 
 from tinygrok.config import from_preset
-from tinygrok.plots import read_metrics, run_label
+from tinygrok.folders import read_metrics
+from tinygrok.plots import run_label
 from tinygrok.train import json_line, train
 
 

@@ -13,9 +13,11 @@ import numpy as np
 import pytest
 from clirun import TINY, run_cli
 
-from tinygrok.checkpoint import load_checkpoint, read_config, read_run
+from tinygrok.checkpoint import load_checkpoint, read_run
 from tinygrok.config import Config, validate
-from tinygrok.experiments import in_progress, plan, table
+from tinygrok.folders import read_config
+from tinygrok.lab.comparison import in_progress, table
+from tinygrok.lab.experiments import plan
 from tinygrok.model import Params, evaluate, init_params, param_shapes
 from tinygrok.tasks import SPLIT_STREAM, Batches, make_dataset
 from tinygrok.train import StopFlag, resume, train
@@ -153,9 +155,9 @@ def test_experiment_table_arithmetic(tmp_path):
         "sparse0.9-keep": [None, None, None],
     }
     for spec in specs:
-        if spec.arm not in generalized:
+        if spec.label not in generalized:
             continue  # scale0.1: no run done yet
-        gen = generalized[spec.arm][spec.seed]
+        gen = generalized[spec.label][spec.seed]
         task = {
             "generalized_step": gen,
             "progress_pct": None if gen is None else 100 * gen / 2000,
@@ -164,9 +166,9 @@ def test_experiment_table_arithmetic(tmp_path):
             "unstable": False,
             "min_val_acc_after_generalized": None,
         }
-        spec.dir.mkdir(parents=True)
+        spec.out.mkdir(parents=True)
         summary = {"status": "finished", "per_task": {"division": task}}
-        (spec.dir / "summary.json").write_text(json.dumps(summary))
+        (spec.out / "summary.json").write_text(json.dumps(summary))
     rows = {
         line.split("|")[1].strip(): [c.strip() for c in line.split("|")[3:-1]]
         for line in table(specs).splitlines()[2:]
@@ -190,7 +192,7 @@ def test_experiment_report_lists_the_runs_in_progress(tmp_path):
     """A run with evaluations and no final summary is listed with its last step and accuracies."""
     base = validate(Config(tasks=("division",), p=11, d_model=16, heads=2, d_mlp=32, steps=2000))
     specs = plan("init", base, (0,), tmp_path)
-    run = specs[1].dir
+    run = specs[1].out
     run.mkdir(parents=True)
     rows = [
         {"step": s, "train_acc": a, "val_acc": v}

@@ -29,7 +29,8 @@ from threadpoolctl import threadpool_limits
 import tinygrok.checkpoint as checkpoint_mod
 import tinygrok.plots
 import tinygrok.train as train_mod
-from tinygrok.checkpoint import CHECKPOINT_FORMAT, load_checkpoint, read_config
+from tinygrok.checkpoint import CHECKPOINT_FORMAT, load_checkpoint
+from tinygrok.folders import read_config
 
 REAL_LEARNING_RATE = train_mod.learning_rate
 REAL_PLOT_CURVES = tinygrok.plots.plot_curves
@@ -190,8 +191,8 @@ def test_run_killed_after_its_final_checkpoint_is_completed(case, lost, tmp_path
 
 def test_sweep_task_completes_a_run_killed_after_its_final_checkpoint(tmp_path, monkeypatch):
     """run_state / run_task: the same run in a sweep gets its summary and figure, no training."""
-    from tinygrok.checkpoint import read_config
-    from tinygrok.sweep import run_state, run_task
+    from tinygrok.folders import read_config
+    from tinygrok.lab.runner import run_state, run_task
 
     out = tmp_path / "run"
     assert run_cli("run", "division", *TINY, "--steps", "45", "--out", out).code == 0

@@ -19,8 +19,9 @@ import numpy as np
 import pytest
 from clirun import TINY, fake_plot_curves, file_digests, run_cli
 
-from tinygrok.checkpoint import load_checkpoint, read_config
+from tinygrok.checkpoint import load_checkpoint
 from tinygrok.errors import ConfigError
+from tinygrok.folders import read_config
 
 
 @pytest.fixture(autouse=True)
@@ -131,7 +132,7 @@ def test_an_empty_out_is_refused(command, tmp_path, monkeypatch):
 def test_options_are_refused_only_where_no_run_uses_them(tmp_path):
     """A sweep over optimizers uses --momentum in its SGD runs, the noise experiment in its SGD
     arms, a grid of filters --grokfast-lamb; refused where no run would."""
-    from tinygrok.cli import refuse_unused
+    from tinygrok.cli.options import refuse_unused
     from tinygrok.config import Config
 
     refuse_unused({"momentum"}, [Config(), Config(optimizer="sgd")])

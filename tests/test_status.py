@@ -15,10 +15,12 @@ from pathlib import Path
 import pytest
 from clirun import TINY, run_cli
 
-from tinygrok import sweep as sweep_module
 from tinygrok.config import Config, from_preset
 from tinygrok.errors import ConfigError
-from tinygrok.sweep import Sweep, SweepDisplay, run_sweep
+from tinygrok.lab import sweep as sweep_module
+from tinygrok.lab.executors import SweepDisplay
+from tinygrok.lab.grid import Sweep
+from tinygrok.lab.sweep import run_sweep
 from tinygrok.tasks import canonical_task, did_you_mean
 from tinygrok.train import Progress, generalized_since, train
 

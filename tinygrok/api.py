@@ -9,7 +9,7 @@
     run.evaluate("val")                              # {"loss": ..., "acc": ...}
 
 A thin layer over the engine, with no computation of its own: `run` holds the folder's lock
-(runlock.py) and calls `train.train`, `load` reads the files through the checks of checkpoint.py,
+(runlock.py) and calls `train.train`, `load` reads the files through folders.py and checkpoint.py,
 and a query builds `[a, op, b, =]` rows of the run's own tokens (tasks.py) and calls
 `model.forward` with the run's engine. Errors in what is asked are one-line ConfigErrors.
 
@@ -24,7 +24,6 @@ NH heads, T = 4 positions.
 from __future__ import annotations
 
 import dataclasses
-import json
 import threading
 from collections.abc import Sequence
 from pathlib import Path
@@ -33,9 +32,10 @@ from typing import TYPE_CHECKING
 import numpy as np
 from numpy.typing import ArrayLike
 
-from tinygrok.checkpoint import load_checkpoint, read_config
+from tinygrok.checkpoint import load_checkpoint
 from tinygrok.config import EVAL_CHUNK, Config, from_preset, validate
 from tinygrok.errors import ConfigError
+from tinygrok.folders import CONFIG, make_folder, read_config, read_metrics, read_summary
 from tinygrok.model import Params, forward, param_shapes
 from tinygrok.tasks import OPERATIONS, SEQ_LEN, canonical_task, describe_tasks, make_dataset
 
@@ -82,14 +82,10 @@ def run(
     config = validate(config)
     if threads is not None and (not isinstance(threads, int) or threads < 1):
         raise ConfigError(f"threads: must be an integer >= 1 (got {threads})")
-    out = Path(out_dir)
-    try:
-        out.mkdir(parents=True, exist_ok=True)
-    except OSError as e:
-        raise ConfigError(f"out_dir: cannot make the folder {out} ({e.strerror})") from None
+    out = make_folder(Path(out_dir), "out_dir")
     stop = StopFlag()
     with RunLock(out):  # checked under the lock: no other process can start a run here meanwhile
-        if (out / "config.json").exists() and not force:
+        if (out / CONFIG).exists() and not force:
             raise ConfigError(
                 f"out_dir: {out} already holds a run; read it with tinygrok.load, or pass "
                 "force=True to start it over"
@@ -114,31 +110,12 @@ def load(run_dir: str | Path) -> Run:
     """The run in `run_dir` at its latest checkpoint: config, summary, metrics and parameters,
     each file checked before it is trusted (a missing or damaged one is a ConfigError)."""
     run_dir = Path(run_dir)
-    if not (run_dir / "config.json").is_file():
+    if not (run_dir / CONFIG).is_file():
         raise ConfigError(f"{run_dir}: holds no run (no config.json)")
     cfg, _ = read_config(run_dir)
     ckpt = load_checkpoint(run_dir / "checkpoint.npz", cfg)
-    summary = _read_json(run_dir / "summary.json") if (run_dir / "summary.json").exists() else None
-    metrics_path = run_dir / "metrics.jsonl"
-    metrics = []
-    if metrics_path.exists():
-        with metrics_path.open() as f:
-            metrics = [_parse(line, metrics_path) for line in f if line.strip()]
+    summary, metrics = read_summary(run_dir), read_metrics(run_dir, nan=False)
     return Run(run_dir, cfg, ckpt.step, summary, metrics, ckpt.params)
-
-
-def _read_json(path: Path) -> dict:
-    try:
-        return _parse(path.read_text(), path)
-    except (OSError, UnicodeDecodeError) as e:
-        raise ConfigError(f"{path}: unreadable ({e})") from None
-
-
-def _parse(text: str, path: Path) -> dict:
-    try:
-        return json.loads(text)
-    except json.JSONDecodeError as e:
-        raise ConfigError(f"{path}: not valid JSON ({e})") from None
 
 
 class Run:

@@ -1,9 +1,5 @@
-"""Checkpoints and the other files of a run folder: written so that no crash loses a run, read so
-that no damaged or foreign file is trusted.
-
-Atomic writes: a file is written under a temporary name beside its final one, flushed to the disk
-(fsync), renamed over the old file (`os.replace`, atomic on POSIX), and the folder is synced so the
-rename itself is durable. A crash at any moment leaves either the old complete file or the new one.
+"""Checkpoints: written atomically (folders.atomic_write) so that no crash loses a run, read so
+that no damaged or foreign file is trusted; and a run folder read back for `tinygrok resume`.
 
 `checkpoint.npz`, format 1, plain arrays only (loaded with `allow_pickle=False`):
 
@@ -29,17 +25,21 @@ raised, adds at another step is not part of the run that continues. Resuming rew
 from __future__ import annotations
 
 import json
-import os
 import zipfile
-from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import BinaryIO
 
 import numpy as np
 
 from tinygrok.config import Config, validate
 from tinygrok.errors import ConfigError
+from tinygrok.folders import (
+    atomic_write,
+    config_from_doc,
+    outputs_current,
+    read_config,
+    read_summary,
+)
 from tinygrok.grokfast import make_grad_filter
 from tinygrok.model import n_params
 from tinygrok.optim import make_optimizer
@@ -48,26 +48,6 @@ CHECKPOINT_FORMAT = 1
 STATUSES = ("running", "interrupted", "finished")
 RECORD_KEYS = ("step", "train_acc", "val_acc")  # what the summary and the early stop read
 RESTART = "start the run again with `tinygrok run ... --out {dir} --force`"
-
-
-def atomic_write(path: Path, write: Callable[[BinaryIO], None]) -> None:
-    """Call `write(f)` on a temporary file, then make it `path` in one atomic, durable step."""
-    tmp = path.with_name(f".{path.name}.tmp")
-    with open(tmp, "wb") as f:
-        write(f)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
-    fd = os.open(path.parent, os.O_RDONLY)
-    try:
-        os.fsync(fd)  # the rename is an entry of the folder: sync it too
-    finally:
-        os.close(fd)
-
-
-def write_json(path: Path, obj: dict) -> None:
-    """Write JSON atomically: a crash never leaves a half-written file as the only copy."""
-    atomic_write(path, lambda f: f.write((json.dumps(obj, indent=2) + "\n").encode()))
 
 
 @dataclass
@@ -101,36 +81,6 @@ def save_checkpoint(path: Path, ckpt: Checkpoint) -> None:
     atomic_write(path, lambda f: np.savez(f, **arrays))
 
 
-def _config_from(doc: object, where: str, fix: str) -> Config:
-    """A validated Config from a JSON object, or a ConfigError naming `where` and the `fix`."""
-    try:
-        if not isinstance(doc, dict):
-            raise ConfigError("the config is not a JSON object")
-        return validate(Config.from_dict(doc))
-    except ConfigError as e:
-        raise ConfigError(f"{where}: {e}; {fix}") from None
-    except (TypeError, ValueError) as e:
-        raise ConfigError(f"{where}: a setting has the wrong type ({e}); {fix}") from None
-
-
-def read_config(run_dir: Path) -> tuple[Config, dict]:
-    """config.json of a run: its validated Config and the whole document."""
-    path = run_dir / "config.json"
-    fix = f"restore it, or {RESTART.format(dir=run_dir)}"
-    try:
-        doc = json.loads(path.read_text())
-    except FileNotFoundError:
-        raise ConfigError(
-            f"{run_dir}: no config.json, so no run to resume; start one with "
-            f"`tinygrok run TASK --out {run_dir}`"
-        ) from None
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
-        raise ConfigError(f"{path}: unreadable or not valid JSON ({e}); {fix}") from None
-    if not isinstance(doc, dict) or "config" not in doc:
-        raise ConfigError(f'{path}: no "config" object; {fix}')
-    return _config_from(doc["config"], str(path), fix), doc
-
-
 def _differences(a: Config, b: Config) -> list[str]:
     """Fields where two configs differ, as 'name: a vs b'."""
     da, db = a.to_dict(), b.to_dict()
@@ -156,7 +106,7 @@ def load_checkpoint(path: Path, cfg: Config) -> Checkpoint:
                 f"{path}: checkpoint format version {version}, but this tinygrok reads version "
                 f"{CHECKPOINT_FORMAT}; resume it with the tinygrok version that wrote it"
             )
-        saved_cfg = _config_from(json.loads(str(arrays["config_json"])), f"{path}", cannot)
+        saved_cfg = config_from_doc(json.loads(str(arrays["config_json"])), f"{path}", cannot)
         run = json.loads(str(arrays["run_json"]))
         ckpt = Checkpoint(
             cfg=saved_cfg,
@@ -253,23 +203,6 @@ class SavedRun:
     complete_only: bool = False
 
 
-def outputs_current(run_dir: Path, step: int | None = None) -> bool:
-    """Whether summary.json says the run finished (at `step`, if given) and curves.png is at
-    least as new as it: the files the end of a run writes after its final checkpoint."""
-    summary_path, curves = run_dir / "summary.json", run_dir / "curves.png"
-    try:
-        summary = json.loads(summary_path.read_text())
-        drawn = curves.stat().st_mtime_ns >= summary_path.stat().st_mtime_ns
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError):
-        return False
-    return (
-        drawn
-        and isinstance(summary, dict)
-        and summary.get("status") == "finished"
-        and (step is None or summary.get("steps_run") == step)
-    )
-
-
 def read_run(run_dir: Path, steps: int | None = None) -> SavedRun:
     """Read and check everything `tinygrok resume` needs, writing nothing: config.json, the
     checkpoint, summary.json (a diverged run is not resumed), and whether steps are left to run.
@@ -307,13 +240,5 @@ def read_run(run_dir: Path, steps: int | None = None) -> SavedRun:
 
 def _diverged(run_dir: Path) -> bool:
     """Whether summary.json says the run diverged (a run has no summary until it stops)."""
-    path = run_dir / "summary.json"
-    if not path.exists():
-        return False
-    try:
-        summary = json.loads(path.read_text())
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
-        raise ConfigError(
-            f"{path}: unreadable or not valid JSON ({e}); delete it (resume writes a new one)"
-        ) from None
-    return isinstance(summary, dict) and summary.get("status") == "diverged"
+    summary = read_summary(run_dir, "delete it (resume writes a new one)")
+    return summary is not None and summary.get("status") == "diverged"

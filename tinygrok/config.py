@@ -343,6 +343,24 @@ def from_preset(preset: str, tasks: tuple[str, ...] = (), **given) -> Config:
 
 # Rows per evaluation forward pass: 1024 keeps a default run's peak memory near 220 MB (4096:
 # about 390 MB, the forward caches of every layer) at the same speed (benchmarks/startup.py).
+# The model of the gradient checks (`gradcheck.small_config`, `tinygrok gradcheck`): small enough
+# to check coordinate by coordinate, in float64; d_mlp None means 4 * d_model.
+SMALL_MODEL: dict = {
+    "tasks": ("addition",),
+    "p": 11,
+    "layers": 2,
+    "d_model": 8,
+    "heads": 2,
+    "d_mlp": None,
+    "layer_norm": True,
+    "norm": "pre",
+    "final_norm": True,
+    "activation": "gelu",
+    "head": "answers",
+    "seed": 0,
+    "batch_size": 8,
+}
+
 EVAL_CHUNK = 1024
 
 

@@ -24,7 +24,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from tinygrok import layers as L
-from tinygrok.config import Config, validate
+from tinygrok.config import SMALL_MODEL, Config, validate
 from tinygrok.model import Params, forward, init_params, loss_and_grads
 from tinygrok.tasks import Batches, make_dataset
 
@@ -50,43 +50,13 @@ class TensorCheck:
         return self.max_rel_err <= self.tol
 
 
-def small_config(
-    tasks: tuple[str, ...] = ("addition",),
-    p: int = 11,
-    layers: int = 2,
-    d_model: int = 8,
-    heads: int = 2,
-    d_mlp: int | None = None,
-    layer_norm: bool = True,
-    norm: str = "pre",
-    final_norm: bool = True,
-    activation: str = "gelu",
-    head: str = "answers",
-    engine: str = Config.engine,
-    seed: int = 0,
-    batch_size: int = 8,
-) -> Config:
-    """A validated float64 config of a model small enough to check coordinate by coordinate
-    (d_mlp defaults to 4 * d_model)."""
-    return validate(
-        Config(
-            tasks=tasks,
-            p=p,
-            layers=layers,
-            d_model=d_model,
-            heads=heads,
-            d_mlp=4 * d_model if d_mlp is None else d_mlp,
-            layer_norm=layer_norm,
-            norm=norm,
-            final_norm=final_norm,
-            activation=activation,
-            head=head,
-            engine=engine,
-            seed=seed,
-            batch_size=batch_size,
-            dtype="float64",
-        )
-    )
+def small_config(**changes) -> Config:
+    """A validated float64 config of SMALL_MODEL with `changes` (Config fields) on top; d_mlp
+    defaults to 4 * d_model."""
+    fields = SMALL_MODEL | changes
+    if fields["d_mlp"] is None:
+        fields["d_mlp"] = 4 * fields["d_model"]
+    return validate(Config(**fields, dtype="float64"))
 
 
 def checked_setup(cfg: Config, noise: float = NOISE) -> tuple[Params, np.ndarray, np.ndarray]:

@@ -76,6 +76,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from tinygrok.config import EVAL_CHUNK, Config
+from tinygrok.kernels.crossentropy import cross_entropy_forward_ref
 from tinygrok.model import Params, forward
 from tinygrok.tasks import FIXED_ELEMENTS, OPERATIONS, is_prime, make_dataset
 
@@ -215,12 +216,10 @@ def logit_frequency_norms(logits: np.ndarray, s: int) -> np.ndarray:
     return np.array([np.linalg.norm(pair_directions(n, [k], s) @ z) for k in range(n // 2 + 1)])
 
 
-def cross_entropy(logits: np.ndarray, y: np.ndarray) -> float:
-    """Mean cross-entropy in float64: logits (N, P), y (N,)."""
-    z = logits.astype(np.float64)
-    z = z - z.max(axis=1, keepdims=True)
-    logp = z - np.log(np.exp(z).sum(axis=1, keepdims=True))
-    return float(-logp[np.arange(len(y)), y].mean())
+def mean_loss(logits: np.ndarray, y: np.ndarray) -> float:
+    """Mean cross-entropy in float64 (the loss of training, kernels.crossentropy): logits (N, P),
+    y (N,)."""
+    return float(cross_entropy_forward_ref(logits, y)[0].mean())
 
 
 def restricted_excluded(
@@ -239,8 +238,8 @@ def restricted_excluded(
     restricted = z.mean(axis=0, keepdims=True) + z_key
     excluded = z - z_key
     return (
-        cross_entropy(restricted[val_rows], labels[val_rows]),
-        cross_entropy(excluded[train_rows], labels[train_rows]),
+        mean_loss(restricted[val_rows], labels[val_rows]),
+        mean_loss(excluded[train_rows], labels[train_rows]),
     )
 
 
@@ -306,8 +305,8 @@ def logit_measures(params: Params, cfg: Config, grid: PairGrid, keys: list[int] 
         "key_frequencies": found,
         "restricted_loss": restricted,
         "excluded_loss": excluded,
-        "train_loss": cross_entropy(z[tr], y[tr]),
-        "val_loss": cross_entropy(z[va], y[va]),
+        "train_loss": mean_loss(z[tr], y[tr]),
+        "val_loss": mean_loss(z[va], y[va]),
     }
 
 

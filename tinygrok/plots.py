@@ -2,32 +2,12 @@
 
 from __future__ import annotations
 
-import json
-import math
 import textwrap
 from pathlib import Path
 
 from tinygrok.config import PRESETS, Config
+from tinygrok.folders import read_config, read_metrics, read_summary
 from tinygrok.tasks import describe_tasks
-
-
-def null_to_nan(value: object) -> object:
-    """`value` with every null (None), in dicts and lists too, made NaN: metrics.jsonl writes a
-    NaN or infinite number as null, and NaN is what arithmetic and matplotlib (a gap) expect."""
-    if value is None:
-        return math.nan
-    if isinstance(value, dict):
-        return {k: null_to_nan(v) for k, v in value.items()}
-    if isinstance(value, list):
-        return [null_to_nan(v) for v in value]
-    return value
-
-
-def read_metrics(run_dir: Path) -> list[dict]:
-    """Every evaluation record of a run, in order; a null number (NaN or infinite when logged)
-    reads as NaN."""
-    with (Path(run_dir) / "metrics.jsonl").open() as f:
-        return [null_to_nan(json.loads(line)) for line in f if line.strip()]
 
 
 def run_label(cfg: Config) -> str:
@@ -76,8 +56,8 @@ def plot_curves(run_dir: Path, out: Path | None = None) -> Path:
     log_x = records[-1]["step"] > 0
     if log_x:  # step 0 has no place on a log axis
         records = [r for r in records if r["step"] > 0]
-    summary = json.loads((run_dir / "summary.json").read_text())
-    cfg = Config.from_dict(json.loads((run_dir / "config.json").read_text())["config"])
+    summary = read_summary(run_dir)
+    cfg, _ = read_config(run_dir)
     measured = [r for r in records if r.get("measures")]
     n_panels = 3 if measured else 2
     fig, axes = plt.subplots(n_panels, 1, figsize=(8.6, 3.1 * n_panels + 0.6), sharex=True)

@@ -30,16 +30,10 @@ from typing import TextIO
 import numpy as np
 
 from tinygrok import __version__
-from tinygrok.checkpoint import (
-    RESTART,
-    Checkpoint,
-    SavedRun,
-    atomic_write,
-    save_checkpoint,
-    write_json,
-)
+from tinygrok.checkpoint import RESTART, Checkpoint, SavedRun, save_checkpoint
 from tinygrok.config import Config
 from tinygrok.errors import ConfigError
+from tinygrok.folders import atomic_write, read_metrics, remove_outputs, write_json
 from tinygrok.grokfast import make_grad_filter
 from tinygrok.measures import live_measures, pair_grid
 from tinygrok.metrics import grokking_metrics, stability
@@ -379,8 +373,7 @@ def train(cfg: Config, out_dir: Path, progress: bool = True, stop: StopFlag | No
     params, mask = init_params(cfg)
     opt = make_optimizer(cfg, params.flat.size, params.flat.dtype, cfg.engine)
     out_dir.mkdir(parents=True, exist_ok=True)
-    for stale in ("checkpoint.npz", "summary.json", "curves.png"):
-        (out_dir / stale).unlink(missing_ok=True)
+    remove_outputs(out_dir)
     clear_snapshots(out_dir)
     write_json(
         out_dir / "config.json",
@@ -554,11 +547,9 @@ def complete_run(run: SavedRun) -> dict:
     ckpt = run.checkpoint
     cfg, records = ckpt.cfg, list(ckpt.records)
     if records[-1]["step"] != ckpt.step:  # the end fell between evaluations on the schedule
-        from tinygrok.plots import read_metrics
-
         try:
             final = [r for r in read_metrics(run.dir) if r.get("step") == ckpt.step]
-        except (OSError, UnicodeDecodeError, json.JSONDecodeError, AttributeError):
+        except ConfigError:
             final = []
         if not final:
             raise ConfigError(

@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import csv
 import dataclasses
-import json
 import textwrap
 from dataclasses import dataclass
 from pathlib import Path
@@ -26,7 +25,9 @@ from pathlib import Path
 import numpy as np
 
 from tinygrok.config import Config
-from tinygrok.sweep import DONE, Job, format_value, load_sweep, read_summary
+from tinygrok.folders import CONFIG, read_config, read_summary
+from tinygrok.lab.grid import Job, format_value, load_sweep
+from tinygrok.lab.runner import DONE
 from tinygrok.tasks import describe_tasks
 
 METRICS = (
@@ -64,16 +65,12 @@ def read_rows(out: Path) -> tuple[list[str], list[Row]]:
     rows = []
     for job in sweep.jobs(out):
         summary = read_summary(job.out)
-        config_path = job.out / "config.json"
-        config = (
-            json.loads(config_path.read_text())["config"]
-            if config_path.exists()
-            else job.cfg.to_dict()
-        )
+        started = (job.out / CONFIG).exists()
+        config = read_config(job.out)[0].to_dict() if started else job.cfg.to_dict()
         if summary is not None:
-            status = summary["status"]
+            status = summary.get("status")
         else:
-            status = "incomplete" if config_path.exists() else "not started"
+            status = "incomplete" if started else "not started"
         rows.append(Row(job, config, summary, status))
     return list(sweep.grid), rows
 

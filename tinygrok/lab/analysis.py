@@ -5,13 +5,19 @@ measures against the step; loss against weight norm).
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import numpy as np
 
-from tinygrok.config import Config
 from tinygrok.errors import ConfigError
+from tinygrok.folders import (
+    ANALYSIS,
+    ANALYSIS_FIGURES,
+    CONFIG,
+    read_config,
+    read_metrics,
+    write_json,
+)
 from tinygrok.measures import (
     key_frequencies,
     layer_norms,
@@ -26,20 +32,6 @@ from tinygrok.model import Params, param_shapes
 from tinygrok.snapshots import list_snapshots, load_snapshot
 from tinygrok.tasks import describe_tasks
 
-FIGURES = ("analysis-spectrum.png", "analysis-measures.png", "analysis-weight-norm.png")
-
-
-def read_run(run_dir: Path) -> tuple[Config, list[dict]]:
-    """The config and the evaluation records of a run folder."""
-    run_dir = Path(run_dir)
-    if not (run_dir / "config.json").exists():
-        raise ConfigError(f"RUN_DIR: {run_dir} holds no run (no config.json)")
-    cfg = Config.from_dict(json.loads((run_dir / "config.json").read_text())["config"])
-    from tinygrok.plots import read_metrics  # null (a NaN or infinite number) reads as NaN
-
-    records = read_metrics(run_dir) if (run_dir / "metrics.jsonl").exists() else []
-    return cfg, records
-
 
 def analyze(run_dir: Path, key_freqs: list[int] | None = None, figures: bool = True) -> dict:
     """Compute every measure over a run's snapshots; write RUN_DIR/analysis.json and figures.
@@ -47,7 +39,10 @@ def analyze(run_dir: Path, key_freqs: list[int] | None = None, figures: bool = T
     key_freqs: the key frequencies to use (default: found in the last snapshot, see above).
     """
     run_dir = Path(run_dir)
-    cfg, records = read_run(run_dir)
+    if not (run_dir / CONFIG).exists():
+        raise ConfigError(f"RUN_DIR: {run_dir} holds no run (no {CONFIG})")
+    cfg, _ = read_config(run_dir)
+    records = read_metrics(run_dir)
     snaps = list_snapshots(run_dir)
     if not snaps:
         raise ConfigError(
@@ -107,7 +102,7 @@ def analyze(run_dir: Path, key_freqs: list[int] | None = None, figures: bool = T
             out.setdefault(key, []).append(value)
     if figures:
         out["figures"] = [str(f.name) for f in plot_analysis(run_dir, out, records)]
-    (run_dir / "analysis.json").write_text(json.dumps(out, indent=1) + "\n")
+    write_json(run_dir / ANALYSIS, out)
     return out
 
 
@@ -119,7 +114,7 @@ def nearest(steps: list[int], step: int | None) -> int:
 
 
 def plot_analysis(run_dir: Path, a: dict, records: list[dict]) -> list[Path]:
-    """The analysis figures of a run (see FIGURES); returns their paths."""
+    """The analysis figures of a run (see folders.ANALYSIS_FIGURES); returns their paths."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -162,7 +157,7 @@ def plot_analysis(run_dir: Path, a: dict, records: list[dict]) -> list[Path]:
             fontsize=10,
         )
         fig.tight_layout()
-        paths.append(run_dir / FIGURES[0])
+        paths.append(run_dir / ANALYSIS_FIGURES[0])
         fig.savefig(paths[-1], dpi=100)
         plt.close(fig)
 
@@ -198,7 +193,7 @@ def plot_analysis(run_dir: Path, a: dict, records: list[dict]) -> list[Path]:
     axes[-1].set_xlabel("step")
     axes[0].set_title(f"{title}: progress measures over {len(steps)} snapshots")
     fig.tight_layout()
-    paths.append(run_dir / FIGURES[1])
+    paths.append(run_dir / ANALYSIS_FIGURES[1])
     fig.savefig(paths[-1], dpi=100)
     plt.close(fig)
 
@@ -230,7 +225,7 @@ def plot_weight_norm(run_dir: Path, records: list[dict], title: str) -> Path:
     ax.legend(fontsize=8)
     ax.set_title(f"{title}: loss against weight norm")
     fig.tight_layout()
-    out = Path(run_dir) / FIGURES[2]
+    out = Path(run_dir) / ANALYSIS_FIGURES[2]
     fig.savefig(out, dpi=100)
     plt.close(fig)
     return out

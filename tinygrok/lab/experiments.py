@@ -10,34 +10,29 @@ its own run folder, and the experiment folder gets a markdown table and a compar
     OUT/table.md                  per arm and task: median [min-max] over seeds
     OUT/comparison.png            validation curves and steps-to-generalize, every seed
 
-Runs go through the sweep's pool (`sweep.run_local`, one process of one BLAS thread per run), so
-rerunning the same command skips every run that ended (finished or diverged), resumes the ones with
-a checkpoint, and starts the others; a folder holding a run of another config is an error, so one
+The table and the figure are `tinygrok.lab.comparison`'s. Runs go through the sweep's executor
+(`sweep.run_jobs`: one process of one BLAS thread per run, each an idempotent task), so rerunning
+the same command skips every run that ended (finished or diverged), resumes the ones with a
+checkpoint, and starts the others; a folder holding a run of another config is an error, so one
 experiment folder never mixes two experiments.
-
-Speedups are ratios of the baseline's median to the arm's median, for the same task:
-
-    speedup (steps)    = generalized_step of the baseline / generalized_step of the arm
-    speedup (progress) = progress_pct of the baseline / progress_pct of the arm
-    speedup (delay)    = delay_steps of the baseline / delay_steps of the arm
-
-progress_pct is generalized_step / (steps * tasks), the report's measure: with the budget scaled by
-the number of tasks, it compares the examples of each task seen before generalizing.
 """
 
 from __future__ import annotations
 
-import json
-import math
-import statistics
-import textwrap
+import sys
+import typing
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from tinygrok.config import Config, validate
 from tinygrok.errors import ConfigError
-from tinygrok.sweep import DONE
+from tinygrok.folders import CONFIG, make_folder, write_json
+from tinygrok.lab.grid import Job
+
+if typing.TYPE_CHECKING:
+    from tinygrok.lab.sweep import SweepOutcome
+    from tinygrok.train import StopFlag
 
 FOUR_TASKS = ("division", "multiplication", "addition", "subtraction")
 
@@ -138,16 +133,6 @@ EXPERIMENTS: dict[str, tuple[str, Callable[..., list[Arm]]]] = {
 }
 
 
-@dataclass(frozen=True)
-class RunSpec:
-    """One run of an experiment."""
-
-    arm: str
-    seed: int
-    cfg: Config
-    dir: Path
-
-
 def plan(
     name: str,
     base: Config,
@@ -155,7 +140,7 @@ def plan(
     out: Path,
     only: tuple[str, ...] = (),
     **arm_options,
-) -> list[RunSpec]:
+) -> list[Job]:
     """Every run of experiment `name`: arms x seeds, each config validated (a bad arm is a
     ConfigError before anything runs). With `only`, just the baseline and those arms."""
     if name not in EXPERIMENTS:
@@ -175,319 +160,57 @@ def plan(
     for arm in arms:
         for seed in seeds:
             cfg = validate(base.replace(**arm.changes, seed=seed))
-            specs.append(RunSpec(arm.label, seed, cfg, out / arm.label / f"seed{seed}"))
+            name = f"{arm.label}/seed{seed}"
+            specs.append(Job(name, arm.label, {"seed": seed}, cfg, out / name))
     return specs
 
 
-def read_json(path: Path) -> dict | None:
-    """A JSON file's object, or None if it is missing or unreadable (an interrupted write)."""
-    try:
-        return json.loads(path.read_text())
-    except (OSError, ValueError):
-        return None
-
-
-def states(specs: list[RunSpec]) -> list[str]:
-    """What each run folder needs: "new", "resume" or "done" (sweep.run_state); ConfigError if a
-    folder holds a run of another config (it belongs to another experiment)."""
-    from tinygrok.sweep import run_state
-
-    return [run_state(s.cfg, s.dir) for s in specs]
-
-
-def run_all(specs: list[RunSpec], jobs: int = 1, progress: bool = True) -> tuple[dict, bool]:
-    """Run every spec not done yet on `jobs` worker processes of one thread each, with the sweep's
-    pool (sweep.run_local: idempotent runs, resumed from their checkpoints, retried once if a worker
-    dies). Returns ({run: error} of the runs that failed, whether Ctrl-C stopped the experiment)."""
-    from tinygrok.sweep import Job, SweepDisplay, run_local, warm_kernels
-    from tinygrok.train import StopFlag
-
-    todo = [s for s, state in zip(specs, states(specs), strict=True) if state != "done"]
-    if not todo:
-        return {}, False
-    kernels = {}
-    for s in todo:  # compile each set of kernels once, before the workers start
-        c = s.cfg
-        kernels.setdefault((c.engine, c.dtype, c.activation, c.layer_norm, c.optimizer), c)
-    for cfg in kernels.values():
-        warm_kernels(cfg)
-    work = [Job(f"{s.arm}/seed{s.seed}", s.arm, {"seed": s.seed}, s.cfg, s.dir) for s in todo]
-    display = SweepDisplay(len(specs), len(specs) - len(todo), progress)
-    stop = StopFlag()
-    stop.install()
-    try:
-        failures = run_local(work, jobs, 1, display, stop)
-    finally:
-        stop.uninstall()
-        display.close()
-    return failures, stop.reason is not None
-
-
-# ---------------------------------------------------------------------------------------------
-# The table
-
-
-def median_spread(values: list[float | None]) -> tuple[float, float, float] | None:
-    """(median, min, max) with None counted as +inf (did not happen); None if no values."""
-    xs = [math.inf if v is None else v for v in values]
-    return (statistics.median(xs), min(xs), max(xs)) if xs else None
-
-
-def fmt_stat(stat: tuple[float, float, float] | None, fmt: Callable[[float], str]) -> str:
-    """'median [min-max]'; 'never' for +inf."""
-    if stat is None:
-        return "-"
-
-    def one(v: float) -> str:
-        return "never" if math.isinf(v) else fmt(v)
-
-    med, lo, hi = stat
-    return one(med) if lo == hi else f"{one(med)} [{one(lo)}-{one(hi)}]"
-
-
-def fmt_int(v: float) -> str:
-    """1950.0 -> '1,950'."""
-    return f"{v:,.0f}"
-
-
-def fmt_speedup(base: float | None, arm: float | None) -> str:
-    """base / arm as '3.2x', '-' when either is missing or not finite."""
-    if base is None or arm is None or not math.isfinite(base) or not math.isfinite(arm):
-        return "-"
-    if arm <= 0:
-        return "-"
-    return f"{base / arm:.2g}x" if base / arm < 10 else f"{base / arm:.0f}x"
-
-
-def collect(specs: list[RunSpec]) -> dict[str, dict[str, list[dict]]]:
-    """arm -> task -> the per-task summaries of its finished seeds (summary fields + status)."""
-    rows: dict[str, dict[str, list[dict]]] = {}
-    for spec in specs:
-        summary = read_json(spec.dir / "summary.json")
-        by_task = rows.setdefault(spec.arm, {t: [] for t in spec.cfg.tasks})
-        if not summary or summary.get("status") not in DONE:
-            continue
-        for t in spec.cfg.tasks:
-            by_task[t].append(summary["per_task"][t] | {"status": summary["status"]})
-    return rows
-
-
-TABLE_HEADER = (
-    "| arm | task | seeds generalized | generalized step | progress % | delay (steps) "
-    "| speedup (steps) | speedup (progress) | speedup (delay) | final val acc % | stability |\n"
-    "|---|---|---|---|---|---|---|---|---|---|---|\n"
-)
-
-
-def stability_cell(runs: list[dict], threshold: float) -> str:
-    """'fell back k of n (lowest x%)', then how many of those ended below the threshold and how
-    many runs diverged; 'stable' when none fell back, '-' when none generalized."""
-    gen = [r for r in runs if r["generalized_step"] is not None]
-    fell = [r for r in gen if r["unstable"]]
-    cell = "-" if not gen else "stable" if not fell else f"fell back {len(fell)} of {len(gen)}"
-    if fell:
-        low = min(r["min_val_acc_after_generalized"] for r in fell)
-        cell += f" (lowest {100 * low:.0f}%)"
-        ended = sum(r["final_val_acc"] < threshold for r in fell)
-        cell += f", {ended} ended below" if ended else ", all recovered"
-    diverged = sum(r["status"] == "diverged" for r in runs)
-    if diverged:
-        cell = f"{diverged} diverged" if not gen else f"{cell}; {diverged} diverged"
-    return cell
-
-
-def table(specs: list[RunSpec]) -> str:
-    """The markdown table of an experiment: one row per arm and task."""
-    rows = collect(specs)
-    baseline = specs[0].arm
-    stats: dict[tuple[str, str], dict] = {}
-    for arm, by_task in rows.items():
-        for task, runs in by_task.items():
-            stats[arm, task] = {
-                key: median_spread([r[key] for r in runs])
-                for key in ("generalized_step", "progress_pct", "delay_steps")
-            }
-    lines = [TABLE_HEADER]
-    for arm, by_task in rows.items():
-        for task, runs in by_task.items():
-            if not runs:
-                lines.append(f"| {arm} | {task} | no run done yet | | | | | | | | |\n")
-                continue
-            s, b = stats[arm, task], stats.get((baseline, task))
-            n_gen = sum(r["generalized_step"] is not None for r in runs)
-            final = median_spread([100 * r["final_val_acc"] for r in runs])
-            stab = stability_cell(runs, specs[0].cfg.generalized_threshold)
-            speed = [
-                fmt_speedup(b[key][0], s[key][0]) if b and arm != baseline else "-"
-                for key in ("generalized_step", "progress_pct", "delay_steps")
-            ]
-            lines.append(
-                f"| {arm} | {task} | {n_gen} of {len(runs)} "
-                f"| {fmt_stat(s['generalized_step'], fmt_int)} "
-                f"| {fmt_stat(s['progress_pct'], lambda v: f'{v:.3g}')} "
-                f"| {fmt_stat(s['delay_steps'], fmt_int)} "
-                f"| {speed[0]} | {speed[1]} | {speed[2]} "
-                f"| {fmt_stat(final, lambda v: f'{v:.1f}')} | {stab} |\n"
-            )
-    return "".join(lines)
-
-
-def regime(base: Config, specs: list[RunSpec] = ()) -> str:
-    """The base config's fields that differ from the defaults, as 'name=value, ...', leaving out
-    those that no run of `specs` keeps (every arm sets them: the tasks of `diversity`)."""
-    default, given = Config().to_dict(), base.to_dict()
-    runs = [s.cfg.to_dict() for s in specs]
-    changed = [
-        f"{k}={given[k]}"
-        for k in given
-        if given[k] != default[k]
-        and k != "seed"
-        and (not runs or any(r[k] == given[k] for r in runs))
-    ]
-    return ", ".join(changed) or "the default recipe"
-
-
-# ---------------------------------------------------------------------------------------------
-# The figure
-
-
-def figure_title(name: str, specs: list[RunSpec], base: Config) -> str:
-    """comparison.png's title: the experiment, then what every run shares (the tasks unless the
-    arms set them, the base's preset and options) and the seeds."""
-    from tinygrok.plots import run_label
-    from tinygrok.tasks import describe_tasks
-
-    shared = all(s.cfg.tasks == base.tasks for s in specs)
-    what = describe_tasks(base.tasks, base.p) if shared else f"tasks mod {base.p}"
-    seeds = ", ".join(str(s) for s in dict.fromkeys(s.seed for s in specs))
-    return (
-        f"Experiment {name}: {EXPERIMENTS[name][0]}\n"
-        f"{what}, {run_label(base) or 'the default recipe'}; seeds {seeds}"
-    )
-
-
-def plot_comparison(specs: list[RunSpec], path: Path, title: str) -> Path:
-    """Left: validation accuracy of each arm's first task against steps per task, every seed.
-    Right: steps per task to generalize (generalized_step / tasks), per arm and task, every seed;
-    runs that never generalized sit at the right edge as x."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    from tinygrok.plots import read_metrics, step_axis
-
-    arms = list(dict.fromkeys(s.arm for s in specs))
-    colors = {arm: f"C{i}" for i, arm in enumerate(arms)}
-    fig, (ax_curve, ax_dots) = plt.subplots(1, 2, figsize=(12, 4.8))
-    labelled: set[str] = set()
-    points: list[tuple[str, float | None, str]] = []  # (row label, steps per task, arm)
-    for spec in specs:
-        summary = read_json(spec.dir / "summary.json")
-        if not summary or summary.get("status") not in DONE:
-            continue
-        k, first = len(spec.cfg.tasks), spec.cfg.tasks[0]
-        records = [r for r in read_metrics(spec.dir) if r["step"] > 0]
-        acc = [100 * r.get("per_task", {}).get(first, r)["val_acc"] for r in records]
-        ax_curve.plot(
-            [r["step"] / k for r in records],
-            acc,
-            color=colors[spec.arm],
-            lw=1,
-            alpha=0.75,
-            label=None if spec.arm in labelled else f"{spec.arm} ({first})",
-        )
-        labelled.add(spec.arm)
-        for t in spec.cfg.tasks:
-            gen = summary["per_task"][t]["generalized_step"]
-            points.append((f"{spec.arm}: {t}", None if gen is None else gen / k, spec.arm))
-    ax_curve.axhline(100 * specs[0].cfg.generalized_threshold, color="0.5", lw=0.8, ls=":")
-    step_axis(ax_curve, log_x=True)
-    ax_curve.set_xlabel("step / number of tasks")
-    ax_curve.set_ylabel("validation accuracy (%)")
-    ax_curve.set_ylim(-2, 102)
-    ax_curve.legend(fontsize=7, loc="upper left")
-    ax_curve.grid(alpha=0.25)
-    rows = list(dict.fromkeys(label for label, _, _ in points))
-    reached = [v for _, v, _ in points if v is not None]
-    edge = 1.5 * max([spec.cfg.steps for spec in specs] + reached)
-    for label, v, arm in points:
-        y = rows.index(label)
-        if v is None:
-            ax_dots.plot(edge, y, "x", color=colors[arm])
-        else:
-            ax_dots.plot(v, y, "o", color=colors[arm], alpha=0.7)
-    ax_dots.set_yticks(range(len(rows)), rows, fontsize=7)
-    ax_dots.invert_yaxis()
-    step_axis(ax_dots, log_x=True)
-    ax_dots.set_xlabel("steps per task to generalize (x: never, within the budget)")
-    ax_dots.grid(alpha=0.25)
-    # wrapped to the figure's width (12 in of 10-pt text holds about 140 characters)
-    fig.suptitle("\n".join(textwrap.fill(line, 140) for line in title.splitlines()), fontsize=10)
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return path
-
-
-def in_progress(specs: list[RunSpec]) -> str:
-    """The runs started but not done, one line each, from their metrics.jsonl: the last
-    evaluated step, its training and validation accuracy, and the best validation accuracy so
-    far (first task); '' when there are none."""
-    from tinygrok.plots import read_metrics
-
-    lines = []
-    for spec in specs:
-        summary = read_json(spec.dir / "summary.json")
-        if (summary and summary.get("status") in DONE) or not (spec.dir / "metrics.jsonl").exists():
-            continue
-        records = read_metrics(spec.dir)
-        if not records:
-            continue
-        task = spec.cfg.tasks[0]
-        accs = [r.get("per_task", {}).get(task, r) for r in records]
-        last, best = accs[-1], max(a["val_acc"] for a in accs)
-        lines.append(
-            f"- {spec.arm}, seed {spec.seed}: step {records[-1]['step']:,} of "
-            f"{spec.cfg.step_budget:,}, {task} training {100 * last['train_acc']:.1f}%, "
-            f"validation {100 * last['val_acc']:.1f}% (at most {100 * best:.1f}% so far)\n"
-        )
-    return "".join(lines)
-
-
-def write_report(name: str, specs: list[RunSpec], base: Config, out: Path, command: str) -> str:
-    """table.md and comparison.png of the runs done so far; returns the table's text."""
-    seeds = ", ".join(str(s) for s in dict.fromkeys(s.seed for s in specs))
-    text = (
-        f"# Experiment {name}: {EXPERIMENTS[name][0]}\n\n"
-        f"Command: `{command}`\n\n"
-        f"Regime: {regime(base, specs)}; seeds {seeds}; step budget {base.steps:,} per "
-        f"task, patience {base.patience}. Cells: median [min-max] over seeds; 'never': did not "
-        f"reach validation accuracy {base.generalized_threshold:g} within the budget. Stability: "
-        "how many runs that generalized fell back below that threshold at a later evaluation "
-        "(summary `unstable`), the lowest validation accuracy after generalizing, and whether "
-        "they ended above it again.\n\n" + table(specs)
-    )
-    running = in_progress(specs)
-    if running:
-        text += "\nRuns started and not done yet (`tinygrok resume` continues them):\n\n" + running
-    (out / "table.md").write_text(text)
-    plot_comparison(specs, out / "comparison.png", figure_title(name, specs, base))
-    return text
-
-
-def write_plan(name: str, specs: list[RunSpec], base: Config, out: Path, command: str) -> None:
+def write_plan(name: str, specs: list[Job], base: Config, out: Path, command: str) -> None:
     """experiment.json: what this folder holds."""
-    from tinygrok.checkpoint import write_json
-
-    out.mkdir(parents=True, exist_ok=True)
-    arms = list(dict.fromkeys(s.arm for s in specs))
+    arms = list(dict.fromkeys(s.label for s in specs))
     write_json(
         out / "experiment.json",
         {
             "experiment": name,
             "command": command,
             "base_config": base.to_dict(),
-            "arms": {a: [str(s.dir.relative_to(out)) for s in specs if s.arm == a] for a in arms},
+            "arms": {a: [str(s.out.relative_to(out)) for s in specs if s.label == a] for a in arms},
         },
     )
+
+
+def check_started(specs: list[Job], out: Path) -> None:
+    """ConfigError unless some run of `specs` has started in `out`, and every folder holds a run
+    of its own config (not one of another experiment): what a report of the runs so far needs."""
+    from tinygrok.lab.sweep import pending
+
+    if not any((s.out / CONFIG).is_file() for s in specs):
+        raise ConfigError(f"--out: {out} holds no run of this experiment yet; run it first")
+    pending(specs)
+
+
+def run_experiment(
+    name: str,
+    specs: list[Job],
+    base: Config,
+    out: Path,
+    command: str,
+    stop: StopFlag,
+    workers: int = 1,
+    progress: bool = True,
+) -> SweepOutcome:
+    """Run every run of `specs` not done yet into `out`, `workers` at a time, under the folder's
+    lock: every run folder is checked first (one of another experiment is a ConfigError), then
+    experiment.json is written and the runs go to the local pool, each retried once."""
+    from tinygrok.lab.sweep import pending, run_jobs
+    from tinygrok.runlock import RunLock
+
+    with RunLock(make_folder(out, "--out")):
+        todo, states = pending(specs)
+        write_plan(name, specs, base, out, command)
+        print(
+            f"tinygrok: experiment {name}, {len(specs)} runs ({states['done']} already done) "
+            f"-> {out}",
+            file=sys.stderr,
+        )
+        return run_jobs(todo, len(specs), stop, workers=workers, retries=1, progress=progress)

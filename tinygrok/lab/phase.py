@@ -16,18 +16,18 @@ A run falls in one of four regimes, decided from its summary alone (its grokking
     comprehension  generalized without that delay (or before memorizing)
 
 Regimes are relative to the step budget: a run stopped before it generalized counts as
-memorization. `tinygrok phase` trains a grid of one or two run options (a sweep, `tinygrok.sweep`)
-and colours each cell of the grid by its runs' regime: the most common over the seeds, the earlier
-in REGIMES on a tie.
+memorization. `tinygrok phase` trains a grid of one or two run options (a sweep,
+`tinygrok.lab.sweep`) and colours each cell of the grid by its runs' regime: the most common over
+the seeds, the earlier in REGIMES on a tie.
 """
 
 from __future__ import annotations
 
-import json
 from collections import Counter
 from pathlib import Path
 
-from tinygrok.sweep import Sweep, format_value, read_summary
+from tinygrok.folders import read_summary, write_json
+from tinygrok.lab.grid import Sweep, format_value
 
 REGIMES = ("comprehension", "grokking", "memorization", "confusion")
 COLORS = {
@@ -137,7 +137,7 @@ def write_phase(
         "rules": RULES,
         "cells": rows,
     }
-    (Path(out) / PHASE_FILES[0]).write_text(json.dumps(doc, indent=1) + "\n")
+    write_json(Path(out) / PHASE_FILES[0], doc)
     return rows, plot_phase(sweep, rows, Path(out) / PHASE_FILES[1], title)
 
 
