@@ -211,6 +211,18 @@ def test_force_starts_the_run_over(done):
     assert len((done / "metrics.jsonl").read_text().splitlines()) == 3
 
 
+def test_force_removes_the_old_runs_analysis(done):
+    """`tinygrok analyze`'s files describe the old run: starting over removes them with it."""
+    from tinygrok.folders import ANALYSIS, ANALYSIS_FIGURES
+
+    for name in (ANALYSIS, *ANALYSIS_FIGURES, "notes.txt"):
+        (done / name).write_text("old")
+    r = run_cli("run", "add", *TINY, "--steps", "20", "--out", done, "--force")
+    assert r.code == 0, r.err
+    assert not any((done / name).exists() for name in (ANALYSIS, *ANALYSIS_FIGURES))
+    assert (done / "notes.txt").read_text() == "old"  # files of the user's own stay
+
+
 def test_out_that_is_a_file(tmp_path):
     f = tmp_path / "notes.txt"
     f.write_text("mine")

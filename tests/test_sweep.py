@@ -5,6 +5,7 @@ grid input is one line and exit 2 before anything runs. Tiny runs (p 11, 1 layer
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import importlib.util
 import json
@@ -82,9 +83,9 @@ def test_rerun_does_no_new_work_and_summarize_rebuilds(local_sweep):
 def test_a_folder_of_another_config_is_an_error(local_sweep):
     r = run_cli(*SWEEP, "--steps", "40", "--out", local_sweep)  # the last --steps counts
     assert r.code == 2
-    assert len(r.err_lines) == 1 and "holds a run of another config (steps 30 there, 40 here)" in (
-        r.err
-    )
+    assert len(
+        r.err_lines
+    ) == 1 and "holds a sweep of another config (steps 30 there, 40 here)" in (r.err)
 
 
 @pytest.mark.slow
@@ -115,6 +116,61 @@ def test_dask_local_cluster_gives_the_same_runs_csv(local_sweep, tmp_path):
     assert r.code == 0, r.err
     assert "on 2 Dask workers" in r.err
     assert read_csv(tmp_path / "dask" / "runs.csv") == read_csv(local_sweep / "runs.csv")
+
+
+@pytest.mark.slow
+def test_another_sweep_into_the_folder_is_refused_unless_extended(tmp_path):
+    """Other --grid values into a sweep's folder: one line, exit 2, nothing written; with --extend
+    the sweep there grows to the product of all the values, its finished runs left alone."""
+    out, small = tmp_path / "s", [*TINY, "--steps", "20", "--workers", "1"]
+    assert run_cli("sweep", "add", *small, "--grid", "weight_decay=0.1", "--out", out).code == 0
+    definition = (out / "sweep.json").read_text()
+    first = out / "runs" / "weight_decay=0.1,seed=0" / "summary.json"
+    done_at = first.stat().st_mtime_ns
+    r = run_cli("sweep", "add", *small, "--grid", "weight_decay=1", "--out", out)
+    assert r.code == 2 and len(r.err_lines) == 1, r.err
+    assert "holds another sweep (grid weight_decay=0.1; seeds 0;" in r.err and "--extend" in r.err
+    assert (out / "sweep.json").read_text() == definition
+    assert sorted(p.name for p in (out / "runs").iterdir()) == ["weight_decay=0.1,seed=0"]
+    r = run_cli("sweep", "add", *small, "--grid", "weight_decay=1", "--extend", "--out", out)
+    assert r.code == 0, r.err
+    assert "1 skipped (already done), 0 to resume, 1 to start" in r.err
+    assert json.loads((out / "sweep.json").read_text())["grid"] == {"weight_decay": [0.1, 1.0]}
+    assert [row["run"] for row in read_csv(out / "runs.csv")] == [
+        "weight_decay=0.1,seed=0",
+        "weight_decay=1,seed=0",
+    ]
+    assert first.stat().st_mtime_ns == done_at
+    # another recipe is refused even with --extend, and its own options named
+    r = run_cli("sweep", "add", *small, "--lr", "0.01", "--grid", "weight_decay=3", "--extend",
+                "--out", out)  # fmt: skip
+    assert r.code == 2 and len(r.err_lines) == 1 and "lr 0.001 there, 0.01 here" in r.err
+
+
+def test_extending_a_sweep_adds_values_and_seeds_after_its_own(tiny_cfg):
+    from tinygrok.errors import ConfigError
+    from tinygrok.lab.grid import Sweep
+
+    there = Sweep(tiny_cfg, {"weight_decay": (0.1, 1.0), "lr": (1e-3,)}, (0, 1))
+    here = Sweep(tiny_cfg, {"weight_decay": (3.0, 1.0), "lr": (1e-3,)}, (1, 5))
+    grown = there.extended(here)
+    assert grown.grid == {"weight_decay": (0.1, 1.0, 3.0), "lr": (1e-3,)}
+    assert grown.seeds == (0, 1, 5) and grown.base == there.base
+    assert len(grown.jobs(Path("x"))) == 3 * 3
+    with pytest.raises(ConfigError, match="^--extend: the sweep there varies weight_decay, lr"):
+        there.extended(Sweep(tiny_cfg, {"sparse": (0.5,)}, (0,)))
+
+
+def lock_is_free(run: Path) -> bool:
+    """Whether no process holds the run folder's lock."""
+    import fcntl
+
+    with open(run / ".lock") as f:
+        try:
+            fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            return False
+        return True
 
 
 def run_in_flight(proc: subprocess.Popen, out: Path) -> Path:
@@ -159,6 +215,40 @@ def test_a_killed_worker_loses_no_run(tmp_path):
 
 
 @pytest.mark.slow
+def test_a_killed_sweep_takes_its_workers_along_and_its_rerun_ends_every_run(tmp_path):
+    """SIGKILL the `tinygrok sweep` process itself mid-sweep: its workers end with it (none
+    trains on, orphaned, holding a run's lock), and the same command run again at once finishes
+    every run, the interrupted ones exactly as the same run trained alone."""
+    out = tmp_path / "killed"
+    args = ["sweep", "add", *TINY, "--steps", "400", "--seeds", "0-1", "--workers", "2"]
+    proc = spawn(*args, "--out", out)
+    victim = run_in_flight(proc, out)  # at step 40 or so: far from its end
+    worker = int((victim / ".lock").read_text())
+    try:
+        proc.kill()
+        proc.wait(timeout=30)
+        deadline = time.monotonic() + 10
+        while not lock_is_free(victim) and time.monotonic() < deadline:
+            time.sleep(0.02)
+        assert lock_is_free(victim), "the worker outlived its sweep"
+        assert not (victim / "summary.json").exists(), "the worker trained on, orphaned"
+    finally:
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(worker, signal.SIGKILL)
+        proc.stdout.close()
+        proc.stderr.close()
+    r = run_cli(*args, "--out", out)
+    assert r.code == 0, r.err
+    alone = tmp_path / "alone"
+    seed = victim.name.split("=")[1]
+    assert run_cli("run", "add", *TINY, "--steps", "400", "--seed", seed, "--out", alone).code == 0
+    for name in ("seed=0", "seed=1"):
+        assert summary(out / "runs" / name)["status"] == "finished"
+    assert metrics_lines(victim) == metrics_lines(alone)
+    assert summary(victim) == summary(alone)
+
+
+@pytest.mark.slow
 @pytest.mark.parametrize("retries", [0, 2])
 def test_a_run_that_keeps_failing_is_tried_retries_plus_one_times(tmp_path, retries):
     """A run that fails with an OSError on every attempt is tried 1 + --retries times, then
@@ -176,9 +266,9 @@ def test_a_run_that_keeps_failing_is_tried_retries_plus_one_times(tmp_path, retr
     )  # fmt: skip
     assert r.code == 1, r.err
     failed = [line for line in r.err_lines if " failed: " in line]
-    assert failed and all(line.startswith(f"tinygrok: run {bad} failed: ") for line in failed)
-    assert failed[-1] == r.err_lines[-1]  # the list of failed runs ends the output
-    assert "IsADirectoryError" in failed[-1] and "step_0000020.npz.tmp.npz" in failed[-1]
+    assert len(failed) == 1 and failed[0].startswith(f"tinygrok: run {bad} failed: ")  # once
+    assert r.err_lines[-1].startswith("tinygrok: 1 run failed (reported above)")  # the count ends
+    assert "IsADirectoryError" in failed[0] and "step_0000020.npz.tmp.npz" in failed[0]
     config = json.loads((out / "runs" / bad / "config.json").read_text())
     assert [resume["step"] for resume in config.get("resumes", [])] == [0] * retries
     assert not (out / "runs" / bad / "summary.json").exists()

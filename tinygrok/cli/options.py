@@ -230,9 +230,10 @@ def end_of_runs(failures: dict[str, str], interrupted: bool) -> None:
     """How a sweep, a phase diagram or an experiment ends: exit 130 if it was interrupted, 1 if
     runs failed (each was reported once, as it failed), else 0."""
     if failures:
+        n = len(failures)
         click.echo(
-            f"tinygrok: {len(failures)} run(s) failed (reported above); the same command tries "
-            "them again",
+            f"tinygrok: {n} {'run' if n == 1 else 'runs'} failed (reported above); the same "
+            "command tries again",
             err=True,
         )
     if interrupted:

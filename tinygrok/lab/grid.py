@@ -195,18 +195,13 @@ class Sweep:
 
     def extended(self, other: Sweep) -> Sweep:
         """This sweep with the grid values and seeds of `other` added after its own: the product
-        of them all. ConfigError unless `other` varies the same keys of the same recipe."""
+        of them all. ConfigError unless `other` varies the same keys (their recipe, the other
+        fields, is checked by the caller)."""
         if list(other.grid) != list(self.grid):
             raise ConfigError(
                 f"--extend: the sweep there varies {', '.join(self.grid) or 'nothing'}, this one "
                 f"{', '.join(other.grid) or 'nothing'}; a sweep keeps its grid keys (choose "
                 "another --out)"
-            )
-        diff = differences(self.base, other.base, skip={*self.grid, "seed"})
-        if diff:
-            raise ConfigError(
-                f"--extend: the sweep there trains another recipe ({'; '.join(diff)}); give its "
-                "run options, or choose another --out"
             )
         grid = {k: v + tuple(x for x in other.grid[k] if x not in v) for k, v in self.grid.items()}
         seeds = self.seeds + tuple(s for s in other.seeds if s not in self.seeds)

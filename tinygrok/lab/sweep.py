@@ -20,7 +20,7 @@ from pathlib import Path
 from tinygrok.errors import ConfigError
 from tinygrok.folders import SWEEP
 from tinygrok.lab.executors import SweepDisplay, run_dask, run_local
-from tinygrok.lab.grid import Job, Sweep, load_sweep, save_sweep
+from tinygrok.lab.grid import Job, Sweep, differences, load_sweep, save_sweep
 from tinygrok.lab.runner import run_state, warm_kernels
 
 if typing.TYPE_CHECKING:
@@ -78,17 +78,24 @@ def run_jobs(
 
 def settle(sweep: Sweep, out: Path, extend: bool) -> Sweep:
     """The sweep to run into `out`: `sweep` itself if `out` holds no sweep or the same one; with
-    `extend`, the one in `out` grown by `sweep` (Sweep.extended); otherwise a ConfigError."""
+    `extend`, the one in `out` grown by `sweep` (Sweep.extended). A ConfigError for a sweep of
+    another recipe (run options), or of other grid values or seeds without `extend`."""
     if not (Path(out) / SWEEP).exists():
         return sweep
     saved = load_sweep(out)
+    diff = differences(saved.base, sweep.base, skip={*saved.grid, *sweep.grid, "seed"})
+    if diff:
+        raise ConfigError(
+            f"--out: {out} holds a sweep of another config ({'; '.join(diff)}); give the same "
+            "run options to continue it, or choose another --out"
+        )
+    if (saved.grid, saved.seeds) == (sweep.grid, sweep.seeds):
+        return sweep
     if extend:
         return saved.extended(sweep)
-    if saved.to_dict() | {"tinygrok_version": None} == sweep.to_dict() | {"tinygrok_version": None}:
-        return sweep
     raise ConfigError(
-        f"--out: {out} holds another sweep ({saved.describe()}); give its options to continue it, "
-        "add --extend to add these runs to it, or choose another --out"
+        f"--out: {out} holds another sweep ({saved.describe()}; here {sweep.describe()}); give its "
+        "--grid and --seeds to continue it, --extend to add these to it, or choose another --out"
     )
 
 
