@@ -22,12 +22,12 @@ def tasks() -> None:
     width = max(len(n) for n in OPERATIONS) + 2
     also = max(len(", ".join(a)) for a in other.values()) + 2
     click.echo(f"{'TASK':{width}}{'ALSO':{also}}ANSWER TO [a, op, b, =], WITH x = a, y = b")
-    for name, (_, prime, _, description) in OPERATIONS.items():
-        notes = ["p prime"] if prime else []
+    for name, op in OPERATIONS.items():
+        notes = ["p prime"] if op.needs_prime else []
         if name in FIXED_ELEMENTS:
             notes.append(f"p = {FIXED_ELEMENTS[name]}")
         note = f"  ({'; '.join(notes)})" if notes else ""
-        click.echo(f"{name:{width}}{', '.join(other[name]):{also}}{description}{note}")
+        click.echo(f"{name:{width}}{', '.join(other[name]):{also}}{op.description}{note}")
 
 
 # The model options of `tinygrok gradcheck`, their defaults SMALL_MODEL's (then Config's).

@@ -60,6 +60,27 @@ def run_grid(
     end_of_runs(outcome.failures, outcome.interrupted)
 
 
+def grid_options(grid_help: str, seeds_what: str, out_help: str):
+    """--grid, --seeds, --out, --extend and --workers: what sweep and phase share, in that
+    order; the helps say what the grid, the seeds and the folder are for in the command."""
+    options = [
+        click.option("--grid", multiple=True, metavar="KEY=V1,V2,...", help=grid_help),
+        seeds_option(seeds_what, "--seed"),
+        click.option(
+            "--out", type=FolderPath(path_type=Path, file_okay=False), required=True, help=out_help
+        ),
+        click.option("--extend", is_flag=True, help=EXTEND_HELP),
+        workers_option,
+    ]
+
+    def add(f):
+        for option in reversed(options):
+            f = option(f)
+        return f
+
+    return add
+
+
 EXTEND_HELP = (
     "add this command's --grid values and --seeds to the sweep already in --out (same run "
     "options and grid keys); it becomes the product of all the values  [default: refuse a "
@@ -70,21 +91,11 @@ EXTEND_HELP = (
 @click.command()
 @click.argument("tasks", nargs=-1, metavar="TASK [TASK ...]")
 @config_options
-@seeds_option("seeds to run", "--seed")
-@click.option(
-    "--grid",
-    multiple=True,
-    metavar="KEY=V1,V2,...",
-    help="a run option and its values (weight_decay=0.1,1); repeat it for the product of grids",
+@grid_options(
+    "a run option and its values (weight_decay=0.1,1); repeat it for the product of grids",
+    "seeds to run",
+    "sweep folder: runs/, sweep.json, runs.csv, summary.md, sweep.png",
 )
-@click.option(
-    "--out",
-    type=FolderPath(path_type=Path, file_okay=False),
-    required=True,
-    help="sweep folder: runs/, sweep.json, runs.csv, summary.md, sweep.png",
-)
-@click.option("--extend", is_flag=True, help=EXTEND_HELP)
-@workers_option
 @click.option(
     "--executor",
     type=click.Choice(["local", "dask"]),
@@ -170,22 +181,11 @@ def summarize(sweep_dir) -> None:
 @click.command()
 @click.argument("tasks", nargs=-1, metavar="TASK [TASK ...]")
 @config_options
-@click.option(
-    "--grid",
-    multiple=True,
-    required=True,
-    metavar="KEY=V1,V2,...",
-    help="a run option and its values; give one or two (the diagram's x and y axes)",
+@grid_options(
+    "a run option and its values; give one or two (the diagram's x and y axes)",
+    "seeds per cell",
+    "phase folder: runs/, sweep.json, phase.json, phase.png",
 )
-@seeds_option("seeds per cell", "--seed")
-@click.option(
-    "--out",
-    type=FolderPath(path_type=Path, file_okay=False),
-    required=True,
-    help="phase folder: runs/, sweep.json, phase.json, phase.png",
-)
-@click.option("--extend", is_flag=True, help=EXTEND_HELP)
-@workers_option
 @click.option(
     "--grok-ratio",
     type=float,
