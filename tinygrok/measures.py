@@ -1,6 +1,6 @@
 """Progress measures of a model (Nanda et al., 2023, "Progress measures for grokking via
 mechanistic interpretability"), from its parameters: for `tinygrok analyze` over a run's
-snapshots (analysis.py) and live during training (`--measures-every`).
+snapshots (lab/analysis.py) and live during training (`--measures-every`).
 
 The group of a task. A Fourier circuit computes a task that is addition in some cyclic group of
 order n, on coordinates i(x) of the numbers x:

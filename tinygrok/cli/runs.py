@@ -72,7 +72,9 @@ def describe(summary: dict, cfg: Config) -> str:
 @click.option(
     "--out", type=FolderPath(path_type=Path), help="run folder  [default: runs/<time>-...]"
 )
-@click.option("--force", is_flag=True, help="overwrite the run already in --out")
+@click.option(
+    "--force", is_flag=True, help="start over in --out: the run there and its analysis go"
+)
 @threads_option()
 @click.option("--quiet", "-q", is_flag=True, help="no progress line")
 def run(tasks, out, force, threads, quiet, **options) -> None:
