@@ -127,10 +127,14 @@ def sweep(
 
     \b
     Examples:
-      tinygrok sweep division --seeds 0-9 --grid weight_decay=0.1,0.3,1 --out sweeps/wd
-      tinygrok sweep division --seeds 0-4 --grid sparse=0,0.9 --steps 5000 --out sweeps/sparse
-      tinygrok sweep division --seeds 0-99 --executor dask --scheduler tcp://head:8786 \\
-          --out /shared/sweeps/big
+      tinygrok sweep division --seeds 0-9 --grid weight_decay=0.1,0.3,1 \\
+          --out sweeps/wd
+      tinygrok sweep division --seeds 0-9 --grid weight_decay=3 --out sweeps/wd \\
+          --extend
+      tinygrok sweep division --seeds 0-4 --grid sparse=0,0.9 --steps 5000 \\
+          --out sweeps/sparse
+      tinygrok sweep division --seeds 0-99 --executor dask \\
+          --scheduler tcp://head:8786 --out /shared/sweeps/big
     """
     from tinygrok.lab.executors import check_executor
 
