@@ -59,3 +59,32 @@ def test_console_script_is_declared_and_installed():
     assert re.search(r"^tinygrok\s*=\s*tinygrok\.cli:main$", scripts.strip(), re.M)
     installed = {ep.name: ep.value for ep in metadata.entry_points(group="console_scripts")}
     assert installed.get("tinygrok") == "tinygrok.cli:main"
+
+
+def imported(path: Path) -> set[str]:
+    """The tinygrok modules a source file imports, at its top or inside its functions."""
+    import ast
+
+    names = set()
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.ImportFrom) and node.module:
+            names.add(node.module)
+        elif isinstance(node, ast.Import):
+            names.update(alias.name for alias in node.names)
+    return {n for n in names if n == "tinygrok" or n.startswith("tinygrok.")}
+
+
+def room(module: str) -> int:
+    """0 for the engine (tinygrok's top level and kernels/), 1 for tinygrok.lab, 2 for the CLI."""
+    parts = module.split(".")
+    return {"lab": 1, "cli": 2}.get(parts[1], 0) if len(parts) > 1 else 0
+
+
+def test_imports_only_go_down_from_cli_to_lab_to_engine():
+    upward = []
+    for path in sorted((ROOT / "tinygrok").rglob("*.py")):
+        module = ".".join(path.relative_to(ROOT).with_suffix("").parts)
+        upward += [f"{module} imports {n}" for n in imported(path) if room(n) > room(module)]
+    assert not upward
+    assert room("tinygrok.lab.sweep") == 1 and room("tinygrok.cli.runs") == 2  # the rooms exist
+    assert room("tinygrok.train") == 0 and room("tinygrok.kernels.attention") == 0

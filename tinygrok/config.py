@@ -341,8 +341,6 @@ def from_preset(preset: str, tasks: tuple[str, ...] = (), **given) -> Config:
     return validate(Config(**fields))
 
 
-# Rows per evaluation forward pass: 1024 keeps a default run's peak memory near 220 MB (4096:
-# about 390 MB, the forward caches of every layer) at the same speed (benchmarks/startup.py).
 # The model of the gradient checks (`gradcheck.small_config`, `tinygrok gradcheck`): small enough
 # to check coordinate by coordinate, in float64; d_mlp None means 4 * d_model.
 SMALL_MODEL: dict = {
@@ -361,6 +359,8 @@ SMALL_MODEL: dict = {
     "batch_size": 8,
 }
 
+# Rows per evaluation forward pass: 1024 keeps a default run's peak memory near 220 MB (4096:
+# about 390 MB, the forward caches of every layer) at the same speed (benchmarks/startup.py).
 EVAL_CHUNK = 1024
 
 

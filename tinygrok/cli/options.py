@@ -209,7 +209,9 @@ def seeds_option(what: str, default: str):
     """--seeds, a list or range of seeds in every command that trains several: `what` they seed,
     and `default`, what no --seeds means there."""
     return click.option(
-        "--seeds", help=f"{what}: a list or range, 0-9, 0,3,7 or 0-4,10  [default: {default}]"
+        "--seeds",
+        metavar="SEEDS",
+        help=f"{what}: a list or range, 0-9, 0,3,7 or 0-4,10  [default: {default}]",
     )
 
 
