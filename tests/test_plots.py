@@ -8,8 +8,9 @@ import json
 import pytest
 
 from tinygrok.config import from_preset
+from tinygrok.metrics import json_line
 from tinygrok.plots import read_metrics, run_label
-from tinygrok.train import json_line, train
+from tinygrok.train import train
 
 
 @pytest.mark.parametrize(

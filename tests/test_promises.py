@@ -16,9 +16,10 @@ from clirun import TINY, run_cli
 from tinygrok.checkpoint import load_checkpoint, read_config, read_run
 from tinygrok.config import Config, validate
 from tinygrok.experiments import in_progress, plan, table
+from tinygrok.interrupt import StopFlag
 from tinygrok.model import Params, evaluate, init_params, param_shapes
 from tinygrok.tasks import SPLIT_STREAM, Batches, make_dataset
-from tinygrok.train import StopFlag, resume, train
+from tinygrok.train import resume, train
 
 pytestmark = pytest.mark.usefixtures("single_thread")
 

@@ -205,7 +205,7 @@ def test_sweep_task_completes_a_run_killed_after_its_final_checkpoint(tmp_path, 
 
     monkeypatch.setattr(train_mod, "train", no_training)
     monkeypatch.setattr(train_mod, "resume", no_training)
-    monkeypatch.setattr(train_mod, "set_threads", lambda n: {})
+    monkeypatch.setattr("tinygrok.threads.set_threads", lambda n: {})
     done = run_task(cfg.to_dict(), str(out))
     assert {k: v for k, v in done.items() if k not in ("wall_s", "steps_per_s")} == before
     assert summary(out) == before and run_state(cfg, out) == "done"

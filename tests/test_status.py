@@ -18,9 +18,11 @@ from clirun import TINY, run_cli
 from tinygrok import sweep as sweep_module
 from tinygrok.config import Config, from_preset
 from tinygrok.errors import ConfigError
+from tinygrok.metrics import generalized_since
+from tinygrok.status import Progress
 from tinygrok.sweep import Sweep, SweepDisplay, run_sweep
 from tinygrok.tasks import canonical_task, did_you_mean
-from tinygrok.train import Progress, generalized_since, train
+from tinygrok.train import train
 
 ROOT = Path(__file__).parents[1]
 RECORD = {"train_acc": 1.0, "val_acc": 0.953, "train_loss": 0.00123, "val_loss": 0.0456}

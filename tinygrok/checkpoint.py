@@ -29,6 +29,7 @@ raised, adds at another step is not part of the run that continues. Resuming rew
 from __future__ import annotations
 
 import json
+import math
 import os
 import zipfile
 from collections.abc import Callable
@@ -46,18 +47,21 @@ from tinygrok.optim import make_optimizer
 
 CHECKPOINT_FORMAT = 1
 STATUSES = ("running", "interrupted", "finished")
-RECORD_KEYS = ("step", "train_acc", "val_acc")  # what the summary and the early stop read
 RESTART = "start the run again with `tinygrok run ... --out {dir} --force`"
 
 
 def atomic_write(path: Path, write: Callable[[BinaryIO], None]) -> None:
     """Call `write(f)` on a temporary file, then make it `path` in one atomic, durable step."""
     tmp = path.with_name(f".{path.name}.tmp")
-    with open(tmp, "wb") as f:
-        write(f)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
+    try:
+        with open(tmp, "wb") as f:
+            write(f)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:  # a full disk, or a second Ctrl-C: no temporary file stays behind
+        tmp.unlink(missing_ok=True)
+        raise
     fd = os.open(path.parent, os.O_RDONLY)
     try:
         os.fsync(fd)  # the rename is an entry of the folder: sync it too
@@ -129,6 +133,18 @@ def read_config(run_dir: Path) -> tuple[Config, dict]:
     if not isinstance(doc, dict) or "config" not in doc:
         raise ConfigError(f'{path}: no "config" object; {fix}')
     return _config_from(doc["config"], str(path), fix), doc
+
+
+def _saved_threads(run_dir: Path, doc: dict) -> int | None:
+    """The BLAS thread count config.json records (None if it records none), checked."""
+    threads = doc.get("threads", {})
+    blas = threads.get("blas") if isinstance(threads, dict) else threads
+    if blas is not None and not (_is_number(blas) and isinstance(blas, int) and blas >= 1):
+        raise ConfigError(
+            f'{run_dir / "config.json"}: "threads" holds a BLAS thread count of {blas!r}, not an '
+            "integer >= 1; correct it, or give --threads"
+        )
+    return blas
 
 
 def _differences(a: Config, b: Config) -> list[str]:
@@ -222,22 +238,72 @@ def _check_contents(ckpt: Checkpoint, damaged: str) -> None:
                 f"its optimizer has taken {int(ckpt.optimizer['t'])} steps, not {ckpt.step}"
             )
         )
-    if not np.isfinite(ckpt.params).all():
-        raise ConfigError(damaged.format("the parameters hold NaN or infinite values"))
-    records_ok = all(
-        isinstance(r, dict) and all(isinstance(r.get(k), (int, float)) for k in RECORD_KEYS)
-        for r in ckpt.records
-    )
-    steps = [r["step"] for r in ckpt.records] if records_ok else []
-    if (
-        ckpt.status not in STATUSES
-        or not 0 <= ckpt.step <= cfg.step_budget
-        or not steps
-        or steps[0] != 0
-        or any(s % cfg.eval_every or s > ckpt.step for s in steps)
-        or steps != sorted(set(steps))
-    ):
-        raise ConfigError(damaged.format("its step, status or evaluation records are inconsistent"))
+    for name, arr in actual.items():
+        if not np.isfinite(arr).all():  # a checkpoint is only written from a finite state
+            raise ConfigError(damaged.format(f"{name} holds NaN or infinite values"))
+    if not np.isin(ckpt.mask, (0, 1)).all():
+        raise ConfigError(damaged.format("mask holds values other than 0 and 1"))
+    if ckpt.status not in STATUSES or not 0 <= ckpt.step <= cfg.step_budget:
+        raise ConfigError(
+            damaged.format(f"its step {ckpt.step} or status {ckpt.status!r} is wrong")
+        )
+    if not (isinstance(ckpt.elapsed_s, float) and 0 <= ckpt.elapsed_s < math.inf):
+        raise ConfigError(damaged.format(f"its elapsed time {ckpt.elapsed_s} is not a time"))
+    for r in ckpt.records:
+        problem = _record_problem(r, cfg.tasks)
+        if problem:
+            raise ConfigError(damaged.format(f"an evaluation record {problem}"))
+    # the evaluations on the schedule up to the step; the one at the step itself may be missing
+    # (an interruption abandoned it: the resumed run does it again)
+    steps = [r["step"] for r in ckpt.records]
+    schedule = list(range(0, ckpt.step + 1, cfg.eval_every))
+    if steps not in (schedule, schedule[:-1] if ckpt.step % cfg.eval_every == 0 else schedule):
+        raise ConfigError(
+            damaged.format(
+                f"its evaluation records are at steps {_steps_text(steps)}, not every "
+                f"{cfg.eval_every} steps from 0 to {ckpt.step}"
+            )
+        )
+
+
+def _is_number(x: object) -> bool:
+    """An int or float from JSON (a bool is not a number here)."""
+    return isinstance(x, (int, float)) and not isinstance(x, bool)
+
+
+def _record_problem(r: object, tasks: tuple[str, ...]) -> str | None:
+    """What is wrong with one evaluation record of a checkpoint, or None: the step a
+    non-negative integer, accuracies in [0, 1] (per task too), losses non-negative (infinite or
+    NaN allowed: a confident wrong answer), learning rate, norm and time finite and non-negative."""
+    if not isinstance(r, dict):
+        return "is not a JSON object"
+    if not isinstance(r.get("step"), int) or isinstance(r["step"], bool) or r["step"] < 0:
+        return f"has step {r.get('step')!r}, not an integer >= 0"
+    rows = {"": r} | (r["per_task"] if isinstance(r.get("per_task"), dict) else {})
+    if len(tasks) > 1 and set(rows) != {"", *tasks}:
+        return f"of step {r['step']} lacks the per-task values of {', '.join(tasks)}"
+    for task, row in rows.items():
+        where = f"of step {r['step']}" + (f" ({task})" if task else "")
+        if not isinstance(row, dict):
+            return f"{where} is not a JSON object"
+        for key in ("train_acc", "val_acc"):
+            if not (_is_number(row.get(key)) and 0 <= row[key] <= 1):
+                return f"{where} has {key} {row.get(key)!r}, not in [0, 1]"
+        for key in ("train_loss", "val_loss"):
+            if not (_is_number(row.get(key)) and not row[key] < 0):
+                return f"{where} has {key} {row.get(key)!r}, not a loss"
+    for key in ("lr", "weight_norm", "elapsed_s"):
+        if not (_is_number(r.get(key)) and 0 <= r[key] < math.inf):
+            return f"of step {r['step']} has {key} {r.get(key)!r}, not a finite number >= 0"
+    return None
+
+
+def _steps_text(steps: list[int]) -> str:
+    """[0, 10, 20, 30, 40, 50] -> '0, 10, 20 ... 50'; [] -> 'none'."""
+    if not steps:
+        return "none"
+    shown = steps if len(steps) <= 6 else [*steps[:3], "...", steps[-1]]
+    return ", ".join(map(str, shown)).replace(", ...,", " ...")
 
 
 @dataclass
@@ -249,8 +315,9 @@ class SavedRun:
     config_doc: dict  # the whole config.json document
     checkpoint: Checkpoint
     # the run has ended (its checkpoint says finished) but summary.json or curves.png is missing or
-    # older than that end: `train.complete_run` writes them, nothing is trained
+    # older than that end: `summary.complete_run` writes them, nothing is trained
     complete_only: bool = False
+    threads: int | None = None  # the BLAS threads the run started with (config.json), if known
 
 
 def outputs_current(run_dir: Path, step: int | None = None) -> bool:
@@ -278,9 +345,15 @@ def read_run(run_dir: Path, steps: int | None = None) -> SavedRun:
     (killed after its final checkpoint) comes back with `complete_only` when no --steps is given
     (with --steps it is checked, and trains on, as any other)."""
     cfg, doc = read_config(run_dir)
+    blas = _saved_threads(run_dir, doc)
+    if not (run_dir / "checkpoint.npz").exists() and _diverged(run_dir):
+        raise ConfigError(
+            f"{run_dir}: the run diverged at step 0 (its initial parameters overflow); start a new "
+            "run with a smaller --init-scale"
+        )
     ckpt = load_checkpoint(run_dir / "checkpoint.npz", cfg)
     if steps is None and ckpt.status == "finished" and not outputs_current(run_dir, ckpt.step):
-        return SavedRun(run_dir, cfg, doc, ckpt, complete_only=True)
+        return SavedRun(run_dir, cfg, doc, ckpt, complete_only=True, threads=blas)
     if steps is not None:
         cfg = validate(cfg.replace(steps=steps))
     if _diverged(run_dir):
@@ -295,14 +368,15 @@ def read_run(run_dir: Path, steps: int | None = None) -> SavedRun:
             f"stayed >= {cfg.generalized_threshold:g} for --patience {cfg.patience} steps; nothing "
             "to continue (a new run with --patience 0 trains the whole budget)"
         )
-    if ckpt.step >= cfg.step_budget:
+    # an interruption at the budget's last step abandoned the final evaluation: resume does it
+    if ckpt.step > cfg.step_budget or (ckpt.step == cfg.step_budget and ckpt.status == "finished"):
         need = f"give --steps more than {ckpt.step // len(cfg.tasks):,} to train longer"
         if steps is None:
             raise ConfigError(
                 f"{run_dir}: the run already trained its whole budget ({ckpt.step:,} steps); {need}"
             )
         raise ConfigError(f"--steps: {steps:,} per task is not more than the run has done; {need}")
-    return SavedRun(run_dir, cfg, doc, ckpt)
+    return SavedRun(run_dir, cfg, doc, ckpt, threads=blas)
 
 
 def _diverged(run_dir: Path) -> bool:

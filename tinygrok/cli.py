@@ -208,10 +208,11 @@ def describe(summary: dict, cfg: Config) -> str:
     ]
     if summary["delay_steps"] is not None:
         lines.append(f"grokking delay:               {summary['delay_steps']:,} steps")
-    lines.append(
-        f"final accuracy:               train {100 * summary['final_train_acc']:.2f}%, "
-        f"validation {100 * summary['final_val_acc']:.2f}%"
-    )
+    if summary["final_train_acc"] is not None:  # None: stopped before its first evaluation
+        lines.append(
+            f"final accuracy:               train {100 * summary['final_train_acc']:.2f}%, "
+            f"validation {100 * summary['final_val_acc']:.2f}%"
+        )
     if len(summary["tasks"]) > 1:
         for t, m in summary["per_task"].items():
             g = m["generalized_step"]
@@ -266,7 +267,8 @@ def run(tasks, out, force, threads, quiet, **options) -> None:
         raise ConfigError(f"--out: cannot make the folder {out} ({e.strerror})") from None
     from tinygrok.model import n_params
     from tinygrok.runlock import RunLock
-    from tinygrok.train import set_threads, train
+    from tinygrok.threads import set_threads
+    from tinygrok.train import train
 
     with RunLock(out):  # checked under the lock: no other process can start a run here meanwhile
         if (out / "config.json").exists() and not force:
@@ -312,7 +314,8 @@ def resume(run_dir, steps, threads, quiet) -> None:
         )
     from tinygrok.checkpoint import read_run
     from tinygrok.runlock import RunLock
-    from tinygrok.train import complete_run, set_threads
+    from tinygrok.summary import complete_run
+    from tinygrok.threads import set_threads
     from tinygrok.train import resume as resume_run
 
     with RunLock(run_dir):
@@ -327,7 +330,7 @@ def resume(run_dir, steps, threads, quiet) -> None:
             )
             return
         # the threads the run started with, so that its numbers continue bit for bit
-        set_threads(threads or saved.config_doc.get("threads", {}).get("blas"))
+        set_threads(threads or saved.threads)
         click.echo(
             f"tinygrok: resuming {run_dir} at step {saved.checkpoint.step:,} of "
             f"{saved.cfg.step_budget:,}",
@@ -354,7 +357,7 @@ def worker_count(workers: int | None) -> int:
 def with_stop_flag(start: Callable):
     """Call `start(stop)` with SIGINT and SIGTERM routed to a StopFlag: a run finishes its step,
     saves, and returns with status "interrupted"; a sweep lets its runs do the same."""
-    from tinygrok.train import StopFlag
+    from tinygrok.interrupt import StopFlag
 
     stop = StopFlag()
     stop.install()
@@ -419,11 +422,13 @@ def report(summary: dict, out: Path, cfg: Config) -> None:
         )
         sys.exit(EXIT_INTERRUPTED)
     if summary["status"] == "diverged":
-        click.echo(
-            f"tinygrok: diverged at step {summary['diverged_step']:,}: the loss or the parameters "
-            "became NaN or infinite; the last good checkpoint is kept; try a smaller --lr",
-            err=True,
+        why = (
+            f"the initial parameters overflow {cfg.dtype}; try a smaller --init-scale"
+            if summary["diverged_step"] == 0
+            else "the loss or the parameters became NaN or infinite; the last good checkpoint is "
+            "kept; try a smaller --lr"
         )
+        click.echo(f"tinygrok: diverged at step {summary['diverged_step']:,}: {why}", err=True)
         sys.exit(EXIT_DIVERGED)
 
 
@@ -763,7 +768,7 @@ def analyze(run_dir, key_freqs, threads) -> None:
     if threads is not None and threads < 1:
         raise ConfigError(f"--threads: must be an integer >= 1 (got {threads})")
     from tinygrok.analysis import analyze as analyze_run
-    from tinygrok.train import set_threads
+    from tinygrok.threads import set_threads
 
     set_threads(threads)
     a = analyze_run(run_dir, freqs)

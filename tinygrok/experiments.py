@@ -199,8 +199,8 @@ def run_all(specs: list[RunSpec], jobs: int = 1, progress: bool = True) -> tuple
     """Run every spec not done yet on `jobs` worker processes of one thread each, with the sweep's
     pool (sweep.run_local: idempotent runs, resumed from their checkpoints, retried once if a worker
     dies). Returns ({run: error} of the runs that failed, whether Ctrl-C stopped the experiment)."""
+    from tinygrok.interrupt import StopFlag
     from tinygrok.sweep import Job, SweepDisplay, run_local, warm_kernels
-    from tinygrok.train import StopFlag
 
     todo = [s for s, state in zip(specs, states(specs), strict=True) if state != "done"]
     if not todo:

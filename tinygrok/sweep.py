@@ -47,7 +47,7 @@ from tinygrok.errors import ConfigError
 from tinygrok.tasks import did_you_mean
 
 if typing.TYPE_CHECKING:
-    from tinygrok.train import StopFlag
+    from tinygrok.interrupt import StopFlag
 
 SWEEP_FILE = "sweep.json"
 RUNS_DIR = "runs"
@@ -332,7 +332,9 @@ def run_task(cfg_dict: dict, run_dir: str) -> dict | None:
     """
     from tinygrok.checkpoint import read_run
     from tinygrok.runlock import RunLock
-    from tinygrok.train import complete_run, resume, set_threads, train
+    from tinygrok.summary import complete_run
+    from tinygrok.threads import set_threads
+    from tinygrok.train import resume, train
 
     stop = PoolStop(_pool_event) if _pool_event is not None else None
     if stop and stop.reason:
@@ -392,13 +394,13 @@ def one_line(error: BaseException) -> str:
 
 
 class SweepDisplay:
-    """The sweep's status line (`tinygrok.train.StatusLine`): runs done of total, running,
+    """The sweep's status line (`tinygrok.status.StatusLine`): runs done of total, running,
     failed, ETA."""
 
     def __init__(
         self, total: int, skipped: int, enabled: bool = True, stream: typing.TextIO | None = None
     ):
-        from tinygrok.train import StatusLine
+        from tinygrok.status import StatusLine
 
         self.total, self.skipped = total, skipped
         self.done, self.failed, self.ran = skipped, 0, 0
@@ -423,7 +425,7 @@ class SweepDisplay:
         """Redraw with `running` runs in flight, at most every 0.5 s (15 s off a terminal)."""
         if not self.line.due(force):
             return
-        from tinygrok.train import format_seconds
+        from tinygrok.status import format_seconds
 
         left = self.total - self.done - self.failed
         elapsed = time.perf_counter() - self.t0
@@ -593,7 +595,7 @@ def run_sweep(
     a ConfigError) before anything runs. Runs are handed out seed by seed, so a sweep stopped early
     still covers every configuration.
     """
-    from tinygrok.train import StopFlag
+    from tinygrok.interrupt import StopFlag
 
     stop = stop or StopFlag()
     jobs = sweep.jobs(out)
