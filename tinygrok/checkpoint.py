@@ -346,22 +346,22 @@ def read_run(run_dir: Path, steps: int | None = None) -> SavedRun:
     (with --steps it is checked, and trains on, as any other)."""
     cfg, doc = read_config(run_dir)
     blas = _saved_threads(run_dir, doc)
-    if not (run_dir / "checkpoint.npz").exists() and _diverged(run_dir):
+    diverged = _diverged_step(run_dir)
+    if diverged == 0:
         raise ConfigError(
             f"{run_dir}: the run diverged at step 0 (its initial parameters overflow); start a new "
             "run with a smaller --init-scale"
+        )
+    if diverged is not None:
+        raise ConfigError(
+            f"{run_dir}: the run diverged at step {diverged:,}; resuming from its last good "
+            "checkpoint would diverge again, at the same step: start a new run with a smaller --lr"
         )
     ckpt = load_checkpoint(run_dir / "checkpoint.npz", cfg)
     if steps is None and ckpt.status == "finished" and not outputs_current(run_dir, ckpt.step):
         return SavedRun(run_dir, cfg, doc, ckpt, complete_only=True, threads=blas)
     if steps is not None:
         cfg = validate(cfg.replace(steps=steps))
-    if _diverged(run_dir):
-        raise ConfigError(
-            f"{run_dir}: the run diverged; resuming from its last good checkpoint (step "
-            f"{ckpt.step:,}) would diverge again, at the same step: start a new run with a "
-            "smaller --lr"
-        )
     if ckpt.status == "finished" and ckpt.step < ckpt.cfg.step_budget:
         raise ConfigError(
             f"{run_dir}: the run stopped early at step {ckpt.step:,}, after validation accuracy "
@@ -379,15 +379,23 @@ def read_run(run_dir: Path, steps: int | None = None) -> SavedRun:
     return SavedRun(run_dir, cfg, doc, ckpt, threads=blas)
 
 
-def _diverged(run_dir: Path) -> bool:
-    """Whether summary.json says the run diverged (a run has no summary until it stops)."""
+def _diverged_step(run_dir: Path) -> int | None:
+    """The step summary.json says the run diverged at, or None (a run has no summary until it
+    stops)."""
     path = run_dir / "summary.json"
     if not path.exists():
-        return False
+        return None
     try:
         summary = json.loads(path.read_text())
     except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
         raise ConfigError(
             f"{path}: unreadable or not valid JSON ({e}); delete it (resume writes a new one)"
         ) from None
-    return isinstance(summary, dict) and summary.get("status") == "diverged"
+    if not (isinstance(summary, dict) and summary.get("status") == "diverged"):
+        return None
+    step = summary.get("diverged_step")
+    if not (_is_number(step) and isinstance(step, int) and step >= 0):
+        raise ConfigError(
+            f"{path}: diverged_step {step!r} is not a step; {RESTART.format(dir=run_dir)}"
+        )
+    return step

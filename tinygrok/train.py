@@ -57,11 +57,17 @@ def train(cfg: Config, out_dir: Path, progress: bool = True, stop: StopFlag | No
         params, mask = init_params(cfg)
     opt = make_optimizer(cfg, params.flat.size, params.flat.dtype, cfg.engine)
     grad_filter = make_grad_filter(cfg, params.flat.size, params.flat.dtype)
+    filter_state = grad_filter.state() if grad_filter else {}
+    start = Checkpoint(
+        cfg, 0, "running", 0.0, [], params.flat, mask.flat, opt.state(), filter_state
+    )
     with writes_reported(out_dir):
         out_dir.mkdir(parents=True, exist_ok=True)
-        for stale in ("checkpoint.npz", "summary.json", "curves.png"):
+        for stale in ("config.json", "checkpoint.npz", "summary.json", "curves.png"):
             (out_dir / stale).unlink(missing_ok=True)
         clear_snapshots(out_dir)
+        # the checkpoint before config.json: a folder that holds a run can always be resumed
+        save_checkpoint(out_dir / "checkpoint.npz", start)
         write_json(
             out_dir / "config.json",
             {
@@ -74,10 +80,6 @@ def train(cfg: Config, out_dir: Path, progress: bool = True, stop: StopFlag | No
             },
         )
         (out_dir / "metrics.jsonl").write_text("")
-    filter_state = grad_filter.state() if grad_filter else {}
-    start = Checkpoint(
-        cfg, 0, "running", 0.0, [], params.flat, mask.flat, opt.state(), filter_state
-    )
     return run_loop(start, data, out_dir, progress, stop)
 
 
