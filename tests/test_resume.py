@@ -9,22 +9,19 @@ import json
 import os
 import re
 import signal
-import time
 from pathlib import Path
 
-import numba
 import numpy as np
 import pytest
 from clirun import (
     TINY,
+    assert_same_run,
     fake_plot_curves,
     file_digests,
     metrics_lines,
     run_cli,
-    spawn,
     summary,
 )
-from threadpoolctl import threadpool_limits
 
 import tinygrok.checkpoint as checkpoint_mod
 import tinygrok.plots
@@ -51,24 +48,6 @@ def signal_at(monkeypatch, step: int | None, sig: int = signal.SIGINT) -> None:
         return REAL_LEARNING_RATE(cfg, s)
 
     monkeypatch.setattr(train_mod, "learning_rate", learning_rate)
-
-
-def assert_same_run(a: Path, b: Path) -> None:
-    """Same evaluations, summary, config and final parameters, wall-clock fields (and the record
-    of where and when each part ran) aside."""
-    assert metrics_lines(a) == metrics_lines(b)
-    assert summary(a) == summary(b)
-
-    def config(run: Path) -> dict:
-        doc = json.loads((run / "config.json").read_text())
-        return {k: v for k, v in doc.items() if k not in ("provenance", "resumes")}
-
-    assert config(a) == config(b)
-    with np.load(a / "checkpoint.npz") as za, np.load(b / "checkpoint.npz") as zb:
-        assert za.files == zb.files
-        for k in za.files:
-            if k != "run_json":  # holds elapsed_s
-                np.testing.assert_array_equal(za[k], zb[k], err_msg=k)
 
 
 CASES = {
@@ -323,45 +302,3 @@ def test_curves_of_the_shortest_runs(tmp_path, monkeypatch):
     r = run_cli("run", "division", *TINY, "--lr", "1e39", "--out", nan)
     assert r.code == 3 and len(r.err_lines) == 2, r.err
     assert (nan / "curves.png").stat().st_size > 0
-
-
-def wait_for_lines(path: Path, n: int, proc, timeout: float = 60.0) -> None:
-    """Until `path` has n lines (the subprocess is training), or fail."""
-    t0 = time.monotonic()
-    while time.monotonic() - t0 < timeout:
-        assert proc.poll() is None, proc.communicate()
-        if path.exists() and len(path.read_text().splitlines()) >= n:
-            return
-        time.sleep(0.02)
-    pytest.fail(f"{path} never reached {n} lines")
-
-
-@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM])
-def test_signal_to_a_real_process_interrupts_and_resumes_exactly(sig, tmp_path):
-    """Ctrl-C (SIGINT) or SIGTERM to a real `tinygrok run`: it finishes its step, saves, prints
-    the resume command and exits 130; resumed, it ends as a run that was never stopped. (The
-    resume and the reference run in this process, with the same single thread.)"""
-    cut, ref = tmp_path / "cut", tmp_path / "ref"
-    args = ["division", *TINY, "--threads", "1"]
-    proc = spawn("run", *args, "--steps", "100000", "--out", cut)
-    wait_for_lines(cut / "metrics.jsonl", 2, proc)
-    proc.send_signal(sig)
-    out, err = proc.communicate(timeout=60)
-    assert proc.returncode == 130, err
-    assert "Traceback" not in err
-    assert err.strip().splitlines()[-1].endswith(f"Resume with: tinygrok resume {cut}")
-    stopped = json.loads((cut / "summary.json").read_text())
-    k = stopped["steps_run"]
-    assert stopped["status"] == "interrupted" and 10 <= k < 100000
-    assert load_checkpoint(cut / "checkpoint.npz", read_config(cut)[0]).step == k
-    # the budget becomes k + 25 steps; the reference runs that budget from the start
-    steps = str(k + 25)
-    numba_threads = numba.get_num_threads()
-    with threadpool_limits(limits=None):  # --threads 1 below sets them for this process: restore
-        try:
-            r = run_cli("resume", cut, "--steps", steps, "--threads", "1")
-            assert r.code == 0, r.err
-            assert run_cli("run", *args, "--steps", steps, "--out", ref).code == 0
-        finally:
-            numba.set_num_threads(numba_threads)
-    assert_same_run(cut, ref)

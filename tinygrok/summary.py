@@ -10,6 +10,7 @@ them again from the checkpoint and metrics.jsonl, training nothing.
 from __future__ import annotations
 
 import json
+import os
 import sys
 from pathlib import Path
 
@@ -93,14 +94,16 @@ def write_end(
         return summary
     from tinygrok import plots
 
+    # drawn under a temporary name: a crash while drawing leaves no torn curves.png that looks new
+    curves, tmp = out_dir / "curves.png", out_dir / ".curves.tmp.png"
     try:
-        plots.plot_curves(out_dir)
+        plots.plot_curves(out_dir, tmp)
+        os.replace(tmp, curves)
     except Exception as e:  # matplotlib's failures are many and none may cost the run
         why = (str(e).strip().splitlines() or [""])[0]
-        print(
-            f"tinygrok: warning: {out_dir / 'curves.png'} not drawn ({type(e).__name__}: {why})",
-            file=sys.stderr,
-        )
+        print(f"tinygrok: warning: {curves} not drawn ({type(e).__name__}: {why})", file=sys.stderr)
+    finally:
+        tmp.unlink(missing_ok=True)
     return summary
 
 
