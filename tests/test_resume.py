@@ -5,10 +5,14 @@ checkpoint. All on a tiny model with the NumPy engine, in seconds."""
 
 from __future__ import annotations
 
+import builtins
+import errno
+import io
 import json
 import os
 import re
 import signal
+from contextlib import contextmanager, nullcontext
 from pathlib import Path
 
 import numpy as np
@@ -25,8 +29,11 @@ from clirun import (
 
 import tinygrok.checkpoint as checkpoint_mod
 import tinygrok.plots
+import tinygrok.snapshots
+import tinygrok.summary
 import tinygrok.train as train_mod
 from tinygrok.checkpoint import CHECKPOINT_FORMAT, load_checkpoint, read_config
+from tinygrok.snapshots import list_snapshots, load_snapshot
 
 REAL_LEARNING_RATE = train_mod.learning_rate
 REAL_PLOT_CURVES = tinygrok.plots.plot_curves
@@ -302,3 +309,125 @@ def test_curves_of_the_shortest_runs(tmp_path, monkeypatch):
     r = run_cli("run", "division", *TINY, "--lr", "1e39", "--out", nan)
     assert r.code == 3 and len(r.err_lines) == 2, r.err
     assert (nan / "curves.png").stat().st_size > 0
+
+
+def snapshot_arrays(run_dir: Path) -> dict[int, np.ndarray]:
+    return {step: load_snapshot(path)[1] for step, path in list_snapshots(run_dir)}
+
+
+def test_a_resumed_run_keeps_no_snapshot_of_its_interruption(tmp_path, monkeypatch):
+    """Interrupted at step 37, the run saves a snapshot there (the end of what it ran); resumed,
+    it drops it, so its snapshots, and `analyze` of them, are those of the run left alone."""
+    args = ["division", *TINY, "--steps", "60", "--snapshot-every", "20"]
+    assert run_cli("run", *args, "--out", tmp_path / "ref").code == 0
+    signal_at(monkeypatch, 37)
+    assert run_cli("run", *args, "--out", tmp_path / "cut").code == 130
+    signal_at(monkeypatch, None)
+    assert sorted(snapshot_arrays(tmp_path / "cut")) == [0, 20, 37]
+    assert run_cli("resume", tmp_path / "cut").code == 0
+    ref, cut = snapshot_arrays(tmp_path / "ref"), snapshot_arrays(tmp_path / "cut")
+    assert sorted(cut) == sorted(ref) == [0, 20, 40, 60]
+    for step in ref:
+        np.testing.assert_array_equal(cut[step], ref[step])
+    for run in ("ref", "cut"):
+        assert run_cli("analyze", tmp_path / run, "--threads", "1").code == 0
+    ref_analysis, cut_analysis = (
+        json.loads((tmp_path / run / "analysis.json").read_text()) | {"run_dir": None}
+        for run in ("ref", "cut")
+    )
+    assert cut_analysis == ref_analysis
+
+
+def no_space_when(monkeypatch, module, failing) -> None:
+    """`np.savez` as seen from `module` writes half a file and fails as a full disk does when
+    `failing(arrays)` holds."""
+    real = module.np.savez
+
+    def savez(file, **arrays):
+        if failing(arrays):
+            with open(file, "wb") if isinstance(file, (str, Path)) else nullcontext(file) as f:
+                f.write(b"PK\x03\x04 half an archive")
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+        return real(file, **arrays)
+
+    monkeypatch.setattr(module.np, "savez", savez)
+
+
+@pytest.mark.parametrize("write", ["checkpoint", "snapshot", "summary"])
+def test_a_full_disk_is_one_line_and_the_run_resumes_once_there_is_space(
+    write, tmp_path, monkeypatch
+):
+    """The disk fills while the run writes its checkpoint of step 50, its snapshot of step 40,
+    or its summary: one line naming the cause and `tinygrok resume`, no temporary file left, the
+    last good checkpoint kept; once there is space, resume ends as the run never stopped."""
+    args = ["division", *TINY, "--steps", "60", "--snapshot-every", "20"]
+    assert run_cli("run", *args, "--out", tmp_path / "ref").code == 0
+    cut = tmp_path / "cut"
+    with monkeypatch.context() as m:
+        if write == "checkpoint":
+            no_space_when(m, checkpoint_mod, lambda a: "config_json" in a and a["step"] == 50)
+        elif write == "snapshot":
+            no_space_when(
+                m, tinygrok.snapshots, lambda a: "config_json" not in a and a["step"] == 40
+            )
+        else:
+            real_write_json = tinygrok.summary.write_json
+
+            def write_json(path, obj):
+                if path.name == "summary.json":
+                    raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), str(path))
+                real_write_json(path, obj)
+
+            m.setattr(tinygrok.summary, "write_json", write_json)
+        r = run_cli("run", *args, "--out", cut)
+    assert r.code == 2 and len(r.err_lines) == 2, r.err  # the line that starts training, and it
+    assert "No space left on device" in r.err_lines[1] and f"tinygrok resume {cut}" in r.err
+    assert not [p for p in cut.rglob("*") if "tmp" in p.name]
+    saved = load_checkpoint(cut / "checkpoint.npz", read_config(cut)[0])
+    assert saved.step == {"checkpoint": 25, "snapshot": 25, "summary": 60}[write]
+    r = run_cli("resume", cut)
+    assert r.code == 0, r.err
+    assert_same_run(cut, tmp_path / "ref")
+    assert sorted(snapshot_arrays(cut)) == [0, 20, 40, 60]
+
+
+@contextmanager
+def read_only(folder: Path, monkeypatch):
+    """`folder` cannot be written in: chmod for a normal user; for root, whom no file mode stops,
+    every open of a file in it for writing fails as it would."""
+    if os.geteuid() != 0:
+        folder.chmod(0o555)
+        try:
+            yield
+        finally:
+            folder.chmod(0o755)
+        return
+    real_open = io.open
+
+    def guarded_open(file, mode="r", *args, **kwargs):
+        if any(c in mode for c in "wax+") and Path(file).resolve().parent == folder.resolve():
+            raise PermissionError(errno.EACCES, os.strerror(errno.EACCES), str(file))
+        return real_open(file, mode, *args, **kwargs)
+
+    with monkeypatch.context() as m:
+        m.setattr(io, "open", guarded_open)
+        m.setattr(builtins, "open", guarded_open)
+        yield
+
+
+def test_resume_of_a_read_only_run_is_one_line_and_works_once_writable(tmp_path, monkeypatch):
+    args = ["division", *TINY, "--steps", "60"]
+    assert run_cli("run", *args, "--out", tmp_path / "ref").code == 0
+    cut = tmp_path / "cut"
+    signal_at(monkeypatch, 37)
+    assert run_cli("run", *args, "--out", cut).code == 130
+    signal_at(monkeypatch, None)
+    before = file_digests(cut)
+    with read_only(cut, monkeypatch):
+        r = run_cli("resume", cut)
+    assert r.code == 2 and r.err_lines[0].startswith("tinygrok: resuming"), r.err
+    assert len(r.err_lines) == 2 and r.err_lines[1].startswith("tinygrok: error: "), r.err
+    assert "Permission denied" in r.err and f"tinygrok resume {cut}" in r.err
+    assert file_digests(cut) == before
+    assert run_cli("resume", cut).code == 0
+    assert_same_run(cut, tmp_path / "ref")

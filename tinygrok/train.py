@@ -269,7 +269,7 @@ def writes_reported(run_dir: Path) -> Iterator[None]:
     except OSError as e:
         where = e.filename or run_dir
         if (run_dir / "checkpoint.npz").is_file():
-            then = f"its last checkpoint is kept: continue with `tinygrok resume {run_dir}`"
+            then = f"the last checkpoint is kept: continue with `tinygrok resume {run_dir}`"
         else:
             then = f"start the run again with `tinygrok run ... --out {run_dir} --force`"
         raise ConfigError(
