@@ -21,8 +21,10 @@ That is the whole state of a run. Batches are a pure function of (seed, step) (`
 and initialization draws all its random numbers before step 1, so the step is the complete RNG and
 sampler state; the learning rate is a function of the step; the early-stop streak is read back
 from the records. The records are the evaluations on the regular schedule (step 0 and multiples of
-`eval_every`): the extra evaluation that an interruption, or the end of a budget that is later
-raised, adds at another step is not part of the run that continues. Resuming rewrites
+`eval_every`) up to the step, the one at the step itself missing when an interruption cut it
+short; the evaluation at the end of a budget that is later raised is not part of the run that
+continues. Loading checks every array's shape, dtype and finiteness and every record's ranges
+(accuracies in [0, 1], steps on the schedule). Resuming rewrites
 `metrics.jsonl` from these records, so a resumed run's files match the run left alone line for line.
 """
 
