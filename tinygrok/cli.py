@@ -268,7 +268,7 @@ def run(tasks, out, force, threads, quiet, **options) -> None:
     from tinygrok.model import n_params
     from tinygrok.runlock import RunLock
     from tinygrok.threads import set_threads
-    from tinygrok.train import train
+    from tinygrok.train import train, writes_reported
 
     with RunLock(out):  # checked under the lock: no other process can start a run here meanwhile
         if (out / "config.json").exists() and not force:
@@ -282,7 +282,8 @@ def run(tasks, out, force, threads, quiet, **options) -> None:
             f"({n_params(cfg):,} parameters, {cfg.step_budget:,} step budget) -> {out}",
             err=True,
         )
-        summary = with_stop_flag(lambda stop: train(cfg, out, progress=not quiet, stop=stop))
+        with writes_reported(out):
+            summary = with_stop_flag(lambda stop: train(cfg, out, progress=not quiet, stop=stop))
     report(summary, out, cfg)
 
 
@@ -317,8 +318,9 @@ def resume(run_dir, steps, threads, quiet) -> None:
     from tinygrok.summary import complete_run
     from tinygrok.threads import set_threads
     from tinygrok.train import resume as resume_run
+    from tinygrok.train import writes_reported
 
-    with RunLock(run_dir):
+    with RunLock(run_dir), writes_reported(run_dir):
         saved = read_run(run_dir, steps)
         if saved.complete_only:  # killed after its final checkpoint: only its last files are due
             summary = complete_run(saved)

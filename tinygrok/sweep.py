@@ -301,7 +301,7 @@ def run_state(cfg: Config, run_dir: Path) -> str:
 
 class PoolStop:
     """The stop flag of a run in a local pool worker: up once the parent sets the pool's Event
-    (the loop in `train` reads only `reason`)."""
+    (the loop in `train` reads `reason` and enters `abandonable()`, as of a `StopFlag`)."""
 
     def __init__(self, event):
         self.event = event
@@ -310,6 +310,10 @@ class PoolStop:
     def reason(self) -> str | None:
         """Why the run should stop, or None while it should go on."""
         return "the sweep was stopped" if self.event.is_set() else None
+
+    def abandonable(self) -> contextlib.AbstractContextManager:
+        """An evaluation in a worker runs to its end: the Event is read between steps."""
+        return contextlib.nullcontext()
 
 
 _pool_event = None  # in a local pool worker: the Event the parent sets to stop the sweep

@@ -16,8 +16,9 @@ then writes the final checkpoint, summary.json and curves.png (summary.py). The 
 are listed in README.md, "A run on disk". `resume` ends with the same files, line for line, as the
 run left alone: the state at a step is the checkpoint's, and an evaluation that an interruption
 cut short is done again (interrupt.py). A diverged run keeps its last good checkpoint. A write that
-fails (no space, no permission) is one line naming the file; the last checkpoint stays whole and
-`resume` continues from it. The caller holds the run folder's lock (runlock.py; the CLI does).
+fails (no space, no permission) raises its OSError, which `writes_reported` turns into one line for
+the command line (a sweep retries the run); the last checkpoint stays whole and `resume` continues
+from it. The caller holds the run folder's lock (runlock.py; the CLI does).
 """
 
 from __future__ import annotations
@@ -61,25 +62,24 @@ def train(cfg: Config, out_dir: Path, progress: bool = True, stop: StopFlag | No
     start = Checkpoint(
         cfg, 0, "running", 0.0, [], params.flat, mask.flat, opt.state(), filter_state
     )
-    with writes_reported(out_dir):
-        out_dir.mkdir(parents=True, exist_ok=True)
-        for stale in ("config.json", "checkpoint.npz", "summary.json", "curves.png"):
-            (out_dir / stale).unlink(missing_ok=True)
-        clear_snapshots(out_dir)
-        # the checkpoint before config.json: a folder that holds a run can always be resumed
-        save_checkpoint(out_dir / "checkpoint.npz", start)
-        write_json(
-            out_dir / "config.json",
-            {
-                "config": cfg.to_dict(),
-                "tinygrok_version": __version__,
-                "engine": cfg.engine,
-                "threads": set_threads(None),
-                "n_params": params.flat.size,
-                "provenance": provenance(),
-            },
-        )
-        (out_dir / "metrics.jsonl").write_text("")
+    out_dir.mkdir(parents=True, exist_ok=True)
+    for stale in ("config.json", "checkpoint.npz", "summary.json", "curves.png"):
+        (out_dir / stale).unlink(missing_ok=True)
+    clear_snapshots(out_dir)
+    # the checkpoint before config.json: a folder that holds a run can always be resumed
+    save_checkpoint(out_dir / "checkpoint.npz", start)
+    write_json(
+        out_dir / "config.json",
+        {
+            "config": cfg.to_dict(),
+            "tinygrok_version": __version__,
+            "engine": cfg.engine,
+            "threads": set_threads(None),
+            "n_params": params.flat.size,
+            "provenance": provenance(),
+        },
+    )
+    (out_dir / "metrics.jsonl").write_text("")
     return run_loop(start, data, out_dir, progress, stop)
 
 
@@ -90,15 +90,14 @@ def resume(run: SavedRun, progress: bool = True, stop: StopFlag | None = None) -
     data = make_dataset(cfg.tasks, cfg.p, cfg.train_frac, cfg.seed)
     # --steps may have changed the budget; every resume is recorded with its code and machine
     resumes = run.config_doc.get("resumes", []) + [provenance() | {"step": ckpt.step}]
-    with writes_reported(run.dir):
-        write_json(
-            run.dir / "config.json", run.config_doc | {"config": cfg.to_dict(), "resumes": resumes}
-        )
-        # Evaluations and snapshots after the checkpoint, and those of an interruption or of the
-        # end of a budget since raised, are not part of the run that continues.
-        lines = "".join(json_line(r) for r in ckpt.records)
-        atomic_write(run.dir / "metrics.jsonl", lambda f: f.write(lines.encode()))
-        prune_snapshots(run.dir, ckpt.step, cfg.snapshot_every)
+    write_json(
+        run.dir / "config.json", run.config_doc | {"config": cfg.to_dict(), "resumes": resumes}
+    )
+    # Evaluations and snapshots after the checkpoint, and those of an interruption or of the
+    # end of a budget since raised, are not part of the run that continues.
+    lines = "".join(json_line(r) for r in ckpt.records)
+    atomic_write(run.dir / "metrics.jsonl", lambda f: f.write(lines.encode()))
+    prune_snapshots(run.dir, ckpt.step, cfg.snapshot_every)
     return run_loop(dataclasses.replace(ckpt, cfg=cfg), data, run.dir, progress, stop)
 
 
@@ -124,7 +123,6 @@ def run_loop(
     lr = learning_rate(cfg, step) if step else 0.0  # of the step that made the parameters
 
     with (
-        writes_reported(out_dir),
         # NaN and inf are caught below and reported once; numpy's warnings about them are noise
         np.errstate(over="ignore", invalid="ignore", divide="ignore"),
         (out_dir / "metrics.jsonl").open("a") as log,
@@ -183,13 +181,12 @@ def run_loop(
             opt.step(params.flat, grads.flat, lr)
             bar.update(step, records[-1] if records else None)
 
-    with writes_reported(out_dir):
-        wall = time.perf_counter() - t0
-        if status != "diverged":  # a diverged run keeps its last good checkpoint
-            save(out_dir, cfg, step, status, wall, records, params, mask, opt, grad_filter)
-            if cfg.snapshot_every:
-                save_snapshot(out_dir, step, params.flat)  # the end, wherever it falls
-        return write_end(out_dir, cfg, records, status, wall, params, mask, step)
+    wall = time.perf_counter() - t0
+    if status != "diverged":  # a diverged run keeps its last good checkpoint
+        save(out_dir, cfg, step, status, wall, records, params, mask, opt, grad_filter)
+        if cfg.snapshot_every:
+            save_snapshot(out_dir, step, params.flat)  # the end, wherever it falls
+    return write_end(out_dir, cfg, records, status, wall, params, mask, step)
 
 
 def evaluation(
@@ -262,8 +259,9 @@ def save(
 
 @contextmanager
 def writes_reported(run_dir: Path) -> Iterator[None]:
-    """Turn an OSError from writing the run folder (no space, no permission) into a one-line
-    ConfigError naming the file and what `resume` can do once the cause is gone."""
+    """Around `train`, `resume` or `summary.complete_run`: turn an OSError from writing the run
+    folder (no space, no permission) into a one-line ConfigError naming the file and what
+    `resume` can do once the cause is gone."""
     try:
         yield
     except OSError as e:
