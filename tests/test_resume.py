@@ -60,8 +60,10 @@ def signal_at(monkeypatch, step: int | None, sig: int = signal.SIGINT) -> None:
 CASES = {
     # stop between evaluations and checkpoints: the extra evaluation is dropped on resume
     "off-schedule": (["division"], [], 37),
-    # stop on an evaluation and a checkpoint step
+    # stop on an evaluation and a checkpoint step: that evaluation is left to the resumed run
     "on-schedule": (["division"], [], 50),
+    # stop in the budget's last step: the final evaluation too is the resumed run's
+    "last-step": (["division"], [], 60),
     "two-tasks-sgd": (["add", "sub"], ["--optimizer", "sgd", "--lr", "0.05"], 23),
     "grokfast-ema": (["mul"], ["--grokfast", "ema"], 41),
     "grokfast-ma": (["mul"], ["--grokfast", "ma", "--grokfast-window", "7"], 41),
