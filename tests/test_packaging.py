@@ -56,6 +56,6 @@ def test_every_subpackage_is_found():
 
 def test_console_script_is_declared_and_installed():
     scripts = setup_cfg()["options.entry_points"]["console_scripts"]
-    assert re.search(r"^tinygrok\s*=\s*tinygrok\.cli:main$", scripts.strip(), re.M)
+    assert re.search(r"^tinygrok\s*=\s*tinygrok\.__main__:main$", scripts.strip(), re.M)
     installed = {ep.name: ep.value for ep in metadata.entry_points(group="console_scripts")}
-    assert installed.get("tinygrok") == "tinygrok.cli:main"
+    assert installed.get("tinygrok") == "tinygrok.__main__:main"
