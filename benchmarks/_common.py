@@ -20,7 +20,7 @@ from tinygrok.config import Config
 from tinygrok.model import PREFIX, Params, evaluate, init_params, loss_and_grads
 from tinygrok.optim import learning_rate, make_optimizer
 from tinygrok.tasks import SEQ_LEN, Batches, make_dataset, vocab_size
-from tinygrok.train import set_threads
+from tinygrok.threads import set_threads
 
 MISSING_TORCH = "install PyTorch to compare: pip install -e '.[parity]'"
 

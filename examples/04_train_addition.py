@@ -20,7 +20,8 @@ from pathlib import Path
 from tinygrok.config import Config, validate
 from tinygrok.folders import read_metrics
 from tinygrok.runlock import RunLock
-from tinygrok.train import set_threads, train
+from tinygrok.threads import set_threads
+from tinygrok.train import train
 
 RUN = {
     "tasks": ("addition",),

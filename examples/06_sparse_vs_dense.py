@@ -24,7 +24,8 @@ import numpy as np
 from tinygrok.config import Config, validate
 from tinygrok.model import init_params, matrix_sparsity
 from tinygrok.runlock import RunLock
-from tinygrok.train import set_threads, train
+from tinygrok.threads import set_threads
+from tinygrok.train import train
 
 RUN = {
     "tasks": ("division",),

@@ -12,6 +12,8 @@ from contextlib import redirect_stderr, redirect_stdout
 from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
+
 from tinygrok.cli import main
 
 # A model that trains at hundreds of steps per second: every test run uses it.
@@ -84,3 +86,34 @@ def file_digests(run_dir: Path) -> dict[str, str]:
         for p in sorted(run_dir.iterdir())
         if p.is_file() and p.name != ".lock"
     }
+
+
+def without_clock(value: object) -> object:
+    """`value` (a JSON document) without its wall-clock fields, at every depth."""
+    if isinstance(value, dict):
+        return {k: without_clock(v) for k, v in value.items() if k not in WALL_CLOCK}
+    if isinstance(value, list):
+        return [without_clock(v) for v in value]
+    return value
+
+
+def assert_same_run(a: Path, b: Path) -> None:
+    """Same evaluations, summary, config and final checkpoint (parameters, optimizer state,
+    status and records), wall-clock fields (and the record of where and when each part ran)
+    aside."""
+    assert metrics_lines(a) == metrics_lines(b)
+    assert summary(a) == summary(b)
+
+    def config(run: Path) -> dict:
+        doc = json.loads((run / "config.json").read_text())
+        return {k: v for k, v in doc.items() if k not in ("provenance", "resumes")}
+
+    assert config(a) == config(b)
+    with np.load(a / "checkpoint.npz") as za, np.load(b / "checkpoint.npz") as zb:
+        assert za.files == zb.files
+        for k in za.files:
+            if k == "run_json":
+                ra, rb = (without_clock(json.loads(str(z[k]))) for z in (za, zb))
+                assert ra == rb
+            else:
+                np.testing.assert_array_equal(za[k], zb[k], err_msg=k)

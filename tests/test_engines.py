@@ -16,7 +16,7 @@ from tinygrok.config import Config, validate
 from tinygrok.model import Params, evaluate, init_params, loss_and_grads
 from tinygrok.optim import learning_rate, make_optimizer
 from tinygrok.tasks import Batches, make_dataset
-from tinygrok.train import set_threads
+from tinygrok.threads import set_threads
 
 STEPS = 6
 

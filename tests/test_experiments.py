@@ -18,8 +18,9 @@ from tinygrok.lab.comparison import stability_cell
 from tinygrok.lab.experiments import noise_arms, plan
 from tinygrok.metrics import stability
 from tinygrok.model import init_params, is_matrix, matrix_sparsity
+from tinygrok.summary import run_summary
 from tinygrok.tasks import Batches, make_dataset
-from tinygrok.train import run_summary, train
+from tinygrok.train import train
 
 # A model small enough that a few hundred steps take about a second.
 TINY = dict(p=11, d_model=16, heads=2, d_mlp=32, layers=1, batch_size=32, eval_every=25)

@@ -56,9 +56,9 @@ def test_every_subpackage_is_found():
 
 def test_console_script_is_declared_and_installed():
     scripts = setup_cfg()["options.entry_points"]["console_scripts"]
-    assert re.search(r"^tinygrok\s*=\s*tinygrok\.cli:main$", scripts.strip(), re.M)
+    assert re.search(r"^tinygrok\s*=\s*tinygrok\.__main__:main$", scripts.strip(), re.M)
     installed = {ep.name: ep.value for ep in metadata.entry_points(group="console_scripts")}
-    assert installed.get("tinygrok") == "tinygrok.cli:main"
+    assert installed.get("tinygrok") == "tinygrok.__main__:main"
 
 
 def imported(path: Path) -> set[str]:
@@ -75,9 +75,10 @@ def imported(path: Path) -> set[str]:
 
 
 def room(module: str) -> int:
-    """0 for the engine (tinygrok's top level and kernels/), 1 for tinygrok.lab, 2 for the CLI."""
+    """0 for the engine (tinygrok's top level and kernels/), 1 for tinygrok.lab, 2 for the CLI,
+    3 for the console script's entry (`tinygrok.__main__`, which loads the CLI)."""
     parts = module.split(".")
-    return {"lab": 1, "cli": 2}.get(parts[1], 0) if len(parts) > 1 else 0
+    return {"lab": 1, "cli": 2, "__main__": 3}.get(parts[1], 0) if len(parts) > 1 else 0
 
 
 def test_imports_only_go_down_from_cli_to_lab_to_engine():

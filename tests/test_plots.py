@@ -9,8 +9,9 @@ import pytest
 
 from tinygrok.config import from_preset
 from tinygrok.folders import read_metrics
+from tinygrok.metrics import json_line
 from tinygrok.plots import run_label
-from tinygrok.train import json_line, train
+from tinygrok.train import train
 
 
 @pytest.mark.parametrize(

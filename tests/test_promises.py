@@ -16,11 +16,12 @@ from clirun import TINY, run_cli
 from tinygrok.checkpoint import load_checkpoint, read_run
 from tinygrok.config import Config, validate
 from tinygrok.folders import read_config
+from tinygrok.interrupt import StopFlag
 from tinygrok.lab.comparison import in_progress, table
 from tinygrok.lab.experiments import plan
 from tinygrok.model import Params, evaluate, init_params, param_shapes
 from tinygrok.tasks import SPLIT_STREAM, Batches, make_dataset
-from tinygrok.train import StopFlag, resume, train
+from tinygrok.train import resume, train
 
 pytestmark = pytest.mark.usefixtures("single_thread")
 

@@ -5,32 +5,36 @@ checkpoint. All on a tiny model with the NumPy engine, in seconds."""
 
 from __future__ import annotations
 
+import builtins
+import errno
+import io
 import json
 import os
 import re
 import signal
-import time
+from contextlib import contextmanager, nullcontext
 from pathlib import Path
 
-import numba
 import numpy as np
 import pytest
 from clirun import (
     TINY,
+    assert_same_run,
     fake_plot_curves,
     file_digests,
     metrics_lines,
     run_cli,
-    spawn,
     summary,
 )
-from threadpoolctl import threadpool_limits
 
 import tinygrok.checkpoint as checkpoint_mod
 import tinygrok.plots
+import tinygrok.snapshots
+import tinygrok.summary
 import tinygrok.train as train_mod
 from tinygrok.checkpoint import CHECKPOINT_FORMAT, load_checkpoint
 from tinygrok.folders import read_config
+from tinygrok.snapshots import list_snapshots, load_snapshot
 
 REAL_LEARNING_RATE = train_mod.learning_rate
 REAL_PLOT_CURVES = tinygrok.plots.plot_curves
@@ -54,29 +58,13 @@ def signal_at(monkeypatch, step: int | None, sig: int = signal.SIGINT) -> None:
     monkeypatch.setattr(train_mod, "learning_rate", learning_rate)
 
 
-def assert_same_run(a: Path, b: Path) -> None:
-    """Same evaluations, summary, config and final parameters, wall-clock fields (and the record
-    of where and when each part ran) aside."""
-    assert metrics_lines(a) == metrics_lines(b)
-    assert summary(a) == summary(b)
-
-    def config(run: Path) -> dict:
-        doc = json.loads((run / "config.json").read_text())
-        return {k: v for k, v in doc.items() if k not in ("provenance", "resumes")}
-
-    assert config(a) == config(b)
-    with np.load(a / "checkpoint.npz") as za, np.load(b / "checkpoint.npz") as zb:
-        assert za.files == zb.files
-        for k in za.files:
-            if k != "run_json":  # holds elapsed_s
-                np.testing.assert_array_equal(za[k], zb[k], err_msg=k)
-
-
 CASES = {
     # stop between evaluations and checkpoints: the extra evaluation is dropped on resume
     "off-schedule": (["division"], [], 37),
-    # stop on an evaluation and a checkpoint step
+    # stop on an evaluation and a checkpoint step: that evaluation is left to the resumed run
     "on-schedule": (["division"], [], 50),
+    # stop in the budget's last step: the final evaluation too is the resumed run's
+    "last-step": (["division"], [], 60),
     "two-tasks-sgd": (["add", "sub"], ["--optimizer", "sgd", "--lr", "0.05"], 23),
     "grokfast-ema": (["mul"], ["--grokfast", "ema"], 41),
     "grokfast-ma": (["mul"], ["--grokfast", "ma", "--grokfast-window", "7"], 41),
@@ -206,7 +194,7 @@ def test_sweep_task_completes_a_run_killed_after_its_final_checkpoint(tmp_path, 
 
     monkeypatch.setattr(train_mod, "train", no_training)
     monkeypatch.setattr(train_mod, "resume", no_training)
-    monkeypatch.setattr(train_mod, "set_threads", lambda n: {})
+    monkeypatch.setattr("tinygrok.threads.set_threads", lambda n: {})
     done = run_task(cfg.to_dict(), str(out))
     assert {k: v for k, v in done.items() if k not in ("wall_s", "steps_per_s")} == before
     assert summary(out) == before and run_state(cfg, out) == "done"
@@ -326,43 +314,123 @@ def test_curves_of_the_shortest_runs(tmp_path, monkeypatch):
     assert (nan / "curves.png").stat().st_size > 0
 
 
-def wait_for_lines(path: Path, n: int, proc, timeout: float = 60.0) -> None:
-    """Until `path` has n lines (the subprocess is training), or fail."""
-    t0 = time.monotonic()
-    while time.monotonic() - t0 < timeout:
-        assert proc.poll() is None, proc.communicate()
-        if path.exists() and len(path.read_text().splitlines()) >= n:
-            return
-        time.sleep(0.02)
-    pytest.fail(f"{path} never reached {n} lines")
+def snapshot_arrays(run_dir: Path) -> dict[int, np.ndarray]:
+    return {step: load_snapshot(path)[1] for step, path in list_snapshots(run_dir)}
 
 
-@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM])
-def test_signal_to_a_real_process_interrupts_and_resumes_exactly(sig, tmp_path):
-    """Ctrl-C (SIGINT) or SIGTERM to a real `tinygrok run`: it finishes its step, saves, prints
-    the resume command and exits 130; resumed, it ends as a run that was never stopped. (The
-    resume and the reference run in this process, with the same single thread.)"""
-    cut, ref = tmp_path / "cut", tmp_path / "ref"
-    args = ["division", *TINY, "--threads", "1"]
-    proc = spawn("run", *args, "--steps", "100000", "--out", cut)
-    wait_for_lines(cut / "metrics.jsonl", 2, proc)
-    proc.send_signal(sig)
-    out, err = proc.communicate(timeout=60)
-    assert proc.returncode == 130, err
-    assert "Traceback" not in err
-    assert err.strip().splitlines()[-1].endswith(f"Resume with: tinygrok resume {cut}")
-    stopped = json.loads((cut / "summary.json").read_text())
-    k = stopped["steps_run"]
-    assert stopped["status"] == "interrupted" and 10 <= k < 100000
-    assert load_checkpoint(cut / "checkpoint.npz", read_config(cut)[0]).step == k
-    # the budget becomes k + 25 steps; the reference runs that budget from the start
-    steps = str(k + 25)
-    numba_threads = numba.get_num_threads()
-    with threadpool_limits(limits=None):  # --threads 1 below sets them for this process: restore
+def test_a_resumed_run_keeps_no_snapshot_of_its_interruption(tmp_path, monkeypatch):
+    """Interrupted at step 37, the run saves a snapshot there (the end of what it ran); resumed,
+    it drops it, so its snapshots, and `analyze` of them, are those of the run left alone."""
+    args = ["division", *TINY, "--steps", "60", "--snapshot-every", "20"]
+    assert run_cli("run", *args, "--out", tmp_path / "ref").code == 0
+    signal_at(monkeypatch, 37)
+    assert run_cli("run", *args, "--out", tmp_path / "cut").code == 130
+    signal_at(monkeypatch, None)
+    assert sorted(snapshot_arrays(tmp_path / "cut")) == [0, 20, 37]
+    assert run_cli("resume", tmp_path / "cut").code == 0
+    ref, cut = snapshot_arrays(tmp_path / "ref"), snapshot_arrays(tmp_path / "cut")
+    assert sorted(cut) == sorted(ref) == [0, 20, 40, 60]
+    for step in ref:
+        np.testing.assert_array_equal(cut[step], ref[step])
+    for run in ("ref", "cut"):
+        assert run_cli("analyze", tmp_path / run, "--threads", "1").code == 0
+    ref_analysis, cut_analysis = (
+        json.loads((tmp_path / run / "analysis.json").read_text()) | {"run_dir": None}
+        for run in ("ref", "cut")
+    )
+    assert cut_analysis == ref_analysis
+
+
+def no_space_when(monkeypatch, module, failing) -> None:
+    """`np.savez` as seen from `module` writes half a file and fails as a full disk does when
+    `failing(arrays)` holds."""
+    real = module.np.savez
+
+    def savez(file, **arrays):
+        if failing(arrays):
+            with open(file, "wb") if isinstance(file, (str, Path)) else nullcontext(file) as f:
+                f.write(b"PK\x03\x04 half an archive")
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+        return real(file, **arrays)
+
+    monkeypatch.setattr(module.np, "savez", savez)
+
+
+@pytest.mark.parametrize("write", ["checkpoint", "snapshot", "summary"])
+def test_a_full_disk_is_one_line_and_the_run_resumes_once_there_is_space(
+    write, tmp_path, monkeypatch
+):
+    """The disk fills while the run writes its checkpoint of step 50, its snapshot of step 40,
+    or its summary: one line naming the cause and `tinygrok resume`, no temporary file left, the
+    last good checkpoint kept; once there is space, resume ends as the run never stopped."""
+    args = ["division", *TINY, "--steps", "60", "--snapshot-every", "20"]
+    assert run_cli("run", *args, "--out", tmp_path / "ref").code == 0
+    cut = tmp_path / "cut"
+    with monkeypatch.context() as m:
+        if write == "checkpoint":
+            no_space_when(m, checkpoint_mod, lambda a: "config_json" in a and a["step"] == 50)
+        elif write == "snapshot":
+            no_space_when(
+                m, tinygrok.snapshots, lambda a: "config_json" not in a and a["step"] == 40
+            )
+        else:
+            real_write_json = tinygrok.summary.write_json
+
+            def write_json(path, obj):
+                if path.name == "summary.json":
+                    raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), str(path))
+                real_write_json(path, obj)
+
+            m.setattr(tinygrok.summary, "write_json", write_json)
+        r = run_cli("run", *args, "--out", cut)
+    assert r.code == 2 and len(r.err_lines) == 2, r.err  # the line that starts training, and it
+    assert "No space left on device" in r.err_lines[1] and f"tinygrok resume {cut}" in r.err
+    assert not [p for p in cut.rglob("*") if "tmp" in p.name]
+    saved = load_checkpoint(cut / "checkpoint.npz", read_config(cut)[0])
+    assert saved.step == {"checkpoint": 25, "snapshot": 25, "summary": 60}[write]
+    r = run_cli("resume", cut)
+    assert r.code == 0, r.err
+    assert_same_run(cut, tmp_path / "ref")
+    assert sorted(snapshot_arrays(cut)) == [0, 20, 40, 60]
+
+
+@contextmanager
+def read_only(folder: Path, monkeypatch):
+    """`folder` cannot be written in: chmod for a normal user; for root, whom no file mode stops,
+    every open of a file in it for writing fails as it would."""
+    if os.geteuid() != 0:
+        folder.chmod(0o555)
         try:
-            r = run_cli("resume", cut, "--steps", steps, "--threads", "1")
-            assert r.code == 0, r.err
-            assert run_cli("run", *args, "--steps", steps, "--out", ref).code == 0
+            yield
         finally:
-            numba.set_num_threads(numba_threads)
-    assert_same_run(cut, ref)
+            folder.chmod(0o755)
+        return
+    real_open = io.open
+
+    def guarded_open(file, mode="r", *args, **kwargs):
+        if any(c in mode for c in "wax+") and Path(file).resolve().parent == folder.resolve():
+            raise PermissionError(errno.EACCES, os.strerror(errno.EACCES), str(file))
+        return real_open(file, mode, *args, **kwargs)
+
+    with monkeypatch.context() as m:
+        m.setattr(io, "open", guarded_open)
+        m.setattr(builtins, "open", guarded_open)
+        yield
+
+
+def test_resume_of_a_read_only_run_is_one_line_and_works_once_writable(tmp_path, monkeypatch):
+    args = ["division", *TINY, "--steps", "60"]
+    assert run_cli("run", *args, "--out", tmp_path / "ref").code == 0
+    cut = tmp_path / "cut"
+    signal_at(monkeypatch, 37)
+    assert run_cli("run", *args, "--out", cut).code == 130
+    signal_at(monkeypatch, None)
+    before = file_digests(cut)
+    with read_only(cut, monkeypatch):
+        r = run_cli("resume", cut)
+    assert r.code == 2 and r.err_lines[0].startswith("tinygrok: resuming"), r.err
+    assert len(r.err_lines) == 2 and r.err_lines[1].startswith("tinygrok: error: "), r.err
+    assert "Permission denied" in r.err and f"tinygrok resume {cut}" in r.err
+    assert file_digests(cut) == before
+    assert run_cli("resume", cut).code == 0
+    assert_same_run(cut, tmp_path / "ref")

@@ -342,6 +342,38 @@ def checkpoint_config(run_dir: Path) -> dict:
         return json.loads(str(z["config_json"]))
 
 
+def edit_records(path: Path, change) -> None:
+    """Rewrite a checkpoint with `change(run)` applied to its run_json (status, elapsed_s and the
+    evaluation records)."""
+    with np.load(path) as z:
+        run = json.loads(str(z["run_json"]))
+    change(run)
+    rewrite_checkpoint(path, run_json=np.array(json.dumps(run)))
+
+
+def nan_array(path: Path, name: str, value: float = np.nan) -> None:
+    """Rewrite a checkpoint with one entry of the array `name` made `value`."""
+    with np.load(path) as z:
+        arr = z[name].copy()
+    arr.flat[arr.size // 2] = value
+    rewrite_checkpoint(path, **{name: arr})
+
+
+def set_record(index: int, **fields):
+    """A change for `edit_records`: fields of one record replaced."""
+
+    def change(run: dict) -> None:
+        run["records"][index].update(fields)
+
+    return change
+
+
+def edit_threads(run_dir: Path, threads: object) -> None:
+    doc = json.loads((run_dir / "config.json").read_text())
+    doc["threads"] = threads
+    (run_dir / "config.json").write_text(json.dumps(doc))
+
+
 BAD_RUN_FILES = {
     "config.json missing": (lambda d: (d / "config.json").unlink(), "no config.json"),
     "config.json not JSON": (
@@ -411,6 +443,70 @@ BAD_RUN_FILES = {
         lambda d: rewrite_checkpoint(d / "checkpoint.npz", run_json=np.array('{"status": 1}')),
         "corrupted",
     ),
+    # finite values and ranges: a damaged checkpoint is named, never taken for a divergence
+    "checkpoint optimizer moment NaN": (
+        lambda d: nan_array(d / "checkpoint.npz", "optimizer.m"),
+        "optimizer.m holds NaN",
+    ),
+    "checkpoint optimizer moment infinite": (
+        lambda d: nan_array(d / "checkpoint.npz", "optimizer.v", np.inf),
+        "optimizer.v holds NaN or infinite",
+    ),
+    "checkpoint parameter infinite": (
+        lambda d: nan_array(d / "checkpoint.npz", "params", -np.inf),
+        "params holds",
+    ),
+    "checkpoint mask not 0 or 1": (
+        lambda d: nan_array(d / "checkpoint.npz", "mask", 0.5),
+        "mask",
+    ),
+    "checkpoint accuracy above 1": (
+        lambda d: edit_records(d / "checkpoint.npz", set_record(2, val_acc=1.5)),
+        "val_acc 1.5",
+    ),
+    "checkpoint accuracy NaN": (
+        lambda d: edit_records(d / "checkpoint.npz", set_record(1, train_acc=float("nan"))),
+        "train_acc nan",
+    ),
+    "checkpoint accuracy a string": (
+        lambda d: edit_records(d / "checkpoint.npz", set_record(1, train_acc="0.5")),
+        "train_acc '0.5'",
+    ),
+    "checkpoint negative loss": (
+        lambda d: edit_records(d / "checkpoint.npz", set_record(1, val_loss=-1.0)),
+        "val_loss",
+    ),
+    "checkpoint negative record step": (
+        lambda d: edit_records(d / "checkpoint.npz", set_record(1, step=-10)),
+        "step -10",
+    ),
+    "checkpoint record step not an integer": (
+        lambda d: edit_records(d / "checkpoint.npz", set_record(1, step=10.5)),
+        "step 10.5",
+    ),
+    "checkpoint records out of order": (
+        lambda d: edit_records(d / "checkpoint.npz", lambda run: run["records"].reverse()),
+        "records are at steps 20, 10, 0, not every 10 steps",
+    ),
+    "checkpoint record missing": (
+        lambda d: edit_records(d / "checkpoint.npz", lambda run: run["records"].pop(1)),
+        "records are at steps 0, 20, not every",
+    ),
+    "checkpoint record infinite lr": (
+        lambda d: edit_records(d / "checkpoint.npz", set_record(1, lr=float("inf"))),
+        "lr inf",
+    ),
+    "checkpoint elapsed time negative": (
+        lambda d: edit_records(d / "checkpoint.npz", lambda run: run.update(elapsed_s=-1.0)),
+        "elapsed time",
+    ),
+    "checkpoint unknown status": (
+        lambda d: edit_records(d / "checkpoint.npz", lambda run: run.update(status="paused")),
+        "'paused'",
+    ),
+    "config.json thread count a string": (lambda d: edit_threads(d, {"blas": "two"}), "'two'"),
+    "config.json thread count zero": (lambda d: edit_threads(d, {"blas": 0}), "threads"),
+    "config.json thread count a float": (lambda d: edit_threads(d, {"blas": 1.5}), "1.5"),
     "summary.json corrupted": (
         lambda d: (d / "summary.json").write_text('{"status": "inter'),
         "summary.json",
@@ -423,7 +519,9 @@ def test_resume_with_a_bad_file_is_one_line_and_damages_nothing(case, cut):
     damage, words = BAD_RUN_FILES[case]
     damage(cut)
     before = file_digests(cut)
-    assert_clean_error(run_cli("resume", cut), words)
+    r = run_cli("resume", cut)
+    assert_clean_error(r, words)
+    assert "diverge" not in r.err
     assert file_digests(cut) == before
 
 
@@ -472,3 +570,19 @@ def test_interrupted_fixture_is_resumable(cut):
     cfg = read_config(cut)[0]
     assert load_checkpoint(cut / "checkpoint.npz", cfg).step == 30
     assert run_cli("resume", cut).code == 0
+
+
+def test_an_init_scale_that_overflows_is_a_clean_divergence(tmp_path):
+    """--init-scale 1e39 overflows float32 before the first step: the run diverges at step 0 with
+    one line naming the option (no warning, no figure to fail), exit 3; resume refuses it."""
+    out = tmp_path / "run"
+    r = run_cli("run", "division", *TINY, "--init-scale", "1e39", "--out", out)
+    assert r.code == 3 and "Traceback" not in r.err
+    assert len(r.err_lines) == 2 and r.err_lines[0].startswith("tinygrok: training"), r.err
+    assert r.err_lines[1] == (
+        "tinygrok: diverged at step 0: the initial parameters overflow float32; try a smaller "
+        "--init-scale"
+    )
+    s = json.loads((out / "summary.json").read_text())
+    assert s["status"] == "diverged" and s["diverged_step"] == 0 and s["final_val_acc"] is None
+    assert_clean_error(run_cli("resume", out), "diverged at step 0", "--init-scale")

@@ -21,8 +21,10 @@ from tinygrok.lab import sweep as sweep_module
 from tinygrok.lab.executors import SweepDisplay
 from tinygrok.lab.grid import Sweep
 from tinygrok.lab.sweep import run_sweep
+from tinygrok.metrics import generalized_since
+from tinygrok.status import Progress
 from tinygrok.tasks import canonical_task, did_you_mean
-from tinygrok.train import Progress, generalized_since, train
+from tinygrok.train import train
 
 ROOT = Path(__file__).parents[1]
 RECORD = {"train_acc": 1.0, "val_acc": 0.953, "train_loss": 0.00123, "val_loss": 0.0456}

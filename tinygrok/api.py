@@ -76,8 +76,10 @@ def run(
     resume` continues, and raises KeyboardInterrupt; a run that diverged is returned, its status
     "diverged" and its parameters the last good checkpoint's.
     """
+    from tinygrok.interrupt import StopFlag
     from tinygrok.runlock import RunLock
-    from tinygrok.train import StopFlag, set_threads, train
+    from tinygrok.threads import set_threads
+    from tinygrok.train import train
 
     config = validate(config)
     if threads is not None and (not isinstance(threads, int) or threads < 1):

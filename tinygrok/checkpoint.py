@@ -1,5 +1,9 @@
-"""Checkpoints: written atomically (folders.atomic_write) so that no crash loses a run, read so
-that no damaged or foreign file is trusted; and a run folder read back for `tinygrok resume`.
+"""Checkpoints and the other files of a run folder: written so that no crash loses a run, read so
+that no damaged or foreign file is trusted.
+
+Atomic writes: a file is written under a temporary name beside its final one, flushed to the disk
+(fsync), renamed over the old file (`os.replace`, atomic on POSIX), and the folder is synced so the
+rename itself is durable. A crash at any moment leaves either the old complete file or the new one.
 
 `checkpoint.npz`, format 1, plain arrays only (loaded with `allow_pickle=False`):
 
@@ -17,14 +21,17 @@ That is the whole state of a run. Batches are a pure function of (seed, step) (`
 and initialization draws all its random numbers before step 1, so the step is the complete RNG and
 sampler state; the learning rate is a function of the step; the early-stop streak is read back
 from the records. The records are the evaluations on the regular schedule (step 0 and multiples of
-`eval_every`): the extra evaluation that an interruption, or the end of a budget that is later
-raised, adds at another step is not part of the run that continues. Resuming rewrites
+`eval_every`) up to the step, the one at the step itself missing when an interruption cut it
+short; the evaluation at the end of a budget that is later raised is not part of the run that
+continues. Loading checks every array's shape, dtype and finiteness and every record's ranges
+(accuracies in [0, 1], steps on the schedule). Resuming rewrites
 `metrics.jsonl` from these records, so a resumed run's files match the run left alone line for line.
 """
 
 from __future__ import annotations
 
 import json
+import math
 import zipfile
 from dataclasses import dataclass
 from pathlib import Path
@@ -34,6 +41,7 @@ import numpy as np
 from tinygrok.config import Config, validate
 from tinygrok.errors import ConfigError
 from tinygrok.folders import (
+    SUMMARY,
     atomic_write,
     config_from_doc,
     outputs_current,
@@ -46,7 +54,6 @@ from tinygrok.optim import make_optimizer
 
 CHECKPOINT_FORMAT = 1
 STATUSES = ("running", "interrupted", "finished")
-RECORD_KEYS = ("step", "train_acc", "val_acc")  # what the summary and the early stop read
 RESTART = "start the run again with `tinygrok run ... --out {dir} --force`"
 
 
@@ -79,6 +86,18 @@ def save_checkpoint(path: Path, ckpt: Checkpoint) -> None:
     arrays |= {f"optimizer.{k}": v for k, v in ckpt.optimizer.items()}
     arrays |= {f"grad_filter.{k}": v for k, v in ckpt.grad_filter.items()}
     atomic_write(path, lambda f: np.savez(f, **arrays))
+
+
+def _saved_threads(run_dir: Path, doc: dict) -> int | None:
+    """The BLAS thread count config.json records (None if it records none), checked."""
+    threads = doc.get("threads", {})
+    blas = threads.get("blas") if isinstance(threads, dict) else threads
+    if blas is not None and not (_is_number(blas) and isinstance(blas, int) and blas >= 1):
+        raise ConfigError(
+            f'{run_dir / "config.json"}: "threads" holds a BLAS thread count of {blas!r}, not an '
+            "integer >= 1; correct it, or give --threads"
+        )
+    return blas
 
 
 def _differences(a: Config, b: Config) -> list[str]:
@@ -172,22 +191,72 @@ def _check_contents(ckpt: Checkpoint, damaged: str) -> None:
                 f"its optimizer has taken {int(ckpt.optimizer['t'])} steps, not {ckpt.step}"
             )
         )
-    if not np.isfinite(ckpt.params).all():
-        raise ConfigError(damaged.format("the parameters hold NaN or infinite values"))
-    records_ok = all(
-        isinstance(r, dict) and all(isinstance(r.get(k), (int, float)) for k in RECORD_KEYS)
-        for r in ckpt.records
-    )
-    steps = [r["step"] for r in ckpt.records] if records_ok else []
-    if (
-        ckpt.status not in STATUSES
-        or not 0 <= ckpt.step <= cfg.step_budget
-        or not steps
-        or steps[0] != 0
-        or any(s % cfg.eval_every or s > ckpt.step for s in steps)
-        or steps != sorted(set(steps))
-    ):
-        raise ConfigError(damaged.format("its step, status or evaluation records are inconsistent"))
+    for name, arr in actual.items():
+        if not np.isfinite(arr).all():  # a checkpoint is only written from a finite state
+            raise ConfigError(damaged.format(f"{name} holds NaN or infinite values"))
+    if not np.isin(ckpt.mask, (0, 1)).all():
+        raise ConfigError(damaged.format("mask holds values other than 0 and 1"))
+    if ckpt.status not in STATUSES or not 0 <= ckpt.step <= cfg.step_budget:
+        raise ConfigError(
+            damaged.format(f"its step {ckpt.step} or status {ckpt.status!r} is wrong")
+        )
+    if not (isinstance(ckpt.elapsed_s, float) and 0 <= ckpt.elapsed_s < math.inf):
+        raise ConfigError(damaged.format(f"its elapsed time {ckpt.elapsed_s} is not a time"))
+    for r in ckpt.records:
+        problem = _record_problem(r, cfg.tasks)
+        if problem:
+            raise ConfigError(damaged.format(f"an evaluation record {problem}"))
+    # the evaluations on the schedule up to the step; the one at the step itself may be missing
+    # (an interruption abandoned it: the resumed run does it again)
+    steps = [r["step"] for r in ckpt.records]
+    schedule = list(range(0, ckpt.step + 1, cfg.eval_every))
+    if steps not in (schedule, schedule[:-1] if ckpt.step % cfg.eval_every == 0 else schedule):
+        raise ConfigError(
+            damaged.format(
+                f"its evaluation records are at steps {_steps_text(steps)}, not every "
+                f"{cfg.eval_every} steps from 0 to {ckpt.step}"
+            )
+        )
+
+
+def _is_number(x: object) -> bool:
+    """An int or float from JSON (a bool is not a number here)."""
+    return isinstance(x, (int, float)) and not isinstance(x, bool)
+
+
+def _record_problem(r: object, tasks: tuple[str, ...]) -> str | None:
+    """What is wrong with one evaluation record of a checkpoint, or None: the step a
+    non-negative integer, accuracies in [0, 1] (per task too), losses non-negative (infinite or
+    NaN allowed: a confident wrong answer), learning rate, norm and time finite and non-negative."""
+    if not isinstance(r, dict):
+        return "is not a JSON object"
+    if not isinstance(r.get("step"), int) or isinstance(r["step"], bool) or r["step"] < 0:
+        return f"has step {r.get('step')!r}, not an integer >= 0"
+    rows = {"": r} | (r["per_task"] if isinstance(r.get("per_task"), dict) else {})
+    if len(tasks) > 1 and set(rows) != {"", *tasks}:
+        return f"of step {r['step']} lacks the per-task values of {', '.join(tasks)}"
+    for task, row in rows.items():
+        where = f"of step {r['step']}" + (f" ({task})" if task else "")
+        if not isinstance(row, dict):
+            return f"{where} is not a JSON object"
+        for key in ("train_acc", "val_acc"):
+            if not (_is_number(row.get(key)) and 0 <= row[key] <= 1):
+                return f"{where} has {key} {row.get(key)!r}, not in [0, 1]"
+        for key in ("train_loss", "val_loss"):
+            if not (_is_number(row.get(key)) and not row[key] < 0):
+                return f"{where} has {key} {row.get(key)!r}, not a loss"
+    for key in ("lr", "weight_norm", "elapsed_s"):
+        if not (_is_number(r.get(key)) and 0 <= r[key] < math.inf):
+            return f"of step {r['step']} has {key} {r.get(key)!r}, not a finite number >= 0"
+    return None
+
+
+def _steps_text(steps: list[int]) -> str:
+    """[0, 10, 20, 30, 40, 50] -> '0, 10, 20 ... 50'; [] -> 'none'."""
+    if not steps:
+        return "none"
+    shown = steps if len(steps) <= 6 else [*steps[:3], "...", steps[-1]]
+    return ", ".join(map(str, shown)).replace(", ...,", " ...")
 
 
 @dataclass
@@ -199,8 +268,9 @@ class SavedRun:
     config_doc: dict  # the whole config.json document
     checkpoint: Checkpoint
     # the run has ended (its checkpoint says finished) but summary.json or curves.png is missing or
-    # older than that end: `train.complete_run` writes them, nothing is trained
+    # older than that end: `summary.complete_run` writes them, nothing is trained
     complete_only: bool = False
+    threads: int | None = None  # the BLAS threads the run started with (config.json), if known
 
 
 def read_run(run_dir: Path, steps: int | None = None) -> SavedRun:
@@ -211,34 +281,50 @@ def read_run(run_dir: Path, steps: int | None = None) -> SavedRun:
     (killed after its final checkpoint) comes back with `complete_only` when no --steps is given
     (with --steps it is checked, and trains on, as any other)."""
     cfg, doc = read_config(run_dir)
+    blas = _saved_threads(run_dir, doc)
+    diverged = _diverged_step(run_dir)
+    if diverged == 0:
+        raise ConfigError(
+            f"{run_dir}: the run diverged at step 0 (its initial parameters overflow); start a new "
+            "run with a smaller --init-scale"
+        )
+    if diverged is not None:
+        raise ConfigError(
+            f"{run_dir}: the run diverged at step {diverged:,}; resuming from its last good "
+            "checkpoint would diverge again, at the same step: start a new run with a smaller --lr"
+        )
     ckpt = load_checkpoint(run_dir / "checkpoint.npz", cfg)
     if steps is None and ckpt.status == "finished" and not outputs_current(run_dir, ckpt.step):
-        return SavedRun(run_dir, cfg, doc, ckpt, complete_only=True)
+        return SavedRun(run_dir, cfg, doc, ckpt, complete_only=True, threads=blas)
     if steps is not None:
         cfg = validate(cfg.replace(steps=steps))
-    if _diverged(run_dir):
-        raise ConfigError(
-            f"{run_dir}: the run diverged; resuming from its last good checkpoint (step "
-            f"{ckpt.step:,}) would diverge again, at the same step: start a new run with a "
-            "smaller --lr"
-        )
     if ckpt.status == "finished" and ckpt.step < ckpt.cfg.step_budget:
         raise ConfigError(
             f"{run_dir}: the run stopped early at step {ckpt.step:,}, after validation accuracy "
             f"stayed >= {cfg.generalized_threshold:g} for --patience {cfg.patience} steps; nothing "
             "to continue (a new run with --patience 0 trains the whole budget)"
         )
-    if ckpt.step >= cfg.step_budget:
+    # an interruption at the budget's last step abandoned the final evaluation: resume does it
+    if ckpt.step > cfg.step_budget or (ckpt.step == cfg.step_budget and ckpt.status == "finished"):
         need = f"give --steps more than {ckpt.step // len(cfg.tasks):,} to train longer"
         if steps is None:
             raise ConfigError(
                 f"{run_dir}: the run already trained its whole budget ({ckpt.step:,} steps); {need}"
             )
         raise ConfigError(f"--steps: {steps:,} per task is not more than the run has done; {need}")
-    return SavedRun(run_dir, cfg, doc, ckpt)
+    return SavedRun(run_dir, cfg, doc, ckpt, threads=blas)
 
 
-def _diverged(run_dir: Path) -> bool:
-    """Whether summary.json says the run diverged (a run has no summary until it stops)."""
+def _diverged_step(run_dir: Path) -> int | None:
+    """The step summary.json says the run diverged at, or None (a run has no summary until it
+    stops)."""
     summary = read_summary(run_dir, "delete it (resume writes a new one)")
-    return summary is not None and summary.get("status") == "diverged"
+    if not (summary is not None and summary.get("status") == "diverged"):
+        return None
+    step = summary.get("diverged_step")
+    if not (_is_number(step) and isinstance(step, int) and step >= 0):
+        raise ConfigError(
+            f"{run_dir / SUMMARY}: diverged_step {step!r} is not a step; "
+            + RESTART.format(dir=run_dir)
+        )
+    return step

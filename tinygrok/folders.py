@@ -48,11 +48,15 @@ RUN_OUTPUTS = (CHECKPOINT, SUMMARY, CURVES, ANALYSIS, *ANALYSIS_FIGURES)
 def atomic_write(path: Path, write: Callable[[BinaryIO], None]) -> None:
     """Call `write(f)` on a temporary file, then make it `path` in one atomic, durable step."""
     tmp = path.with_name(f".{path.name}.tmp")
-    with open(tmp, "wb") as f:
-        write(f)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
+    try:
+        with open(tmp, "wb") as f:
+            write(f)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:  # a full disk, or a second Ctrl-C: no temporary file stays behind
+        tmp.unlink(missing_ok=True)
+        raise
     fd = os.open(path.parent, os.O_RDONLY)
     try:
         os.fsync(fd)  # the rename is an entry of the folder: sync it too

@@ -15,10 +15,15 @@ Each is None (JSON null) when it did not happen. Stability after generalizing:
 
 A run stopped early by `patience` has only been watched until it stayed generalized for `patience`
 steps, so `unstable` covers the evaluated steps only; run with patience 0 to watch the whole budget.
+
+The early stop reads the same log: `generalized_since` is where the current streak of generalized
+evaluations began. A line of metrics.jsonl is strict JSON (`json_line`): a NaN or infinite value is
+written as null.
 """
 
 from __future__ import annotations
 
+import json
 import math
 
 
@@ -64,3 +69,37 @@ def stability(steps: list[int], val_acc: list[float], generalized_threshold: flo
         "unstable": min(after) < generalized_threshold,
         "min_val_acc_after_generalized": min(after),
     }
+
+
+def generalized_since(records: list[dict], threshold: float) -> int | None:
+    """The first step of the unbroken stretch of evaluations, ending with the latest, whose
+    validation accuracy is >= threshold (step 0 does not count); None if the latest is below.
+    With several tasks every task's validation accuracy must be >= threshold, so an early stop
+    never cuts off a task that has not generalized yet.
+
+    The early-stop streak is read from the records alone, so a checkpoint needs no state for it;
+    walking back from the end reads at most patience / eval_every records before the run stops.
+    """
+    since = None
+    for r in reversed(records):
+        worst = min(t["val_acc"] for t in r.get("per_task", {"": r}).values())
+        if r["step"] == 0 or worst < threshold:
+            break
+        since = r["step"]
+    return since
+
+
+def finite_or_none(value: object) -> object:
+    """`value` with every NaN or infinite float in it (in dicts and lists too) made None."""
+    if isinstance(value, float):
+        return value if math.isfinite(value) else None
+    if isinstance(value, dict):
+        return {k: finite_or_none(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [finite_or_none(v) for v in value]
+    return value
+
+
+def json_line(record: dict) -> str:
+    """One line of metrics.jsonl: strict JSON, NaN and infinities written as null."""
+    return json.dumps(finite_or_none(record), allow_nan=False) + "\n"

@@ -28,8 +28,12 @@ def save_snapshot(run_dir: Path, step: int, flat: np.ndarray) -> Path:
     path = snapshot_path(run_dir, step)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(path.name + ".tmp.npz")
-    np.savez(tmp, step=np.array(step), params=flat)
-    os.replace(tmp, path)
+    try:
+        np.savez(tmp, step=np.array(step), params=flat)
+        os.replace(tmp, path)
+    except BaseException:  # a full disk, or a second Ctrl-C: no temporary file stays behind
+        tmp.unlink(missing_ok=True)
+        raise
     return path
 
 
@@ -54,3 +58,13 @@ def clear_snapshots(run_dir: Path) -> None:
     """Remove the snapshots of an earlier run in the same folder (a fresh start, --force)."""
     for _, path in list_snapshots(run_dir):
         path.unlink()
+
+
+def prune_snapshots(run_dir: Path, step: int, every: int) -> None:
+    """Keep the snapshots a run resumed from `step` would have at that step: those on the
+    schedule of `every` (--snapshot-every) up to `step`. The snapshot of an interruption, of the
+    end of a budget since raised, or of steps after the checkpoint (a run killed between two
+    checkpoints) goes."""
+    for s, path in list_snapshots(run_dir):
+        if s > step or (every and s % every):
+            path.unlink()

@@ -52,6 +52,7 @@ def main(argv: list[str] | None = None) -> None:
     except ConfigError as e:
         click.echo(f"tinygrok: error: {e}", err=True)
         sys.exit(EXIT_USAGE)
-    except click.exceptions.Abort:
+    except click.exceptions.Abort as e:  # click's form of Ctrl-C (a second one: StopNow)
+        click.echo(f"tinygrok: {str(e.__cause__ or '') or 'interrupted'}", err=True)
         sys.exit(EXIT_INTERRUPTED)
     sys.exit(code or 0)

@@ -43,7 +43,7 @@ def analyze(run_dir, key_freqs, threads) -> None:
                 f"--key-freqs: expected integers such as 14,35,41 (got {key_freqs!r})"
             ) from None
     from tinygrok.lab.analysis import analyze as analyze_run
-    from tinygrok.train import set_threads
+    from tinygrok.threads import set_threads
 
     set_threads(threads)
     a = analyze_run(run_dir, freqs)

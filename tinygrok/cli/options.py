@@ -218,7 +218,7 @@ def seeds_option(what: str, default: str):
 def with_stop_flag(start: Callable):
     """Call `start(stop)` with SIGINT and SIGTERM routed to a StopFlag: a run finishes its step,
     saves, and returns with status "interrupted"; a sweep lets its runs do the same."""
-    from tinygrok.train import StopFlag
+    from tinygrok.interrupt import StopFlag
 
     stop = StopFlag()
     stop.install()

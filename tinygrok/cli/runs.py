@@ -48,10 +48,11 @@ def describe(summary: dict, cfg: Config) -> str:
     ]
     if summary["delay_steps"] is not None:
         lines.append(f"grokking delay:               {summary['delay_steps']:,} steps")
-    lines.append(
-        f"final accuracy:               train {100 * summary['final_train_acc']:.2f}%, "
-        f"validation {100 * summary['final_val_acc']:.2f}%"
-    )
+    if summary["final_train_acc"] is not None:  # None: stopped before its first evaluation
+        lines.append(
+            f"final accuracy:               train {100 * summary['final_train_acc']:.2f}%, "
+            f"validation {100 * summary['final_val_acc']:.2f}%"
+        )
     if len(summary["tasks"]) > 1:
         for t, m in summary["per_task"].items():
             g = m["generalized_step"]
@@ -96,7 +97,8 @@ def run(tasks, out, force, threads, quiet, **options) -> None:
     out = make_folder(out or default_out(cfg), "--out")
     from tinygrok.model import n_params
     from tinygrok.runlock import RunLock
-    from tinygrok.train import set_threads, train
+    from tinygrok.threads import set_threads
+    from tinygrok.train import train, writes_reported
 
     with RunLock(out):  # checked under the lock: no other process can start a run here meanwhile
         if (out / CONFIG).exists() and not force:
@@ -110,7 +112,8 @@ def run(tasks, out, force, threads, quiet, **options) -> None:
             f"({n_params(cfg):,} parameters, {cfg.step_budget:,} step budget) -> {out}",
             err=True,
         )
-        summary = with_stop_flag(lambda stop: train(cfg, out, progress=not quiet, stop=stop))
+        with writes_reported(out):
+            summary = with_stop_flag(lambda stop: train(cfg, out, progress=not quiet, stop=stop))
     report(summary, out, cfg)
 
 
@@ -140,10 +143,12 @@ def resume(run_dir, steps, threads, quiet) -> None:
         )
     from tinygrok.checkpoint import read_run
     from tinygrok.runlock import RunLock
-    from tinygrok.train import complete_run, set_threads
+    from tinygrok.summary import complete_run
+    from tinygrok.threads import set_threads
     from tinygrok.train import resume as resume_run
+    from tinygrok.train import writes_reported
 
-    with RunLock(run_dir):
+    with RunLock(run_dir), writes_reported(run_dir):
         saved = read_run(run_dir, steps)
         if saved.complete_only:  # killed after its final checkpoint: only its last files are due
             summary = complete_run(saved)
@@ -155,7 +160,7 @@ def resume(run_dir, steps, threads, quiet) -> None:
             )
             return
         # the threads the run started with, so that its numbers continue bit for bit
-        set_threads(threads or saved.config_doc.get("threads", {}).get("blas"))
+        set_threads(threads or saved.threads)
         click.echo(
             f"tinygrok: resuming {run_dir} at step {saved.checkpoint.step:,} of "
             f"{saved.cfg.step_budget:,}",
@@ -177,9 +182,11 @@ def report(summary: dict, out: Path, cfg: Config) -> None:
         )
         sys.exit(EXIT_INTERRUPTED)
     if summary["status"] == "diverged":
-        click.echo(
-            f"tinygrok: diverged at step {summary['diverged_step']:,}: the loss or the parameters "
-            "became NaN or infinite; the last good checkpoint is kept; try a smaller --lr",
-            err=True,
+        why = (
+            f"the initial parameters overflow {cfg.dtype}; try a smaller --init-scale"
+            if summary["diverged_step"] == 0
+            else "the loss or the parameters became NaN or infinite; the last good checkpoint is "
+            "kept; try a smaller --lr"
         )
+        click.echo(f"tinygrok: diverged at step {summary['diverged_step']:,}: {why}", err=True)
         sys.exit(EXIT_DIVERGED)

@@ -21,10 +21,10 @@ from concurrent.futures.process import BrokenProcessPool
 from tinygrok.errors import ConfigError
 from tinygrok.lab.grid import Job
 from tinygrok.lab.runner import DONE, init_pool_worker, run_task
-from tinygrok.train import StatusLine, format_seconds
+from tinygrok.status import StatusLine, format_seconds
 
 if typing.TYPE_CHECKING:
-    from tinygrok.train import StopFlag
+    from tinygrok.interrupt import StopFlag
 
 # Read by BLAS, OpenMP and numba when they load, so they must be set before a worker imports numpy.
 THREAD_ENV = ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS", "NUMBA_NUM_THREADS")
@@ -57,7 +57,7 @@ def one_line(error: BaseException) -> str:
 
 
 class SweepDisplay:
-    """The sweep's status line (`tinygrok.train.StatusLine`): runs done of total, running,
+    """The sweep's status line (`tinygrok.status.StatusLine`): runs done of total, running,
     failed, ETA."""
 
     def __init__(

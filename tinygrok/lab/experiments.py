@@ -31,8 +31,8 @@ from tinygrok.folders import CONFIG, make_folder, write_json
 from tinygrok.lab.grid import Job
 
 if typing.TYPE_CHECKING:
+    from tinygrok.interrupt import StopFlag
     from tinygrok.lab.sweep import SweepOutcome
-    from tinygrok.train import StopFlag
 
 FOUR_TASKS = ("division", "multiplication", "addition", "subtraction")
 

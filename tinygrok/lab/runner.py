@@ -12,6 +12,7 @@ a sweep killed outright leaves no worker training on and holding its runs' locks
 
 from __future__ import annotations
 
+import contextlib
 import ctypes
 import os
 import signal
@@ -61,7 +62,7 @@ def run_state(cfg: Config, run_dir: Path) -> str:
 
 class PoolStop:
     """The stop flag of a run in a local pool worker: up once the parent sets the pool's Event
-    (the loop in `train` reads only `reason`)."""
+    (the loop in `train` reads `reason` and enters `abandonable()`, as of a `StopFlag`)."""
 
     def __init__(self, event):
         self.event = event
@@ -70,6 +71,10 @@ class PoolStop:
     def reason(self) -> str | None:
         """Why the run should stop, or None while it should go on."""
         return "the sweep was stopped" if self.event.is_set() else None
+
+    def abandonable(self) -> contextlib.AbstractContextManager:
+        """An evaluation in a worker runs to its end: the Event is read between steps."""
+        return contextlib.nullcontext()
 
 
 _pool_event = None  # in a local pool worker: the Event the parent sets to stop the sweep
@@ -115,7 +120,9 @@ def run_task(cfg_dict: dict, run_dir: str) -> dict | None:
     """
     from tinygrok.checkpoint import read_run
     from tinygrok.runlock import RunLock
-    from tinygrok.train import complete_run, resume, set_threads, train
+    from tinygrok.summary import complete_run
+    from tinygrok.threads import set_threads
+    from tinygrok.train import resume, train
 
     stop = PoolStop(_pool_event) if _pool_event is not None else None
     if stop and stop.reason:

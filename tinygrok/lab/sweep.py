@@ -24,7 +24,7 @@ from tinygrok.lab.grid import Job, Sweep, differences, load_sweep, save_sweep
 from tinygrok.lab.runner import run_state, warm_kernels
 
 if typing.TYPE_CHECKING:
-    from tinygrok.train import StopFlag
+    from tinygrok.interrupt import StopFlag
 
 
 @dataclass
@@ -117,7 +117,7 @@ def run_sweep(
     anything runs. Runs are handed out seed by seed, so a sweep stopped early still covers every
     configuration. `stop` (default: one that never rises) stops it cleanly.
     """
-    from tinygrok.train import StopFlag
+    from tinygrok.interrupt import StopFlag
 
     stop = stop or StopFlag()
     sweep = settle(sweep, out, extend)
