@@ -47,11 +47,13 @@ def test_bias_act(dtype, act, n, f, seed):
     rng = np.random.default_rng(seed)
     h, b, dout = normal(rng, (n, f), dtype, 3), normal(rng, (f,), dtype), normal(rng, (n, f), dtype)
     for got, want in zip(
-        bias_act_forward(h, b, act, "numba"), bias_act_forward(h, b, act), strict=True
+        bias_act_forward(h, b, act, "numba"), bias_act_forward(h, b, act, "numpy"), strict=True
     ):
         assert_close(got, want)
     pre = h + b
-    assert_close(bias_act_backward(dout, pre, act, "numba"), bias_act_backward(dout, pre, act))
+    assert_close(
+        bias_act_backward(dout, pre, act, "numba"), bias_act_backward(dout, pre, act, "numpy")
+    )
 
 
 @pytest.mark.parametrize("dtype", DTYPES)
@@ -76,14 +78,14 @@ def test_attention(dtype, b, t, heads, hs, queried, views, seed):
         q, k, v = qkv[:, t - tq :, :c], qkv[..., c : 2 * c], qkv[..., 2 * c :]
     else:
         q, k, v = (normal(rng, (b, n, c), dtype, 2) for n in (tq, t, t))
-    y_ref, a_ref = attention_forward(q, k, v, heads)
+    y_ref, a_ref = attention_forward(q, k, v, heads, "numpy")
     y, a = attention_forward(q, k, v, heads, "numba")
     assert_close(y, y_ref)
     assert_close(a, a_ref)
     dy = normal(rng, (b, tq, c), dtype)
     for got, want in zip(
         attention_backward(dy, q, k, v, a_ref, heads, "numba"),
-        attention_backward(dy, q, k, v, a_ref, heads),
+        attention_backward(dy, q, k, v, a_ref, heads, "numpy"),
         strict=True,
     ):
         assert_close(got, want)
@@ -97,13 +99,13 @@ def test_layernorm(dtype, n, c, seed):
     x = normal(rng, (n, c), dtype, 2) + dtype(rng.standard_normal())
     w, b, dy = normal(rng, (c,), dtype), normal(rng, (c,), dtype), normal(rng, (n, c), dtype)
     fwd = layernorm_forward(x, w, b, "numba")
-    ref = layernorm_forward(x, w, b)
+    ref = layernorm_forward(x, w, b, "numpy")
     for got, want in zip(fwd, ref, strict=True):
         assert_close(got, want)
     _, mean, rstd = ref
     for got, want in zip(
         layernorm_backward(dy, x, w, mean, rstd, "numba"),
-        layernorm_backward(dy, x, w, mean, rstd),
+        layernorm_backward(dy, x, w, mean, rstd, "numpy"),
         strict=True,
     ):
         assert_close(got, want)
@@ -117,14 +119,14 @@ def test_cross_entropy(dtype, n, p, seed):
     logits, targets = normal(rng, (n, p), dtype, 5), rng.integers(0, p, n)
     (loss, probs), (loss_ref, probs_ref) = (
         cross_entropy_forward(logits, targets, "numba"),
-        cross_entropy_forward(logits, targets),
+        cross_entropy_forward(logits, targets, "numpy"),
     )
     assert loss.dtype == probs.dtype == np.float64  # in float64 whatever the logits' dtype
     np.testing.assert_allclose(loss, loss_ref, rtol=1e-12, atol=1e-12)
     np.testing.assert_allclose(probs, probs_ref, rtol=1e-12, atol=1e-15)
     assert_close(
         cross_entropy_backward(probs_ref, targets, dtype, "numba"),
-        cross_entropy_backward(probs_ref, targets, dtype),
+        cross_entropy_backward(probs_ref, targets, dtype, "numpy"),
     )
 
 
@@ -139,7 +141,7 @@ def test_adamw(dtype, n, weight_decay, seed):
         g = normal(rng, (n,), dtype)
         hyper = (1e-2, 0.9, 0.98, 1e-8, weight_decay, step)
         adamw_update(state[0], g, state[1], state[2], *hyper, engine="numba")
-        adamw_update(ref[0], g, ref[1], ref[2], *hyper)
+        adamw_update(ref[0], g, ref[1], ref[2], *hyper, engine="numpy")
     for got, want in zip(state, ref, strict=True):
         assert_close(got, want)
 
@@ -154,7 +156,7 @@ def test_sgd(dtype, n, weight_decay, seed):
     for step in (1, 2, 3):  # the first step starts the momentum buffer
         g = normal(rng, (n,), dtype)
         sgd_update(p, g, buf, 0.1, 0.9, weight_decay, step, engine="numba")
-        sgd_update(p_ref, g, buf_ref, 0.1, 0.9, weight_decay, step)
+        sgd_update(p_ref, g, buf_ref, 0.1, 0.9, weight_decay, step, engine="numpy")
     assert_close(p, p_ref)
     assert_close(buf, buf_ref)
 
@@ -172,7 +174,9 @@ def test_embedding_backward(dtype, b, t, c, v, seed):
     rng = np.random.default_rng(seed)
     dx, tokens = normal(rng, (b, t, c), dtype), rng.integers(0, v, (b, t))
     for got, want in zip(
-        embedding_backward(dx, tokens, v, "numba"), embedding_backward(dx, tokens, v), strict=True
+        embedding_backward(dx, tokens, v, "numba"),
+        embedding_backward(dx, tokens, v, "numpy"),
+        strict=True,
     ):
         assert_close(got, want)
 

@@ -40,17 +40,11 @@ from tinygrok.checkpoint import (
 )
 from tinygrok.config import Config
 from tinygrok.errors import ConfigError
+from tinygrok.fast import evaluate, loss_and_grads
 from tinygrok.grokfast import make_grad_filter
 from tinygrok.measures import live_measures, pair_grid
 from tinygrok.metrics import grokking_metrics, stability
-from tinygrok.model import (
-    Params,
-    evaluate,
-    init_params,
-    loss_and_grads,
-    matrix_sparsity,
-    param_shapes,
-)
+from tinygrok.model import Params, init_params, matrix_sparsity, param_shapes
 from tinygrok.optim import learning_rate, make_optimizer
 from tinygrok.provenance import provenance
 from tinygrok.snapshots import clear_snapshots, save_snapshot
@@ -285,7 +279,7 @@ def evaluate_run(params: Params, data: list[TaskData], cfg: Config) -> dict:
     for d in data:
         row = {}
         for split, x, y in (("train", d.train_x, d.train_y), ("val", d.val_x, d.val_y)):
-            loss, acc = evaluate(params, x, y, cfg, cfg.engine)
+            loss, acc = evaluate(params, x, y, cfg)
             row[f"{split}_loss"], row[f"{split}_acc"] = loss, acc
             t = totals[split]
             t[0] += loss * len(y)
@@ -377,7 +371,7 @@ def train(cfg: Config, out_dir: Path, progress: bool = True, stop: StopFlag | No
     summary. The files of an earlier run in `out_dir` are replaced (the CLI wants --force)."""
     data = make_dataset(cfg.tasks, cfg.p, cfg.train_frac, cfg.seed)
     params, mask = init_params(cfg)
-    opt = make_optimizer(cfg, params.flat.size, params.flat.dtype, cfg.engine)
+    opt = make_optimizer(cfg, params.flat.size)
     out_dir.mkdir(parents=True, exist_ok=True)
     for stale in ("checkpoint.npz", "summary.json", "curves.png"):
         (out_dir / stale).unlink(missing_ok=True)
@@ -426,7 +420,7 @@ def _loop(
     shapes = param_shapes(cfg)
     params, mask = Params(shapes, start.params), Params(shapes, start.mask)
     grads = Params.zeros(shapes, params.flat.dtype)
-    opt = make_optimizer(cfg, params.flat.size, params.flat.dtype, cfg.engine)
+    opt = make_optimizer(cfg, params.flat.size)
     opt.load_state(start.optimizer)
     grad_filter = make_grad_filter(cfg, params.flat.size, params.flat.dtype)
     if grad_filter:
@@ -474,7 +468,7 @@ def _loop(
             for step in range(start.step + 1, cfg.step_budget + 1):
                 lr = learning_rate(cfg, step)
                 tokens, targets = batches(step)
-                loss = loss_and_grads(params, tokens, targets, cfg, grads, cfg.engine)
+                loss = loss_and_grads(params, tokens, targets, cfg, grads)
                 if not math.isfinite(loss):
                     status = "diverged"
                     break

@@ -49,7 +49,7 @@ def _embedding_backward_nb(dx, tokens, channels_per_block, dwte, dwpe):
 
 
 def embedding_backward(
-    dx: np.ndarray, tokens: np.ndarray, n_vocab: int, engine: str = "numpy"
+    dx: np.ndarray, tokens: np.ndarray, n_vocab: int, engine: str
 ) -> tuple[np.ndarray, np.ndarray]:
     """Dispatch on the engine; see `embedding_backward_ref`."""
     if engine != "numba":
