@@ -8,6 +8,10 @@ values that cancel to near zero.
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
+
 import numba
 import numpy as np
 import pytest
@@ -233,3 +237,61 @@ def test_float32_tanh_holds_its_documented_bound():
     exact = 0.5 * x64 * (1 + np.tanh(np.sqrt(2 / np.pi) * (x64 + 0.044715 * x64**3)))
     bound = 0.5 * np.abs(x64) * 1e-6 + 4 * np.finfo(np.float32).eps * (np.abs(exact) + 1e-3)
     assert (np.abs(out[0] - exact) <= bound).all()
+
+
+# Every numba kernel on fixed inputs, in both dtypes, saved to the file named by argv[1].
+EVERY_KERNEL = """
+import sys
+import numpy as np
+from tinygrok.kernels.activation import bias_act_backward, bias_act_forward
+from tinygrok.kernels.attention import attention_backward, attention_forward
+from tinygrok.kernels.crossentropy import cross_entropy_backward, cross_entropy_forward
+from tinygrok.kernels.embedding import embedding_backward
+from tinygrok.kernels.layernorm import layernorm_backward, layernorm_forward
+from tinygrok.kernels.optimizer import adamw_update, sgd_update
+
+out, e = {}, "numba"
+for dtype in (np.float32, np.float64):
+    rng = np.random.default_rng(0)
+    r = lambda *shape: (3 * rng.standard_normal(shape)).astype(dtype)
+    h, b, x, w = r(300, 257), r(257), r(301, 64), r(64)
+    q, k, v, dy = r(50, 4, 64), r(50, 4, 64), r(50, 4, 64), r(50, 4, 64)
+    logits, targets, tokens = r(300, 97), rng.integers(0, 97, 300), rng.integers(0, 30, (50, 4))
+    p, g, m, s = r(1000), r(1000), r(1000), np.abs(r(1000))
+    res = [*bias_act_forward(h, b, "gelu", e), bias_act_backward(h, h, "gelu", e)]
+    res += [bias_act_backward(h, h, "relu", e), *layernorm_forward(x, w, w, e)]
+    res += layernorm_backward(x, x, w, res[-2], res[-1], e)
+    y, a = attention_forward(q, k, v, 4, e)
+    res += [y, a, *attention_backward(dy, q, k, v, a, 4, e)]
+    loss, probs = cross_entropy_forward(logits, targets, e)
+    res += [loss, probs, cross_entropy_backward(probs, targets, dtype, e)]
+    res += embedding_backward(dy, tokens, 30, e)
+    adamw_update(p, g, m, s, 1e-3, 0.9, 0.98, 1e-8, 1.0, 3, e)
+    sgd_update(g, p, m, 0.1, 0.9, 0.5, 2, e)
+    res += [p, m, s, g]
+    out |= {f"{dtype.__name__}.{i}": t for i, t in enumerate(res)}
+np.savez(sys.argv[1], **out)
+"""
+
+
+@pytest.mark.slow
+def test_kernels_compiled_and_cached_give_the_same_bits(tmp_path):
+    """A kernel loaded from numba's on-disk cache computes what the freshly compiled one does,
+    bit for bit: one process compiles into an empty NUMBA_CACHE_DIR, a second loads from it.
+    (numba 0.68 broke this for parallel kernels compiled with both "nsz" and "reassoc": the GELU
+    backward and the cross-entropy forward changed bits when loaded from the cache.)"""
+    env = os.environ | {"NUMBA_CACHE_DIR": str(tmp_path / "cache"), "NUMBA_NUM_THREADS": "2"}
+    runs = {}
+    for name in ("compiled", "cached"):
+        subprocess.run(
+            [sys.executable, "-c", EVERY_KERNEL, str(tmp_path / f"{name}.npz")],
+            env=env,
+            check=True,
+            capture_output=True,
+        )
+        runs[name] = np.load(tmp_path / f"{name}.npz")
+    assert any((tmp_path / "cache").rglob("*.nbc")), "nothing was cached"
+    compiled, cached = runs["compiled"], runs["cached"]
+    assert sorted(compiled.files) == sorted(cached.files) and len(compiled.files) == 2 * 24
+    differ = [k for k in compiled.files if not np.array_equal(compiled[k], cached[k])]
+    assert not differ, f"kernel outputs that changed bits when loaded from the cache: {differ}"
