@@ -13,10 +13,11 @@ than when it had just compiled it (the GELU backward, the cross-entropy forward,
 backward; numba 0.68). The freshly compiled parallel kernel equals the serial one, the cached
 one does not; numba links a parallel loop's body into its caller and optimizes the result again,
 and reassociation lets such a pass reorder sums (our reading of the mechanism; the symptom is
-what the test pins down). Without reassociation the two agree bit for bit; the price is that sums over a row are no longer vectorized, which these short rows
-(C = 128, HS = 32) hardly feel. tests/test_kernels.py compares a cold and a warm process bit for
-bit. numba's cache does not notice edits to this file: after changing the set, touch the kernel
-files (or delete the cache) so that they recompile.
+what the test pins down). Without reassociation the two agree bit for bit; the price is that
+sums over a row no longer vectorize, which these short rows (C = 128, HS = 32) hardly feel.
+tests/test_kernels.py compares a cold and a warm process bit for bit. numba's cache does not
+notice edits to this file: after changing the set, touch the kernel files (or delete the cache)
+so that they recompile.
 
 The parallel kernels run on numba's `workqueue` threading layer (unless NUMBA_THREADING_LAYER
 says otherwise): its idle threads sleep, where OpenMP's spin and take the cores that BLAS needs
