@@ -34,7 +34,7 @@ KINDS = {
     "layer norm": (layernorm, ["layernorm_forward", "layernorm_backward"]),
     "bias + activation": (activation, ["bias_act_forward", "bias_act_backward"]),
     "cross-entropy": (crossentropy, ["cross_entropy_forward", "cross_entropy_backward"]),
-    "scatter-adds (gathers' backward)": (embedding, ["embedding_backward"]),
+    "scatter-adds (gathers' backward)": (embedding, ["embedding_backward", "scatter_add_rows"]),
     "AdamW update": (optim, ["adamw_update"]),
 }
 SHARED = ("matrix products (+ bias)", "everything else")

@@ -21,7 +21,7 @@ from hypothesis import strategies as st
 from tinygrok.kernels.activation import bias_act_backward, bias_act_forward
 from tinygrok.kernels.attention import attention_backward, attention_forward
 from tinygrok.kernels.crossentropy import cross_entropy_backward, cross_entropy_forward
-from tinygrok.kernels.embedding import embedding_backward
+from tinygrok.kernels.embedding import embedding_backward, scatter_add_rows
 from tinygrok.kernels.layernorm import layernorm_backward, layernorm_forward
 from tinygrok.kernels.optimizer import adamw_update, sgd_update
 
@@ -185,9 +185,20 @@ def test_embedding_backward(dtype, b, t, c, v, seed):
         assert_close(got, want)
 
 
+@pytest.mark.parametrize("dtype", DTYPES)
+@SETTINGS
+@given(m=st.integers(1, 300), k=st.integers(1, 150), n=st.integers(1, 40), seed=seeds)
+def test_scatter_add_rows(dtype, m, k, n, seed):
+    """The backward of a gather table[index]: rows read several times sum their gradients."""
+    rng = np.random.default_rng(seed)
+    dy, index = normal(rng, (m, k), dtype), rng.integers(0, n, m)
+    assert_close(scatter_add_rows(dy, index, n, "numba"), scatter_add_rows(dy, index, n, "numpy"))
+
+
 def test_kernels_do_not_depend_on_thread_count():
-    """The kernels that sum over rows (layer norm's dw, db; the embedding's scatter-add) split
-    the rows into fixed blocks, so one thread and all threads give identical bits."""
+    """The kernels that sum over rows (layer norm's dw, db; the scatter-adds of the embedding and
+    of the gathers) split the work into fixed blocks, so one thread and all threads give
+    identical bits."""
     rng = np.random.default_rng(0)
     x, dy = normal(rng, (999, 64), np.float32), normal(rng, (999, 64), np.float32)
     w = normal(rng, (64,), np.float32)
@@ -198,6 +209,7 @@ def test_kernels_do_not_depend_on_thread_count():
         return [
             *layernorm_backward(dy, x, w, mean, rstd, "numba"),
             *embedding_backward(dx3, tokens, 30, "numba"),
+            scatter_add_rows(dy, tokens[:, 0].repeat(2)[:999], 30, "numba"),
         ]
 
     before = numba.get_num_threads()
@@ -246,7 +258,7 @@ import numpy as np
 from tinygrok.kernels.activation import bias_act_backward, bias_act_forward
 from tinygrok.kernels.attention import attention_backward, attention_forward
 from tinygrok.kernels.crossentropy import cross_entropy_backward, cross_entropy_forward
-from tinygrok.kernels.embedding import embedding_backward
+from tinygrok.kernels.embedding import embedding_backward, scatter_add_rows
 from tinygrok.kernels.layernorm import layernorm_backward, layernorm_forward
 from tinygrok.kernels.optimizer import adamw_update, sgd_update
 
@@ -265,7 +277,7 @@ for dtype in (np.float32, np.float64):
     res += [y, a, *attention_backward(dy, q, k, v, a, 4, e)]
     loss, probs = cross_entropy_forward(logits, targets, e)
     res += [loss, probs, cross_entropy_backward(probs, targets, dtype, e)]
-    res += embedding_backward(dy, tokens, 30, e)
+    res += [*embedding_backward(dy, tokens, 30, e), scatter_add_rows(h, targets, 97, e)]
     adamw_update(p, g, m, s, 1e-3, 0.9, 0.98, 1e-8, 1.0, 3, e)
     sgd_update(g, p, m, 0.1, 0.9, 0.5, 2, e)
     res += [p, m, s, g]
@@ -292,6 +304,6 @@ def test_kernels_compiled_and_cached_give_the_same_bits(tmp_path):
         runs[name] = np.load(tmp_path / f"{name}.npz")
     assert any((tmp_path / "cache").rglob("*.nbc")), "nothing was cached"
     compiled, cached = runs["compiled"], runs["cached"]
-    assert sorted(compiled.files) == sorted(cached.files) and len(compiled.files) == 2 * 24
+    assert sorted(compiled.files) == sorted(cached.files) and len(compiled.files) == 2 * 25
     differ = [k for k in compiled.files if not np.array_equal(compiled[k], cached[k])]
     assert not differ, f"kernel outputs that changed bits when loaded from the cache: {differ}"

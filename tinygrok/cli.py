@@ -239,7 +239,13 @@ def cli() -> None:
     "--out", type=FolderPath(path_type=Path), help="run folder  [default: runs/<time>-...]"
 )
 @click.option("--force", is_flag=True, help="overwrite the run already in --out")
-@click.option("--threads", type=int, help="BLAS and numba threads  [default: all cores]")
+@click.option(
+    "--threads",
+    type=int,
+    default=1,
+    show_default=True,
+    help="BLAS and numba threads (2 is faster on an idle machine only: docs/PERFORMANCE.md)",
+)
 @click.option("--quiet", "-q", is_flag=True, help="no progress line")
 def run(tasks, out, force, threads, quiet, **options) -> None:
     """Train one model on one or more TASKs and write a run folder.

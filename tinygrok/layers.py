@@ -71,8 +71,7 @@ def embedding_backward(dx: np.ndarray, cache: EmbeddingCache) -> tuple[None, Gra
 def scatter_rows(dy: np.ndarray, index: np.ndarray, n: int, engine: str) -> np.ndarray:
     """dy (M, ...) and index (M,) into n rows -> dtable (n, ...), the backward of table[index]:
     each table row sums the dy rows that read it (in row order, whatever the thread count)."""
-    M = len(index)
-    dtable, _ = embedding.embedding_backward(dy.reshape(M, 1, -1), index[:, None], n, engine)
+    dtable = embedding.scatter_add_rows(dy.reshape(len(index), -1), index, n, engine)
     return dtable.reshape(n, *dy.shape[1:])
 
 
