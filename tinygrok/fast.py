@@ -106,7 +106,6 @@ def _gather_backward(dy: np.ndarray, index: np.ndarray | None, n: int, engine: s
 
 class BlockCache(NamedTuple):
     gather: Gather
-    n_src: int  # Ns
     ln1_in: L.LayerNormCache | None
     h: np.ndarray  # (Ns, C) the attention's input
     hq: np.ndarray | None  # (Nq, C) the query rows of h, when only they are projected to queries
@@ -132,7 +131,7 @@ def block_forward(
     Ns, C = xs.shape
     h, c_in = L.norm_in(xs, p_ln1, cfg, engine)  # (Ns, C)
     if g.query is not None and len(g.query) < Ns:
-        # fewer query rows than source rows (the last block): project those rows' queries only
+        # fewer query rows than source rows (as in the last block): project only their queries
         hq = h[g.query]  # (Nq, C)
         q = L.affine(hq, w[:, :C], bias[:C])  # (Nq, C)
         kv = L.affine(h, w[:, C:], bias[C:])  # (Ns, 2C)
@@ -160,9 +159,7 @@ def block_forward(
     x, c_mlp = L.mlp_sublayer_forward(
         x, params.group(b + "ln2"), params.group(b + "mlp"), cfg, engine
     )
-    cache = BlockCache(
-        g, Ns, c_in, h, hq, qs, kvs, weights, att, w, p_att["w_o"], c_out, c_mlp, engine
-    )
+    cache = BlockCache(g, c_in, h, hq, qs, kvs, weights, att, w, p_att["w_o"], c_out, c_mlp, engine)
     return x, cache
 
 
