@@ -7,7 +7,6 @@ The scripts run as `python benchmarks/NAME.py`, so this folder is on sys.path.
 from __future__ import annotations
 
 import os
-import platform
 import statistics
 import sys
 import time
@@ -21,6 +20,7 @@ from tinygrok.config import Config
 from tinygrok.fast import evaluate, loss_and_grads
 from tinygrok.model import Params, init_params
 from tinygrok.optim import learning_rate, make_optimizer
+from tinygrok.provenance import cpu_model
 from tinygrok.tasks import SEQ_LEN, Batches, make_dataset, vocab_size
 from tinygrok.train import set_threads
 
@@ -46,18 +46,6 @@ def set_all_threads(n: int) -> dict:
         return counts
     torch.set_num_threads(n)
     return counts | {"torch": torch.get_num_threads()}
-
-
-def cpu_model() -> str:
-    """The CPU's model name (from /proc/cpuinfo on Linux; the platform's machine elsewhere)."""
-    try:
-        with open("/proc/cpuinfo") as f:
-            for line in f:
-                if line.startswith("model name"):
-                    return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
 
 
 def blas_name() -> str:

@@ -129,7 +129,7 @@ def block_forward(
     p_att, p_ln1 = params.group(b + "attn"), params.group(b + "ln1")
     w, bias = p_att["w_qkv"], p_att["b_qkv"]
     Ns, C = xs.shape
-    h, c_in = L.norm_in(xs, p_ln1, cfg, engine)  # (Ns, C)
+    h, c_in = L.norm_at("pre", xs, p_ln1, cfg, engine)  # (Ns, C)
     if g.query is not None and len(g.query) < Ns:
         # fewer query rows than source rows (as in the last block): project only their queries
         hq = h[g.query]  # (Nq, C)
@@ -155,7 +155,7 @@ def block_forward(
         att = np.concatenate([yp.reshape(U * S, C), ym.reshape(-1, C)])  # (R, C)
         qs, kvs, weights = (qp, qm), (kp, vp, kf, vf), (ap, am)
     s = _gather(xs, g.query) + L.affine(att, p_att["w_o"], p_att["b_o"])  # (Nq, C)
-    x, c_out = L.norm_out(s, p_ln1, cfg, engine)
+    x, c_out = L.norm_at("post", s, p_ln1, cfg, engine)
     x, c_mlp = L.mlp_sublayer_forward(
         x, params.group(b + "ln2"), params.group(b + "mlp"), cfg, engine
     )

@@ -238,26 +238,18 @@ def mlp_backward(dy: np.ndarray, cache: MLPCache) -> tuple[np.ndarray, Grads]:
 # the norms around a branch, and the MLP sublayer
 
 
-def norm_in(
-    x: np.ndarray, p: dict[str, np.ndarray], cfg: Config, engine: str
+def norm_at(
+    where: str, x: np.ndarray, p: dict[str, np.ndarray], cfg: Config, engine: str
 ) -> tuple[np.ndarray, LayerNormCache | None]:
-    """A branch's input: ln(x) in a pre-norm block, x itself otherwise (cache None)."""
-    if cfg.layer_norm and cfg.norm == "pre":
+    """ln(x) where the config's blocks put their norms, x itself elsewhere (cache None). `where`
+    is "pre" for a branch's input (x + f(ln(x))), "post" for the sum s = x + f(x) (ln(s))."""
+    if cfg.layer_norm and cfg.norm == where:
         return layernorm_forward(x, p, engine)
     return x, None
 
 
-def norm_out(
-    s: np.ndarray, p: dict[str, np.ndarray], cfg: Config, engine: str
-) -> tuple[np.ndarray, LayerNormCache | None]:
-    """A sublayer's output from s = x + branch: ln(s) in a post-norm block, s otherwise."""
-    if cfg.layer_norm and cfg.norm == "post":
-        return layernorm_forward(s, p, engine)
-    return s, None
-
-
 def norm_backward(dy: np.ndarray, cache: LayerNormCache | None) -> tuple[np.ndarray, Grads]:
-    """Backward of `norm_in` or `norm_out`: the identity's when the cache is None."""
+    """Backward of `norm_at`: the identity's when the cache is None."""
     return (dy, {}) if cache is None else layernorm_backward(dy, cache)
 
 
@@ -271,9 +263,9 @@ def mlp_sublayer_forward(
     x: np.ndarray, p_ln: dict[str, np.ndarray], p_mlp: dict[str, np.ndarray], cfg: Config, engine
 ) -> tuple[np.ndarray, MLPSublayerCache]:
     """x (N, C) -> x + mlp(ln2(x)) (pre-norm) or ln2(x + mlp(x)) (post-norm) (N, C)."""
-    h, c_in = norm_in(x, p_ln, cfg, engine)
+    h, c_in = norm_at("pre", x, p_ln, cfg, engine)
     m, c_mlp = mlp_forward(h, p_mlp, cfg.activation, engine)
-    y, c_out = norm_out(x + m, p_ln, cfg, engine)
+    y, c_out = norm_at("post", x + m, p_ln, cfg, engine)
     return y, MLPSublayerCache(c_in, c_mlp, c_out)
 
 
