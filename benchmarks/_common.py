@@ -7,7 +7,6 @@ The scripts run as `python benchmarks/NAME.py`, so this folder is on sys.path.
 from __future__ import annotations
 
 import os
-import platform
 import statistics
 import sys
 import time
@@ -16,9 +15,12 @@ from datetime import date
 
 import numpy as np
 
+from tinygrok import fast
 from tinygrok.config import Config
-from tinygrok.model import PREFIX, Params, evaluate, init_params, loss_and_grads
+from tinygrok.fast import evaluate, loss_and_grads
+from tinygrok.model import Params, init_params
 from tinygrok.optim import learning_rate, make_optimizer
+from tinygrok.provenance import cpu_model
 from tinygrok.tasks import SEQ_LEN, Batches, make_dataset, vocab_size
 from tinygrok.threads import set_threads
 
@@ -46,25 +48,34 @@ def set_all_threads(n: int) -> dict:
     return counts | {"torch": torch.get_num_threads()}
 
 
+def blas_name() -> str:
+    """NumPy's BLAS library and version, as threadpoolctl reports them."""
+    from threadpoolctl import threadpool_info
+
+    infos = [i for i in threadpool_info() if i["user_api"] == "blas"]
+    return ", ".join(f"{i['internal_api']} {i.get('version') or ''}".strip() for i in infos)
+
+
 def machine_line() -> str:
-    """One line naming the machine, the date and the load, printed above every table."""
+    """The date, the CPU, the BLAS and the load: printed above every table."""
     load = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
     return (
-        f"{date.today()}  {platform.processor() or platform.machine()}  {os.cpu_count()} cores  "
+        f"{date.today()}  {cpu_model()}  {os.cpu_count()} cores  {blas_name()}  "
         f"load average {load:.1f}  numpy {np.__version__}"
     )
 
 
 class TinygrokSteps:
-    """tinygrok's training step (loss, gradients, optimizer) on the run's own batches."""
+    """tinygrok's training step (the fast model's loss and gradients, the optimizer) on the run's
+    own batches, on the config's engine."""
 
-    def __init__(self, cfg: Config, engine: str):
-        self.cfg, self.engine = cfg, engine
+    def __init__(self, cfg: Config):
+        self.cfg = cfg
         self.data = make_dataset(cfg.tasks, cfg.p, cfg.train_frac, cfg.seed)
         self.batches = Batches(self.data, cfg.batch_size, cfg.seed, cfg.epoch_batches)
         self.params, _ = init_params(cfg)
         self.grads = Params.zeros(self.params.shapes, self.params.flat.dtype)
-        self.opt = make_optimizer(cfg, self.params.flat.size, self.params.flat.dtype, engine)
+        self.opt = make_optimizer(cfg, self.params.flat.size)
         self.t = 0
 
     def evaluate_once(self) -> None:
@@ -72,54 +83,57 @@ class TinygrokSteps:
         settle glibc's allocator, which then serves a step's arrays from the heap instead of
         fresh, zeroed pages."""
         task = self.data[0]
-        evaluate(self.params, task.val_x, task.val_y, self.cfg, self.engine)
+        evaluate(self.params, task.val_x, task.val_y, self.cfg)
 
     def __call__(self, n: int) -> None:
         """Take n steps."""
         for _ in range(n):
             self.t += 1
             tokens, targets = self.batches(self.t)
-            loss_and_grads(self.params, tokens, targets, self.cfg, self.grads, self.engine)
+            loss_and_grads(self.params, tokens, targets, self.cfg, self.grads)
             self.opt.step(self.params.flat, self.grads.flat, learning_rate(self.cfg, self.t))
 
 
 def step_products(
-    cfg: Config, lean: bool, prefixes: int | None = None
+    cfg: Config, kind: str, tokens: np.ndarray | None = None
 ) -> list[tuple[int, int, int]]:
     """The matrix products (M, K, N) of one training step, forward and backward.
 
-    With `lean` (tinygrok) the last block projects queries, runs attention's output projection and
-    its MLP for the last position only, and the first block runs the prefix positions once per
-    distinct prefix (`prefixes` of them in the batch, model.PREFIX positions each; None: every row
-    its own). Without it (the usual PyTorch model) every block runs on every position. The
-    attention scores (T x T per head) are left out: they are below 0.1% of the FLOPs and tinygrok
-    computes them in its attention kernel.
+    kind "full": every block on every position (the usual PyTorch model); "last": the last block
+    projects queries, and runs attention's output projection and its MLP, for the last position
+    only (PyTorch with tinygrok's first shortcut); "fast": what tinygrok's fast model runs on the
+    batch `tokens` (the first block's projections on its distinct (token, position) rows, the
+    prefix positions once per distinct prefix before the last block; fast.py). The attention
+    scores (T x T per head) are left out: they are below 0.1% of the FLOPs and tinygrok computes
+    them in its attention kernel.
     """
-    B, T, C, F, P = cfg.batch_size, SEQ_LEN, cfg.d_model, cfg.d_mlp, cfg.p
-    N = B * T
+    B, T, C, F = cfg.batch_size, SEQ_LEN, cfg.d_model, cfg.d_mlp
+    n_out = n_tokens(cfg) if cfg.head == "vocab" else cfg.p
     prods: list[tuple[int, int, int]] = []
 
     def linear(rows: int, cin: int, cout: int) -> None:
         # y = x @ w;  dx = dy @ w.T;  dw = x.T @ dy
         prods.extend([(rows, cin, cout), (rows, cout, cin), (cin, rows, cout)])
 
-    U = B if prefixes is None else prefixes
+    if kind == "fast":
+        lay = fast.layout(tokens, n_tokens(cfg), cfg.layers)
+        R = lay.later.prefix.size + B * (T - fast.PREFIX)  # stream rows: prefixes, own positions
     for i in range(cfg.layers):
-        last = lean and i == cfg.layers - 1
-        rows = N
-        if last:
-            rows = B
-        elif lean and i == 0:
-            rows = U * PREFIX + B * (T - PREFIX)
-        if last:
-            linear(B, C, C)  # query of the last position
-            linear(N, C, 2 * C)  # keys and values of every position
+        last = i == cfg.layers - 1
+        if kind == "fast":
+            n_src = len(lay.etok) if i == 0 else R
+            n_q = B if last else R
         else:
-            linear(rows, C, 3 * C)
-        linear(rows, C, C)  # attention output projection
-        linear(rows, C, F)
-        linear(rows, F, C)
-    linear(B, C, P)  # unembedding of the last position
+            n_src, n_q = B * T, (B if last and kind == "last" else B * T)
+        if n_q < n_src:
+            linear(n_q, C, C)  # queries of the query rows
+            linear(n_src, C, 2 * C)  # keys and values of every source row
+        else:
+            linear(n_src, C, 3 * C)
+        linear(n_q, C, C)  # attention output projection
+        linear(n_q, C, F)
+        linear(n_q, F, C)
+    linear(B, C, n_out)  # unembedding of the last position
     return prods
 
 

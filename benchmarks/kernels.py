@@ -39,14 +39,14 @@ def cases(cfg: Config) -> dict:
 
     h, b_fc, h_last = r(B * T, F), r(F), r(B, F)
     x, w = r(B * T, C), r(C)
-    _, mean, rstd = layernorm_forward(x, w, w)
+    _, mean, rstd = layernorm_forward(x, w, w, "numpy")
     qkv, q_last, kv = r(B, T, 3 * C), r(B, 1, C), r(B, T, 2 * C)
     q, k, v = qkv[..., :C], qkv[..., C : 2 * C], qkv[..., 2 * C :]
-    _, a = attention_forward(q, k, v, NH)
-    _, a_last = attention_forward(q_last, kv[..., :C], kv[..., C:], NH)
+    _, a = attention_forward(q, k, v, NH, "numpy")
+    _, a_last = attention_forward(q_last, kv[..., :C], kv[..., C:], NH, "numpy")
     dy, dy_last = r(B, T, C), r(B, 1, C)
     logits, targets = r(B, P), rng.integers(0, P, B)
-    _, probs = cross_entropy_forward(logits, targets)
+    _, probs = cross_entropy_forward(logits, targets, "numpy")
     tokens = rng.integers(0, V, (B, T))
     p, g, m, v2 = r(N), r(N), r(N), np.abs(r(N))
     return {

@@ -2,8 +2,8 @@
 
     python benchmarks/profile_step.py [--threads 1] [--steps 20]
 
-Each function the model calls between its matrix products (the kernels, in either engine) and the
-linear layers' products (with their bias sums) is wrapped in a timer; the steps of the two engines
+Each kernel dispatch function (in either engine) and the layers' matrix products (with their bias
+sums) is wrapped in a timer; the steps of the two engines
 alternate, and the table gives each kind of work's median milliseconds per step. "everything
 else" is the step's time minus the timed calls: the Python between them, reshapes, copies,
 concatenations, gathers and allocation, which the two engines share. So the numba engine cannot
@@ -25,15 +25,16 @@ from _common import TinygrokSteps, machine_line, median, set_all_threads
 
 from tinygrok import layers, optim
 from tinygrok.config import PRESETS, from_preset
+from tinygrok.kernels import activation, attention, crossentropy, embedding, layernorm
 
 # what the model calls, by the module it looks them up in, grouped as the table shows them
 KINDS = {
-    "matrix products (+ bias)": (layers, ["linear_forward", "linear_backward"]),
-    "attention core": (layers, ["attention_forward", "attention_backward"]),
-    "layer norm": (layers, ["layernorm_forward", "layernorm_backward"]),
-    "bias + activation": (layers, ["bias_act_forward", "bias_act_backward"]),
-    "cross-entropy": (layers, ["cross_entropy_forward", "cross_entropy_backward"]),
-    "embedding scatter-add": (layers, ["embedding_backward_kernel"]),
+    "matrix products (+ bias)": (layers, ["matmul", "affine", "affine_backward"]),
+    "attention core": (attention, ["attention_forward", "attention_backward"]),
+    "layer norm": (layernorm, ["layernorm_forward", "layernorm_backward"]),
+    "bias + activation": (activation, ["bias_act_forward", "bias_act_backward"]),
+    "cross-entropy": (crossentropy, ["cross_entropy_forward", "cross_entropy_backward"]),
+    "scatter-adds (gathers' backward)": (embedding, ["embedding_backward", "scatter_add_rows"]),
     "AdamW update": (optim, ["adamw_update"]),
 }
 SHARED = ("matrix products (+ bias)", "everything else")
@@ -68,7 +69,7 @@ def main() -> None:
     spent: dict[str, float] = defaultdict(float)
     install_timers(spent)
     cfg = from_preset(args.preset)
-    engines = {name: TinygrokSteps(cfg, name) for name in ("numba", "numpy")}
+    engines = {name: TinygrokSteps(cfg.replace(engine=name)) for name in ("numba", "numpy")}
     for run in engines.values():
         run.evaluate_once()
         run(3)
@@ -88,9 +89,9 @@ def main() -> None:
     print(machine_line())
     print(f"preset {args.preset}, batch {cfg.batch_size}, {cfg.optimizer}, threads {counts}")
     print(f"median ms per step over {args.steps} steps (engines alternating)")
-    print(f"{'':28s} {'numba':>8s} {'numpy':>8s}")
+    print(f"{'':34s} {'numba':>8s} {'numpy':>8s}")
     for kind in [*KINDS, "everything else", "step"]:
-        print(f"{kind:28s} {ms['numba'][kind]:8.1f} {ms['numpy'][kind]:8.1f}")
+        print(f"{kind:34s} {ms['numba'][kind]:8.1f} {ms['numpy'][kind]:8.1f}")
     shared = sum(ms["numpy"][k] for k in SHARED)
     kernels = ms["numpy"]["step"] - shared
     print(

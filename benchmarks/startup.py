@@ -27,7 +27,8 @@ from _common import machine_line
 
 FIRST_STEP = """
 from tinygrok.config import Config
-from tinygrok.model import Params, evaluate, init_params, loss_and_grads
+from tinygrok.fast import evaluate, loss_and_grads
+from tinygrok.model import Params, init_params
 from tinygrok.optim import make_optimizer
 from tinygrok.tasks import Batches, make_dataset
 import tinygrok.train  # what the CLI imports
@@ -36,12 +37,12 @@ cfg = Config()
 data = make_dataset(cfg.tasks, cfg.p, cfg.train_frac, cfg.seed)
 params, _ = init_params(cfg)
 grads = Params.zeros(params.shapes, params.flat.dtype)
-opt = make_optimizer(cfg, params.flat.size, params.flat.dtype, cfg.engine)
+opt = make_optimizer(cfg, params.flat.size)
 for d in data:
-    evaluate(params, d.train_x, d.train_y, cfg, cfg.engine)
-    evaluate(params, d.val_x, d.val_y, cfg, cfg.engine)
+    evaluate(params, d.train_x, d.train_y, cfg)
+    evaluate(params, d.val_x, d.val_y, cfg)
 tokens, targets = Batches(data, cfg.batch_size, cfg.seed, cfg.epoch_batches)(1)
-loss_and_grads(params, tokens, targets, cfg, grads, cfg.engine)
+loss_and_grads(params, tokens, targets, cfg, grads)
 opt.step(params.flat, grads.flat, 1e-4)
 """
 

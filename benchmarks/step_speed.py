@@ -34,9 +34,7 @@ from _common import (
     step_products,
 )
 
-from tinygrok.config import Config
-from tinygrok.model import distinct_prefixes
-from tinygrok.tasks import vocab_size
+from tinygrok.config import PRESETS, Config, from_preset
 
 
 def main() -> None:
@@ -45,31 +43,37 @@ def main() -> None:
     ap.add_argument("--rounds", type=int, default=7, help="timed rounds per thread count")
     ap.add_argument("--steps", type=int, default=10, help="steps per round (numba, PyTorch)")
     ap.add_argument("--batch-size", type=int, default=Config.batch_size)
+    ap.add_argument("--preset", default="power", choices=list(PRESETS), help="the model and recipe")
     ap.add_argument("--no-torch", action="store_true", help="time tinygrok only")
     args = ap.parse_args()
     if not args.no_torch:
         require_torch("step_speed.py", "--no-torch")
     threads = [int(t) for t in args.threads.split(",")]
 
-    cfg = Config(batch_size=args.batch_size)
-    runners = {"tinygrok numba": TinygrokSteps(cfg, "numba")}
-    runners["tinygrok numpy"] = TinygrokSteps(cfg, "numpy")
+    cfg = from_preset(args.preset, batch_size=args.batch_size)
+    runners = {"tinygrok numba": TinygrokSteps(cfg.replace(engine="numba"))}
+    runners["tinygrok numpy"] = TinygrokSteps(cfg.replace(engine="numpy"))
     tokens, _ = runners["tinygrok numba"].batches(1)
-    prefixes = len(distinct_prefixes(tokens, vocab_size(cfg.p, len(cfg.tasks)))[0])
-    tiny_products = step_products(cfg, lean=True, prefixes=prefixes)
+    tiny_products = step_products(cfg, "fast", tokens)
     tiny_flops = gflop(tiny_products)
-    last_flops = gflop(step_products(cfg, lean=True))
-    full_flops = gflop(step_products(cfg, lean=False))
+    last_flops = gflop(step_products(cfg, "last"))
+    full_flops = gflop(step_products(cfg, "full"))
     runners["BLAS products"] = blas_products(tiny_products)
     flops = {"tinygrok numba": tiny_flops, "tinygrok numpy": tiny_flops}
     flops["BLAS products"] = tiny_flops
     steps = {"tinygrok numba": args.steps, "tinygrok numpy": max(1, args.steps // 4)}
     steps["BLAS products"] = args.steps
+    if args.preset != "power" and not args.no_torch:
+        print(
+            "PyTorch rows: its GPT-2-shaped reference models the power preset only; "
+            f"--preset {args.preset} times tinygrok alone"
+        )
+        args.no_torch = True
     if not args.no_torch:
         from torch_reference import TorchSteps, check_same_model
 
         params = runners["tinygrok numba"].params
-        diff = check_same_model(cfg, params, "numba")
+        diff = check_same_model(cfg.replace(engine="numba"), params)
         print(f"PyTorch reproduces tinygrok's loss and gradients (max rel. diff {diff:.1e})")
         for name, last_only in (("PyTorch eager", False), ("PyTorch eager, last only", True)):
             runners[name] = TorchSteps(cfg, params, last_only)
@@ -79,8 +83,9 @@ def main() -> None:
 
     print(machine_line())
     print(
-        f"default model ({cfg.layers} layers, d_model {cfg.d_model}, d_mlp {cfg.d_mlp}), "
-        f"batch {cfg.batch_size}, AdamW; medians of {args.rounds} interleaved rounds"
+        f"preset {args.preset} ({cfg.layers} layers, d_model {cfg.d_model}, d_mlp {cfg.d_mlp}, "
+        f"{cfg.norm}-norm, {cfg.activation}, head {cfg.head}), batch {cfg.batch_size}, "
+        f"{cfg.optimizer}; medians of {args.rounds} interleaved rounds"
     )
     for n in threads:
         counts = set_all_threads(n)
@@ -91,7 +96,7 @@ def main() -> None:
         print(f"\n{n} thread(s) {counts}")
         print(
             f"{'engine':26s} {'ms/step':>8s} {'(min-max)':>15s} {'steps/s':>8s} "
-            f"{'vs PyTorch':>10s} {'GFLOP':>6s} {'GFLOP/s':>8s} {'of BLAS':>8s}"
+            f"{'vs PyTorch':>10s} {'GFLOP':>6s} {'GFLOP/s':>8s} {'of BLAS':>8s} {'/ floor':>8s}"
         )
         for name, m in ms.items():
             lo, hi = min(samples[name]), max(samples[name])
@@ -99,12 +104,21 @@ def main() -> None:
             rate = flops[name] / m
             print(
                 f"{name:26s} {m:8.1f} {f'({lo:.1f}-{hi:.1f})':>15s} {1000 / m:8.1f} {rel} "
-                f"{flops[name]:6.2f} {1000 * rate:8.1f} {rate / blas_rate:8.0%}"
+                f"{flops[name]:6.2f} {1000 * rate:8.1f} {rate / blas_rate:8.0%} "
+                f"{m / ms['BLAS products']:7.2f}x"
             )
-        print(
-            f"numba vs numpy engine: {ms['tinygrok numpy'] / ms['tinygrok numba']:.2f}x; "
-            f"floor (tinygrok's products at BLAS's rate): {ms['BLAS products']:.1f} ms"
+        nb = ms["tinygrok numba"]
+        line = (
+            f"floor (tinygrok's products at BLAS's rate): {ms['BLAS products']:.1f} ms; "
+            f"numba step / floor: {nb / ms['BLAS products']:.2f}x; "
+            f"numba vs numpy engine: {ms['tinygrok numpy'] / nb:.2f}x"
         )
+        if ref:
+            line += (
+                f"; numba vs PyTorch last only: {ms['PyTorch eager, last only'] / nb:.2f}x, "
+                f"vs PyTorch full: {ref / nb:.2f}x"
+            )
+        print(line)
 
 
 if __name__ == "__main__":

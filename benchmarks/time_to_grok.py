@@ -33,8 +33,8 @@ from tinygrok.train import evaluate_run
 def race(cfg: Config, use_torch: bool) -> dict[str, tuple[int | None, float]]:
     """name -> (step of the first evaluation with validation >= threshold or None, seconds)."""
     data = make_dataset(cfg.tasks, cfg.p, cfg.train_frac, cfg.seed)
-    tiny = TinygrokSteps(cfg, "numba")
-    warm = TinygrokSteps(cfg, "numba")  # load the kernels before any clock runs
+    tiny = TinygrokSteps(cfg.replace(engine="numba"))
+    warm = TinygrokSteps(cfg.replace(engine="numba"))  # load the kernels before any clock runs
     warm(1)
     warm.evaluate_once()
 

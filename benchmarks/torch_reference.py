@@ -38,8 +38,10 @@ except ImportError:
     require_torch("torch_reference.py")
     raise
 
+from tinygrok import fast, model
+from tinygrok import layers as L
 from tinygrok.config import Config
-from tinygrok.model import Params, forward, loss_and_grads
+from tinygrok.model import Params
 from tinygrok.optim import learning_rate
 from tinygrok.tasks import SEQ_LEN, Batches, make_dataset, vocab_size
 
@@ -187,31 +189,31 @@ def reference_models(cfg: Config) -> list[nn.Module]:
     return [TorchModel(cfg, last_only) for last_only in (False, True)]
 
 
-def check_same_model(cfg: Config, params: Params, engine: str, tol: float = 2e-4) -> float:
-    """Logits, loss and every gradient of one batch, tinygrok vs PyTorch from the same parameters;
-    raises if they differ by more than `tol` (relative to each tensor's largest entry).
-    Returns the largest relative difference."""
+def check_same_model(cfg: Config, params: Params, tol: float = 2e-4) -> float:
+    """Logits, loss and every gradient of one batch, tinygrok's textbook and fast models (on the
+    config's engine) vs PyTorch from the same parameters; raises if they differ by more than `tol`
+    (relative to each tensor's largest entry). Returns the largest relative difference."""
     data = make_dataset(cfg.tasks, cfg.p, cfg.train_frac, cfg.seed)
     tokens, targets = Batches(data, cfg.batch_size, cfg.seed, cfg.epoch_batches)(1)
-    grads = Params.zeros(params.shapes, params.flat.dtype)
-    logits, _ = forward(params, tokens, cfg, engine)
-    loss = loss_and_grads(params, tokens, targets, cfg, grads, engine)
 
     def rel(got: np.ndarray, want: np.ndarray) -> float:
         return float(np.abs(got - want).max() / max(np.abs(want).max(), 1e-6))
 
     worst = 0.0
-    for model in reference_models(cfg):
-        load_tinygrok(model, params, cfg)
-        t_logits = model(torch.from_numpy(tokens))
-        t_loss = F.cross_entropy(t_logits, torch.from_numpy(targets))
-        t_loss.backward()
-        worst = max(
-            worst, abs(t_loss.item() - loss) / abs(loss), rel(t_logits.detach().numpy(), logits)
-        )
-        for name, tensor, transposed in _pairs(model):
-            g = tensor.grad.numpy()
-            worst = max(worst, rel(g.T if transposed else g, grads[name]))
+    for ours in (model, fast):
+        logits, cache = ours.forward(params, tokens, cfg)
+        loss, c_ce = L.cross_entropy_forward(logits, targets, cfg.engine)
+        grads = ours.backward(L.cross_entropy_backward(1.0, c_ce)[0], cache)
+        for theirs in reference_models(cfg):
+            load_tinygrok(theirs, params, cfg)
+            t_logits = theirs(torch.from_numpy(tokens))
+            t_loss = F.cross_entropy(t_logits, torch.from_numpy(targets))
+            t_loss.backward()
+            t_z = t_logits.detach().numpy()
+            worst = max(worst, abs(t_loss.item() - loss) / abs(loss), rel(t_z, logits))
+            for name, tensor, transposed in _pairs(theirs):
+                g = tensor.grad.numpy()
+                worst = max(worst, rel(g.T if transposed else g, grads[name]))
     if worst > tol:
         raise AssertionError(f"PyTorch and tinygrok disagree: relative difference {worst:.2e}")
     return worst
@@ -266,7 +268,7 @@ def main() -> None:
 
     for label, cfg in (("default model", Config()), ("--preset report", from_preset("report"))):
         params, _ = init_params(cfg)
-        diff = check_same_model(cfg, params, "numba")
+        diff = check_same_model(cfg, params)
         print(f"{label}: PyTorch computes tinygrok's loss and gradients (max rel. diff {diff:.1e})")
 
 

@@ -33,7 +33,8 @@ except ImportError:
 from torch_reference import ReportModel
 
 from tinygrok.config import from_preset
-from tinygrok.model import Params, evaluate, init_params, loss_and_grads
+from tinygrok.fast import evaluate, loss_and_grads
+from tinygrok.model import Params, init_params
 from tinygrok.optim import make_optimizer
 from tinygrok.tasks import Batches, make_dataset
 
@@ -81,7 +82,7 @@ def main() -> None:
 
     params, _ = init_params(cfg)
     grads = Params.zeros(params.shapes, params.flat.dtype)
-    tg_opt = make_optimizer(cfg, params.flat.size, params.flat.dtype, cfg.engine)
+    tg_opt = make_optimizer(cfg, params.flat.size)
 
     @torch.no_grad()
     def torch_acc(x, y) -> float:
@@ -97,13 +98,13 @@ def main() -> None:
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
-        loss_and_grads(params, tokens, targets, cfg, grads, cfg.engine)
+        loss_and_grads(params, tokens, targets, cfg, grads)
         tg_opt.step(params.flat, grads.flat, cfg.lr)
         if step % cfg.eval_every == 0:
             steps.append(step)
             for split, (x, y) in sets.items():
                 log["pytorch"][split].append(torch_acc(x, y))
-                log["tinygrok"][split].append(evaluate(params, x, y, cfg, cfg.engine)[1])
+                log["tinygrok"][split].append(evaluate(params, x, y, cfg)[1])
             if step % 500 == 0:
                 print(
                     f"step {step:6,}  pytorch train {100 * log['pytorch']['train'][-1]:5.1f}% "

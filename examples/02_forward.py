@@ -1,11 +1,11 @@
 """A forward pass through the default model, layer by layer, printing every tensor's shape.
 
-The same calls `model.forward` makes (token + position embedding, then per block
-`x = x + attention(ln1(x))` and `x = x + mlp(ln2(x))`, then the final layer norm and the
+The same calls the textbook model, `model.forward`, makes (token + position embedding, then per
+block `x = x + attention(ln1(x))` and `x = x + mlp(ln2(x))`, then the final layer norm and the
 unembedding), made one at a time from `tinygrok.layers`. Inside the first block's attention the
 projection, the per-head attention weights and the output projection are shown too. At the end the
-logits are compared with `model.forward`, both with every position computed and with only the last
-one in the last block (what training uses: nothing else reaches the loss).
+logits are compared with `model.forward` and with the fast model that training uses
+(`fast.logits`, which computes only what reaches the loss, each shared row once).
 
 Shape legend: B batch, T = 4 positions, C d_model, NH heads, HS = C / NH, F d_mlp, V vocabulary,
 P = p answer classes.
@@ -19,10 +19,11 @@ import argparse
 
 import numpy as np
 
+from tinygrok import fast, model
 from tinygrok import layers as L
 from tinygrok.config import ENGINES, Config, validate
 from tinygrok.kernels.attention import attention_forward
-from tinygrok.model import forward, init_params, n_params
+from tinygrok.model import init_params, n_params
 from tinygrok.tasks import make_dataset
 
 
@@ -46,25 +47,23 @@ def main() -> None:
     print(f"d_mlp {cfg.d_mlp}, {n_params(cfg):,} parameters, engine {e}\n")
 
     show("tokens", tokens, "[a, op, b, =] per example")
-    x = L.embedding_forward(tokens, params["wte"], params["wpe"])
+    x, _ = L.embedding_forward(tokens, {"wte": params["wte"], "wpe": params["wpe"]}, e)
     show("x = wte[tokens] + wpe", x, "(B, T, C) the residual stream")
     for i in range(cfg.layers):
-        b = f"blocks.{i}."
+        b = f"blocks.{i}"
         print(f"block {i}")
-        h, _ = L.layernorm(x, params[b + "ln1.w"], params[b + "ln1.b"], e)
+        h, _ = L.layernorm_forward(x, params.group(b + ".ln1"), e)
         show("h = ln1(x)", h, "(B, T, C) each position normalized over C")
-        w_qkv, b_qkv = params[b + "attn.w_qkv"], params[b + "attn.b_qkv"]
-        att, _ = L.attention(
-            h, w_qkv, b_qkv, params[b + "attn.w_o"], params[b + "attn.b_o"], NH, False, e
-        )
+        p_att = params.group(b + ".attn")
+        att, _ = L.attention_forward(h, p_att, NH, e)
         if i == 0:  # the same attention, one step at a time
-            qkv = L.linear_forward(h.reshape(-1, C), w_qkv, b_qkv).reshape(B, -1, 3 * C)
+            qkv = L.affine(h.reshape(-1, C), p_att["w_qkv"], p_att["b_qkv"]).reshape(B, -1, 3 * C)
             show("  qkv = h @ w_qkv + b_qkv", qkv, "(B, T, 3C) queries, keys, values")
-            q, k, v = qkv[..., :C], qkv[..., C : 2 * C], qkv[..., 2 * C :]
+            q, k, v = L.split_qkv(qkv)
             y, a = attention_forward(q, k, v, NH, e)
             show("  a = softmax(q k^T / sqrt(HS))", a, "(B, NH, T, T) causal attention weights")
             show("  y = a @ v, heads merged", y, "(B, T, C)")
-            y = L.linear_forward(y.reshape(-1, C), params[b + "attn.w_o"], params[b + "attn.b_o"])
+            y = L.affine(y.reshape(-1, C), p_att["w_o"], p_att["b_o"])
             show("  y @ w_o + b_o", y, "(B*T, C)")
             np.testing.assert_allclose(y.reshape(att.shape), att, rtol=1e-5, atol=1e-6)
             assert np.all(np.triu(a[0, 0], k=1) == 0), "no position attends to a later one"
@@ -74,33 +73,25 @@ def main() -> None:
         show("attention(h)", att, "(B, T, C)")
         x = x + att
         show("x = x + attention(ln1(x))", x, "(B, T, C)")
-        h2, _ = L.layernorm(x, params[b + "ln2.w"], params[b + "ln2.b"], e)
-        m, _ = L.mlp(
-            h2.reshape(-1, C),
-            params[b + "mlp.w_fc"],
-            params[b + "mlp.b_fc"],
-            params[b + "mlp.w_proj"],
-            params[b + "mlp.b_proj"],
-            cfg.activation,
-            e,
-        )
+        h2, _ = L.layernorm_forward(x, params.group(b + ".ln2"), e)
+        m, _ = L.mlp_forward(h2.reshape(-1, C), params.group(b + ".mlp"), cfg.activation, e)
         show("mlp(ln2(x))", m, f"(B*T, C) via (B*T, F) = {cfg.activation}(h2 @ w_fc + b_fc)")
         x = x + m.reshape(x.shape)
         show("x = x + mlp(ln2(x))", x, "(B, T, C)")
-    hf, _ = L.layernorm(x[:, -1], params["ln_f.w"], params["ln_f.b"], e)
-    show("hf = ln_f(x[:, -1])", hf, "(B, C) only the last position is read")
-    logits = L.linear_forward(hf, params["head.w"], params["head.b"])
-    show("logits = hf @ head.w + head.b", logits, "(B, P) one score per answer")
-    loss, _ = L.cross_entropy(logits, targets, e)
+    hf, _ = L.layernorm_forward(x, params.group("ln_f"), e)
+    show("hf = ln_f(x)", hf, "(B, T, C)")
+    logits_all, _ = L.linear_forward(hf.reshape(-1, C), params.group("head"))
+    logits = logits_all.reshape(B, -1, cfg.p)[:, -1]
+    show("logits = (hf @ head.w + head.b)[:, -1]", logits, "(B, P) the last position's scores")
+    loss, _ = L.cross_entropy_forward(logits, targets, e)
     print(
         f"\nloss = mean cross-entropy = {loss:.4f} (log P = {np.log(cfg.p):.4f} for a blind guess)"
     )
 
-    full, _ = forward(params, tokens, cfg, e, lean=False)
-    lean, _ = forward(params, tokens, cfg, e, lean=True)
-    np.testing.assert_allclose(logits, full, rtol=1e-5, atol=1e-5)
-    np.testing.assert_allclose(logits, lean, rtol=1e-4, atol=1e-4)
-    print("the logits match model.forward, computed in full and lean (what reaches the loss, once)")
+    textbook, _ = model.forward(params, tokens, cfg)
+    np.testing.assert_allclose(logits, textbook, rtol=1e-5, atol=1e-5)
+    np.testing.assert_allclose(logits, fast.logits(params, tokens, cfg), rtol=1e-4, atol=1e-4)
+    print("the logits match model.forward (every position) and fast.logits (what reaches the loss)")
 
 
 if __name__ == "__main__":

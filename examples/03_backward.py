@@ -38,25 +38,26 @@ from tinygrok.gradcheck import (
 def check_layer(
     name: str,
     fwd: Callable[..., tuple[np.ndarray, tuple]],
-    bwd: Callable[[np.ndarray, tuple], tuple],
+    bwd: Callable[[np.ndarray, tuple], tuple[np.ndarray, dict]],
     inputs: dict[str, np.ndarray],
     max_coords: int,
     rng: np.random.Generator,
 ) -> bool:
-    """Check `bwd` (returning one gradient per input, in order) against centered differences of
-    sum(fwd(**inputs)[0] * dout); print one line per input; True if all are within TOL."""
+    """Check `bwd` (dout, cache -> dx, grads keyed like the inputs) against centered differences
+    of sum(fwd(**inputs)[0] * dout); print one line per input; True if all are within TOL."""
     out, cache = fwd(**inputs)
     dout = rng.standard_normal(out.shape)
-    grads = bwd(dout, cache)
+    dx, grads = bwd(dout, cache)
+    grads = {"x": dx} | grads
     ok = True
-    for (arg, value), grad in zip(inputs.items(), grads, strict=True):
+    for arg, value in inputs.items():
         flat = value.reshape(-1)  # a view: numeric_grad nudges the input itself
         coords = rng.permutation(flat.size)[:max_coords]
 
         def loss() -> float:
             return float(np.sum(fwd(**inputs)[0] * dout))
 
-        err = relative_error(grad.reshape(-1)[coords], numeric_grad(loss, flat, coords)).max()
+        err = relative_error(grads[arg].reshape(-1)[coords], numeric_grad(loss, flat, coords)).max()
         ok &= err <= TOL
         print(f"  {name:10s} d{arg:7s} {str(value.shape):12s} max rel err {err:.2e}", end="")
         print(f"  {'OK' if err <= TOL else 'FAIL'}")
@@ -78,16 +79,16 @@ def main() -> None:
     print(f"one layer at a time: loss = sum(out * dout), float64, engine {e}, tol {TOL:g}")
     ok = check_layer(
         "layernorm",
-        lambda x, w, b: L.layernorm(x, w, b, e),
-        lambda d, c: L.layernorm_back(d, c, e),
+        lambda x, w, b: L.layernorm_forward(x, {"w": w, "b": b}, e),
+        L.layernorm_backward,
         {"x": randn(B, T, C), "w": 1 + 0.1 * randn(C), "b": 0.1 * randn(C)},
         coords,
         rng,
     )
     ok &= check_layer(
         "attention",
-        lambda x, w_qkv, b_qkv, w_o, b_o: L.attention(x, w_qkv, b_qkv, w_o, b_o, NH, False, e),
-        lambda d, c: L.attention_back(d, c, e),
+        lambda x, **p: L.attention_forward(x, p, NH, e),
+        L.attention_backward,
         {
             "x": randn(B, T, C),
             "w_qkv": randn(C, 3 * C) / np.sqrt(C),
@@ -100,8 +101,8 @@ def main() -> None:
     )
     ok &= check_layer(
         "mlp",
-        lambda x, w_fc, b_fc, w_proj, b_proj: L.mlp(x, w_fc, b_fc, w_proj, b_proj, "gelu", e),
-        lambda d, c: L.mlp_back(d, c, e),
+        lambda x, **p: L.mlp_forward(x, p, "gelu", e),
+        L.mlp_backward,
         {
             "x": randn(B * T, C),
             "w_fc": randn(C, F) / np.sqrt(C),

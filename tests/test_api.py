@@ -16,8 +16,9 @@ from conftest import TINY_FIELDS, one_thread
 
 import tinygrok
 import tinygrok.train as train_mod
+from tinygrok import fast, model
 from tinygrok.errors import ConfigError
-from tinygrok.model import Params, forward, param_shapes
+from tinygrok.model import Params, param_shapes
 
 # the tests' tiny model, its task given by each test
 TINY = {k: v for k, v in TINY_FIELDS.items() if k != "tasks"}
@@ -84,14 +85,18 @@ def test_predict_is_the_argmax_of_logits_and_of_a_hand_built_forward(single):
     assert logits.shape == (p * p, p) and logits.dtype == np.float32
     answers = single.predict(a, b)
     assert np.array_equal(answers, logits.argmax(axis=1))
-    # [a, op, b, =] with op = p (the run's first task) and = p + 1, through model.forward
+    # [a, op, b, =] with op = p (the run's first task) and = p + 1, through both models' forward
     tokens = np.stack([a, np.full_like(a, p), b, np.full_like(a, p + 1)], axis=1)
     with np.load(single.dir / "checkpoint.npz") as z:
         params = Params(param_shapes(cfg), z["params"])
-    for engine, lean in (("numpy", True), ("numpy", False), (cfg.engine, True)):
-        by_hand, _ = forward(params, tokens, cfg, engine, lean=lean)
+    for engine, forward in (
+        ("numpy", fast.forward),
+        ("numpy", model.forward),
+        (cfg.engine, fast.forward),
+    ):
+        by_hand, _ = forward(params, tokens, cfg.replace(engine=engine))
         np.testing.assert_allclose(logits, by_hand, rtol=1e-4, atol=1e-5)
-    assert np.array_equal(answers, forward(params, tokens, cfg, cfg.engine)[0].argmax(axis=1))
+    assert np.array_equal(answers, fast.logits(params, tokens, cfg).argmax(axis=1))
     # two ints give an int, arrays broadcast
     assert single.predict(3, 4) == answers[3 * p + 4] and isinstance(single.predict(3, 4), int)
     assert single.predict(np.int64(3), 4) == answers[3 * p + 4]

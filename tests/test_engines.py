@@ -13,7 +13,8 @@ import numpy as np
 import pytest
 
 from tinygrok.config import Config, validate
-from tinygrok.model import Params, evaluate, init_params, loss_and_grads
+from tinygrok.fast import evaluate, loss_and_grads
+from tinygrok.model import Params, init_params
 from tinygrok.optim import learning_rate, make_optimizer
 from tinygrok.tasks import Batches, make_dataset
 from tinygrok.threads import set_threads
@@ -39,15 +40,16 @@ def small(**changes) -> Config:
 
 def train_steps(cfg: Config, engine: str, steps: int = STEPS) -> tuple[list[float], Params]:
     """The losses of `steps` optimizer steps, and the parameters after them."""
+    cfg = cfg.replace(engine=engine)
     data = make_dataset(cfg.tasks, cfg.p, cfg.train_frac, cfg.seed)
     batches = Batches(data, cfg.batch_size, cfg.seed)
     params, _ = init_params(cfg)
     grads = Params.zeros(params.shapes, params.flat.dtype)
-    opt = make_optimizer(cfg, params.flat.size, params.flat.dtype, engine)
+    opt = make_optimizer(cfg, params.flat.size)
     losses = []
     for step in range(1, steps + 1):
         tokens, targets = batches(step)
-        losses.append(loss_and_grads(params, tokens, targets, cfg, grads, engine))
+        losses.append(loss_and_grads(params, tokens, targets, cfg, grads))
         opt.step(params.flat, grads.flat, learning_rate(cfg, step))
     return losses, params
 
@@ -71,7 +73,9 @@ def test_gradients_agree(changes, one_thread):
     tokens, targets = Batches(data, cfg.batch_size, cfg.seed)(1)
     params, _ = init_params(cfg)
     grads = {e: Params.zeros(params.shapes, params.flat.dtype) for e in ("numba", "numpy")}
-    loss = {e: loss_and_grads(params, tokens, targets, cfg, grads[e], e) for e in grads}
+    loss = {
+        e: loss_and_grads(params, tokens, targets, cfg.replace(engine=e), grads[e]) for e in grads
+    }
     rtol = rtol_of(cfg)
     assert loss["numba"] == pytest.approx(loss["numpy"], rel=rtol)
     for name in params.shapes:
@@ -101,8 +105,9 @@ def test_evaluation_agrees(one_thread):
     cfg = small()
     params, _ = init_params(cfg)
     data = make_dataset(cfg.tasks, cfg.p, cfg.train_frac, cfg.seed)[0]
-    loss_nb, acc_nb = evaluate(params, data.val_x, data.val_y, cfg, "numba", chunk=100)
-    loss_np, acc_np = evaluate(params, data.val_x, data.val_y, cfg, "numpy", chunk=100)
+    x, y = data.val_x, data.val_y
+    loss_nb, acc_nb = evaluate(params, x, y, cfg.replace(engine="numba"), chunk=100)
+    loss_np, acc_np = evaluate(params, x, y, cfg.replace(engine="numpy"), chunk=100)
     assert loss_nb == pytest.approx(loss_np, rel=1e-5)
     assert acc_nb == acc_np
 
@@ -133,7 +138,10 @@ def test_matches_pytorch_autograd():
     torch.set_default_dtype(torch.float64)
     try:
         for engine in ("numba", "numpy"):
-            assert torch_reference.check_same_model(cfg, params, engine, tol=1e-9) < 1e-9
+            assert (
+                torch_reference.check_same_model(cfg.replace(engine=engine), params, tol=1e-9)
+                < 1e-9
+            )
     finally:
         torch.set_default_dtype(before)
 

@@ -15,9 +15,10 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from tinygrok import fast, model
 from tinygrok import layers as L
 from tinygrok.config import ENGINES, Config, validate
-from tinygrok.model import Params, backward, forward, init_params, loss_and_grads
+from tinygrok.model import Params, init_params
 from tinygrok.tasks import Batches, make_dataset
 
 H = 1e-6  # finite-difference step
@@ -97,10 +98,26 @@ def test_embedding(engine, B, T, C, V, seed):
     """Token and position embedding; tokens repeat, so rows of dwte sum several uses."""
     rng = np.random.default_rng(seed)
     tokens = rng.integers(0, V, (B, T))
-    wte, wpe, dout = randn(rng, V, C), randn(rng, T, C), randn(rng, B, T, C)
-    dwte, dwpe = L.embedding_backward(dout, tokens, V, engine)
-    out = lambda: L.embedding_forward(tokens, wte, wpe)  # noqa: E731
-    check_layer(out, dout, {"wte": dwte.copy(), "wpe": dwpe.copy()}, {"wte": wte, "wpe": wpe})
+    p = {"wte": randn(rng, V, C), "wpe": randn(rng, T, C)}
+    dout = randn(rng, B, T, C)
+    _, cache = L.embedding_forward(tokens, p, engine)
+    dx, grads = L.embedding_backward(dout, cache)
+    assert dx is None
+    out = lambda: L.embedding_forward(tokens, p, engine)[0]  # noqa: E731
+    check_layer(out, dout, {k: g.copy() for k, g in grads.items()}, p)
+
+
+@engines
+@SETTINGS
+@given(M=st.integers(1, 12), n=st.integers(1, 5), C=st.integers(1, 6), seed=seeds)
+def test_gather_rows(engine, M, n, C, seed):
+    """y = table[index], the fast model's gathers, and `scatter_rows`, their backward: rows that
+    several outputs read sum those outputs' gradients."""
+    rng = np.random.default_rng(seed)
+    index = rng.integers(0, n, M)
+    table, dout = randn(rng, n, C), randn(rng, M, C)
+    dtable = L.scatter_rows(dout, index, n, engine)
+    check_layer(lambda: table[index], dout, {"table": dtable.copy()}, {"table": table})
 
 
 @engines
@@ -108,12 +125,12 @@ def test_embedding(engine, B, T, C, V, seed):
 @given(B=st.integers(1, 3), T=st.integers(1, 4), C=st.integers(2, 12), seed=seeds)
 def test_layernorm(engine, B, T, C, seed):
     rng = np.random.default_rng(seed)
-    x, w, b = randn(rng, B, T, C, scale=2.0), randn(rng, C), randn(rng, C)
+    x, p = randn(rng, B, T, C, scale=2.0), {"w": randn(rng, C), "b": randn(rng, C)}
     dout = randn(rng, B, T, C)
-    _, cache = L.layernorm(x, w, b, engine)
-    dx, dw, db = (g.copy() for g in L.layernorm_back(dout, cache, engine))
-    out = lambda: L.layernorm(x, w, b, engine)[0]  # noqa: E731
-    check_layer(out, dout, {"x": dx, "w": dw, "b": db}, {"x": x, "w": w, "b": b})
+    _, cache = L.layernorm_forward(x, p, engine)
+    dx, grads = L.layernorm_backward(dout, cache)
+    out = lambda: L.layernorm_forward(x, p, engine)[0]  # noqa: E731
+    check_layer(out, dout, {"x": dx.copy()} | {k: g.copy() for k, g in grads.items()}, {"x": x} | p)
 
 
 @SETTINGS
@@ -121,70 +138,32 @@ def test_layernorm(engine, B, T, C, seed):
 def test_linear(N, Cin, Cout, seed):
     """The linear map, which is also the unembedding (head.w, head.b)."""
     rng = np.random.default_rng(seed)
-    x, w, b, dout = randn(rng, N, Cin), randn(rng, Cin, Cout), randn(rng, Cout), randn(rng, N, Cout)
-    dx, dw, db = L.linear_backward(dout, x, w)
-    out = lambda: L.linear_forward(x, w, b)  # noqa: E731
-    check_layer(out, dout, {"x": dx, "w": dw, "b": db}, {"x": x, "w": w, "b": b})
+    x, p = randn(rng, N, Cin), {"w": randn(rng, Cin, Cout), "b": randn(rng, Cout)}
+    dout = randn(rng, N, Cout)
+    _, cache = L.linear_forward(x, p)
+    dx, grads = L.linear_backward(dout, cache)
+    out = lambda: L.linear_forward(x, p)[0]  # noqa: E731
+    check_layer(out, dout, {"x": dx} | grads, {"x": x} | p)
 
 
 @engines
-@pytest.mark.parametrize("q_last", [False, True])
 @SETTINGS
 @given(
     B=st.integers(1, 3), T=st.integers(1, 4), NH=st.integers(1, 3), HS=st.integers(1, 4), seed=seeds
 )
-def test_attention(engine, q_last, B, T, NH, HS, seed):
-    """Projections and causal attention; with q_last only the last position is queried."""
+def test_attention(engine, B, T, NH, HS, seed):
+    """Projections and causal attention."""
     rng = np.random.default_rng(seed)
     C = NH * HS
     x = randn(rng, B, T, C)
-    w_qkv, b_qkv = randn(rng, C, 3 * C, scale=0.7), randn(rng, 3 * C, scale=0.5)
-    w_o, b_o = randn(rng, C, C), randn(rng, C)
-    weights = {"x": x, "w_qkv": w_qkv, "b_qkv": b_qkv, "w_o": w_o, "b_o": b_o}
-
-    def out() -> np.ndarray:
-        return L.attention(x, w_qkv, b_qkv, w_o, b_o, NH, q_last, engine)[0]
-
-    y, cache = L.attention(x, w_qkv, b_qkv, w_o, b_o, NH, q_last, engine)
-    assert y.shape == (B, 1 if q_last else T, C)
+    p = {"w_qkv": randn(rng, C, 3 * C, scale=0.7), "b_qkv": randn(rng, 3 * C, scale=0.5)}
+    p |= {"w_o": randn(rng, C, C), "b_o": randn(rng, C)}
+    y, cache = L.attention_forward(x, p, NH, engine)
+    assert y.shape == (B, T, C)
     dout = randn(rng, *y.shape)
-    grads = L.attention_back(dout, cache, engine)
-    check_layer(out, dout, {k: g.copy() for k, g in zip(weights, grads, strict=True)}, weights)
-
-
-@engines
-@SETTINGS
-@given(
-    U=st.integers(1, 3),
-    S=st.integers(1, 3),
-    B=st.integers(1, 4),
-    Tm=st.integers(1, 3),
-    NH=st.integers(1, 2),
-    HS=st.integers(1, 3),
-    seed=seeds,
-)
-def test_attention_shared(engine, U, S, B, Tm, NH, HS, seed):
-    """Attention with each prefix computed once: the output of attention on the whole sequences,
-    and its gradients (a prefix's keys and values feed every sequence that shares it)."""
-    rng = np.random.default_rng(seed)
-    C = NH * HS
-    inv = rng.integers(0, U, B)
-    x = randn(rng, U * S + B * Tm, C)
-    w_qkv, b_qkv = randn(rng, C, 3 * C, scale=0.7), randn(rng, 3 * C, scale=0.5)
-    w_o, b_o = randn(rng, C, C), randn(rng, C)
-    weights = {"x": x, "w_qkv": w_qkv, "b_qkv": b_qkv, "w_o": w_o, "b_o": b_o}
-
-    def out() -> np.ndarray:
-        return L.attention_shared(x, w_qkv, b_qkv, w_o, b_o, NH, (U, S), inv, engine)[0]
-
-    y, cache = L.attention_shared(x, w_qkv, b_qkv, w_o, b_o, NH, (U, S), inv, engine)
-    whole = np.concatenate([x[: U * S].reshape(U, S, C)[inv], x[U * S :].reshape(B, Tm, C)], 1)
-    y_whole, _ = L.attention(whole, w_qkv, b_qkv, w_o, b_o, NH, False, engine)
-    np.testing.assert_allclose(y[: U * S].reshape(U, S, C)[inv], y_whole[:, :S], atol=1e-12)
-    np.testing.assert_allclose(y[U * S :].reshape(B, Tm, C), y_whole[:, S:], atol=1e-12)
-    dout = randn(rng, *y.shape)
-    grads = L.attention_shared_back(dout, cache, engine)
-    check_layer(out, dout, {k: g.copy() for k, g in zip(weights, grads, strict=True)}, weights)
+    dx, grads = L.attention_backward(dout, cache)
+    out = lambda: L.attention_forward(x, p, NH, engine)[0]  # noqa: E731
+    check_layer(out, dout, {"x": dx.copy()} | {k: g.copy() for k, g in grads.items()}, {"x": x} | p)
 
 
 @engines
@@ -194,16 +173,13 @@ def test_attention_shared(engine, U, S, B, Tm, NH, HS, seed):
 def test_mlp(engine, act, N, C, F, seed):
     """Both linear maps of the MLP and the activation between them."""
     rng = np.random.default_rng(seed)
-    x, w_fc, b_fc = randn(rng, N, C), randn(rng, C, F), randn(rng, F)
-    w_proj, b_proj, dout = randn(rng, F, C), randn(rng, C), randn(rng, N, C)
-    weights = {"x": x, "w_fc": w_fc, "b_fc": b_fc, "w_proj": w_proj, "b_proj": b_proj}
-
-    def out() -> np.ndarray:
-        return L.mlp(x, w_fc, b_fc, w_proj, b_proj, act, engine)[0]
-
-    _, cache = L.mlp(x, w_fc, b_fc, w_proj, b_proj, act, engine)
-    grads = L.mlp_back(dout, cache, engine)
-    check_layer(out, dout, {k: g.copy() for k, g in zip(weights, grads, strict=True)}, weights)
+    x, dout = randn(rng, N, C), randn(rng, N, C)
+    p = {"w_fc": randn(rng, C, F), "b_fc": randn(rng, F)}
+    p |= {"w_proj": randn(rng, F, C), "b_proj": randn(rng, C)}
+    _, cache = L.mlp_forward(x, p, act, engine)
+    dx, grads = L.mlp_backward(dout, cache)
+    out = lambda: L.mlp_forward(x, p, act, engine)[0]  # noqa: E731
+    check_layer(out, dout, {"x": dx.copy()} | {k: g.copy() for k, g in grads.items()}, {"x": x} | p)
 
 
 @engines
@@ -215,15 +191,17 @@ def test_softmax_cross_entropy(engine, N, P, scale, seed):
     """Here the scalar is the layer's own output, the mean cross-entropy."""
     rng = np.random.default_rng(seed)
     logits, targets = randn(rng, N, P, scale=scale), rng.integers(0, P, N)
-    loss, cache = L.cross_entropy(logits, targets, engine)
-    dlogits = L.cross_entropy_back(cache, engine).copy()
-    assert dlogits.dtype == np.float64
+    loss, cache = L.cross_entropy_forward(logits, targets, engine)
+    dlogits, grads = L.cross_entropy_backward(1.0, cache)
+    assert dlogits.dtype == np.float64 and grads == {}
+    dlogits = dlogits.copy()
     coords = np.arange(logits.size)
-    numeric = numeric_grad(lambda: L.cross_entropy(logits, targets, engine)[0], logits, coords)
-    assert_close(dlogits.reshape(-1), numeric, "logits")
+    ce = lambda: L.cross_entropy_forward(logits, targets, engine)[0]  # noqa: E731
+    assert_close(dlogits.reshape(-1), numeric_grad(ce, logits, coords), "logits")
     logp = logits - logits.max(1, keepdims=True)
     logp -= np.log(np.exp(logp).sum(1, keepdims=True))
     assert loss == pytest.approx(-logp[np.arange(N), targets].mean(), rel=1e-12)
+    np.testing.assert_allclose(L.cross_entropy_backward(0.5, cache)[0], 0.5 * dlogits)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -258,6 +236,21 @@ def batch(cfg: Config) -> tuple[np.ndarray, np.ndarray]:
     return Batches(data, cfg.batch_size, cfg.seed)(1)
 
 
+def loss_of(m, params: Params, tokens: np.ndarray, targets: np.ndarray, cfg: Config) -> float:
+    """The mean cross-entropy of a batch through model `m` (the textbook or the fast one)."""
+    return L.cross_entropy_forward(m.forward(params, tokens, cfg)[0], targets, cfg.engine)[0]
+
+
+def grads_of(m, params: Params, tokens: np.ndarray, targets: np.ndarray, cfg: Config) -> dict:
+    """Every gradient of that loss, from model `m`'s backward."""
+    logits, cache = m.forward(params, tokens, cfg)
+    _, c_ce = L.cross_entropy_forward(logits, targets, cfg.engine)
+    return m.backward(L.cross_entropy_backward(1.0, c_ce)[0], cache)
+
+
+models = pytest.mark.parametrize("m", [model, fast], ids=["textbook", "fast"])
+
+
 @engines
 @pytest.mark.parametrize(
     "changes",
@@ -272,15 +265,12 @@ def batch(cfg: Config) -> tuple[np.ndarray, np.ndarray]:
     ],
     ids=["ln-gelu", "noln-gelu", "ln-relu", "noln-relu-1task", "post", "report", "pre-vocab"],
 )
-def test_whole_model_gradients(engine, changes):
-    cfg = small_config(**changes)
+@models
+def test_whole_model_gradients(engine, changes, m):
+    cfg = small_config(engine=engine, **changes)
     params, (tokens, targets) = perturbed_params(cfg), batch(cfg)
-    grads = Params.zeros(params.shapes, np.float64)
-    loss_and_grads(params, tokens, targets, cfg, grads, engine)
-
-    def loss() -> float:
-        logits, _ = forward(params, tokens, cfg, engine)
-        return L.cross_entropy(logits, targets, engine)[0]
+    grads = grads_of(m, params, tokens, targets, cfg)
+    loss = lambda: loss_of(m, params, tokens, targets, cfg)  # noqa: E731
 
     rng = np.random.default_rng(2)
     for name in params.shapes:
@@ -295,26 +285,24 @@ def test_whole_model_gradients(engine, changes):
 )
 def test_every_parameter_receives_a_gradient(engine, changes):
     """At the real initialization (LayerNorm 1/0, zero attention biases), on one batch."""
-    cfg = small_config(**changes)
+    cfg = small_config(engine=engine, **changes)
     params, _ = init_params(cfg)
     tokens, targets = batch(cfg)
     grads = Params.zeros(params.shapes, np.float64)
-    loss_and_grads(params, tokens, targets, cfg, grads, engine)
+    fast.loss_and_grads(params, tokens, targets, cfg, grads)
     dead = [n for n in params.shapes if not np.abs(grads[n]).max() > 1e-8]
     assert not dead, f"no gradient reaches {dead}"
 
 
 @engines
 def test_backward_leaves_no_stale_gradient(engine):
-    """`backward` overwrites every gradient: a second call into dirty buffers gives the same."""
-    cfg = small_config()
+    """`loss_and_grads` overwrites every gradient: into dirty buffers it gives the same."""
+    cfg = small_config(engine=engine)
     params, (tokens, targets) = perturbed_params(cfg), batch(cfg)
     clean = Params.zeros(params.shapes, np.float64)
-    loss_and_grads(params, tokens, targets, cfg, clean, engine)
+    fast.loss_and_grads(params, tokens, targets, cfg, clean)
     dirty = Params(params.shapes, np.full(params.flat.size, 7.0))
-    logits, caches = forward(params, tokens, cfg, engine)
-    _, c_ce = L.cross_entropy(logits, targets, engine)
-    backward(L.cross_entropy_back(c_ce, engine), caches, params, cfg, dirty, engine)
+    fast.loss_and_grads(params, tokens, targets, cfg, dirty)
     np.testing.assert_array_equal(dirty.flat, clean.flat)
 
 
@@ -331,13 +319,14 @@ def test_float32_and_float64_forward_agree(engine, layer_norm):
             d_mlp=64,
             layer_norm=layer_norm,
             dtype="float64",
+            engine=engine,
         )
     )
     params64, _ = init_params(cfg64)
     params32 = params64.astype(np.float32)
     (d,) = make_dataset(cfg64.tasks, cfg64.p, cfg64.train_frac, cfg64.seed)
-    logits64, _ = forward(params64, d.train_x, cfg64, engine)
-    logits32, _ = forward(params32, d.train_x, cfg64.replace(dtype="float32"), engine)
+    logits64 = fast.logits(params64, d.train_x, cfg64)
+    logits32 = fast.logits(params32, d.train_x, cfg64.replace(dtype="float32"))
     assert logits32.dtype == np.float32 and logits64.dtype == np.float64
     scale = np.abs(logits64).max()
     np.testing.assert_allclose(logits32, logits64, rtol=1e-4, atol=1e-5 * scale)
@@ -362,6 +351,7 @@ def test_float32_gradients_match_float64(engine, changes):
             d_mlp=64,
             batch_size=128,
             dtype="float64",
+            engine=engine,
             **changes,
         )
     )
@@ -369,10 +359,10 @@ def test_float32_gradients_match_float64(engine, changes):
     params.flat += 0.02 * np.random.default_rng(0).standard_normal(params.flat.size)
     tokens, targets = batch(cfg)
     g64 = Params.zeros(params.shapes, np.float64)
-    loss_and_grads(params, tokens, targets, cfg, g64, engine)
+    fast.loss_and_grads(params, tokens, targets, cfg, g64)
     g32 = Params.zeros(params.shapes, np.float32)
-    loss_and_grads(
-        params.astype(np.float32), tokens, targets, cfg.replace(dtype="float32"), g32, engine
+    fast.loss_and_grads(
+        params.astype(np.float32), tokens, targets, cfg.replace(dtype="float32"), g32
     )
     assert g32.flat.dtype == np.float32
     for name in params.shapes:

@@ -8,6 +8,10 @@ values that cancel to near zero.
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
+
 import numba
 import numpy as np
 import pytest
@@ -17,7 +21,7 @@ from hypothesis import strategies as st
 from tinygrok.kernels.activation import bias_act_backward, bias_act_forward
 from tinygrok.kernels.attention import attention_backward, attention_forward
 from tinygrok.kernels.crossentropy import cross_entropy_backward, cross_entropy_forward
-from tinygrok.kernels.embedding import embedding_backward
+from tinygrok.kernels.embedding import embedding_backward, scatter_add_rows
 from tinygrok.kernels.layernorm import layernorm_backward, layernorm_forward
 from tinygrok.kernels.optimizer import adamw_update, sgd_update
 
@@ -47,11 +51,13 @@ def test_bias_act(dtype, act, n, f, seed):
     rng = np.random.default_rng(seed)
     h, b, dout = normal(rng, (n, f), dtype, 3), normal(rng, (f,), dtype), normal(rng, (n, f), dtype)
     for got, want in zip(
-        bias_act_forward(h, b, act, "numba"), bias_act_forward(h, b, act), strict=True
+        bias_act_forward(h, b, act, "numba"), bias_act_forward(h, b, act, "numpy"), strict=True
     ):
         assert_close(got, want)
     pre = h + b
-    assert_close(bias_act_backward(dout, pre, act, "numba"), bias_act_backward(dout, pre, act))
+    assert_close(
+        bias_act_backward(dout, pre, act, "numba"), bias_act_backward(dout, pre, act, "numpy")
+    )
 
 
 @pytest.mark.parametrize("dtype", DTYPES)
@@ -76,14 +82,14 @@ def test_attention(dtype, b, t, heads, hs, queried, views, seed):
         q, k, v = qkv[:, t - tq :, :c], qkv[..., c : 2 * c], qkv[..., 2 * c :]
     else:
         q, k, v = (normal(rng, (b, n, c), dtype, 2) for n in (tq, t, t))
-    y_ref, a_ref = attention_forward(q, k, v, heads)
+    y_ref, a_ref = attention_forward(q, k, v, heads, "numpy")
     y, a = attention_forward(q, k, v, heads, "numba")
     assert_close(y, y_ref)
     assert_close(a, a_ref)
     dy = normal(rng, (b, tq, c), dtype)
     for got, want in zip(
         attention_backward(dy, q, k, v, a_ref, heads, "numba"),
-        attention_backward(dy, q, k, v, a_ref, heads),
+        attention_backward(dy, q, k, v, a_ref, heads, "numpy"),
         strict=True,
     ):
         assert_close(got, want)
@@ -97,13 +103,13 @@ def test_layernorm(dtype, n, c, seed):
     x = normal(rng, (n, c), dtype, 2) + dtype(rng.standard_normal())
     w, b, dy = normal(rng, (c,), dtype), normal(rng, (c,), dtype), normal(rng, (n, c), dtype)
     fwd = layernorm_forward(x, w, b, "numba")
-    ref = layernorm_forward(x, w, b)
+    ref = layernorm_forward(x, w, b, "numpy")
     for got, want in zip(fwd, ref, strict=True):
         assert_close(got, want)
     _, mean, rstd = ref
     for got, want in zip(
         layernorm_backward(dy, x, w, mean, rstd, "numba"),
-        layernorm_backward(dy, x, w, mean, rstd),
+        layernorm_backward(dy, x, w, mean, rstd, "numpy"),
         strict=True,
     ):
         assert_close(got, want)
@@ -117,14 +123,14 @@ def test_cross_entropy(dtype, n, p, seed):
     logits, targets = normal(rng, (n, p), dtype, 5), rng.integers(0, p, n)
     (loss, probs), (loss_ref, probs_ref) = (
         cross_entropy_forward(logits, targets, "numba"),
-        cross_entropy_forward(logits, targets),
+        cross_entropy_forward(logits, targets, "numpy"),
     )
     assert loss.dtype == probs.dtype == np.float64  # in float64 whatever the logits' dtype
     np.testing.assert_allclose(loss, loss_ref, rtol=1e-12, atol=1e-12)
     np.testing.assert_allclose(probs, probs_ref, rtol=1e-12, atol=1e-15)
     assert_close(
         cross_entropy_backward(probs_ref, targets, dtype, "numba"),
-        cross_entropy_backward(probs_ref, targets, dtype),
+        cross_entropy_backward(probs_ref, targets, dtype, "numpy"),
     )
 
 
@@ -139,7 +145,7 @@ def test_adamw(dtype, n, weight_decay, seed):
         g = normal(rng, (n,), dtype)
         hyper = (1e-2, 0.9, 0.98, 1e-8, weight_decay, step)
         adamw_update(state[0], g, state[1], state[2], *hyper, engine="numba")
-        adamw_update(ref[0], g, ref[1], ref[2], *hyper)
+        adamw_update(ref[0], g, ref[1], ref[2], *hyper, engine="numpy")
     for got, want in zip(state, ref, strict=True):
         assert_close(got, want)
 
@@ -154,7 +160,7 @@ def test_sgd(dtype, n, weight_decay, seed):
     for step in (1, 2, 3):  # the first step starts the momentum buffer
         g = normal(rng, (n,), dtype)
         sgd_update(p, g, buf, 0.1, 0.9, weight_decay, step, engine="numba")
-        sgd_update(p_ref, g, buf_ref, 0.1, 0.9, weight_decay, step)
+        sgd_update(p_ref, g, buf_ref, 0.1, 0.9, weight_decay, step, engine="numpy")
     assert_close(p, p_ref)
     assert_close(buf, buf_ref)
 
@@ -172,14 +178,27 @@ def test_embedding_backward(dtype, b, t, c, v, seed):
     rng = np.random.default_rng(seed)
     dx, tokens = normal(rng, (b, t, c), dtype), rng.integers(0, v, (b, t))
     for got, want in zip(
-        embedding_backward(dx, tokens, v, "numba"), embedding_backward(dx, tokens, v), strict=True
+        embedding_backward(dx, tokens, v, "numba"),
+        embedding_backward(dx, tokens, v, "numpy"),
+        strict=True,
     ):
         assert_close(got, want)
 
 
+@pytest.mark.parametrize("dtype", DTYPES)
+@SETTINGS
+@given(m=st.integers(1, 300), k=st.integers(1, 150), n=st.integers(1, 40), seed=seeds)
+def test_scatter_add_rows(dtype, m, k, n, seed):
+    """The backward of a gather table[index]: rows read several times sum their gradients."""
+    rng = np.random.default_rng(seed)
+    dy, index = normal(rng, (m, k), dtype), rng.integers(0, n, m)
+    assert_close(scatter_add_rows(dy, index, n, "numba"), scatter_add_rows(dy, index, n, "numpy"))
+
+
 def test_kernels_do_not_depend_on_thread_count():
-    """The kernels that sum over rows (layer norm's dw, db; the embedding's scatter-add) split
-    the rows into fixed blocks, so one thread and all threads give identical bits."""
+    """The kernels that sum over rows (layer norm's dw, db; the scatter-adds of the embedding and
+    of the gathers) split the work into fixed blocks, so one thread and all threads give
+    identical bits."""
     rng = np.random.default_rng(0)
     x, dy = normal(rng, (999, 64), np.float32), normal(rng, (999, 64), np.float32)
     w = normal(rng, (64,), np.float32)
@@ -190,6 +209,7 @@ def test_kernels_do_not_depend_on_thread_count():
         return [
             *layernorm_backward(dy, x, w, mean, rstd, "numba"),
             *embedding_backward(dx3, tokens, 30, "numba"),
+            scatter_add_rows(dy, tokens[:, 0].repeat(2)[:999], 30, "numba"),
         ]
 
     before = numba.get_num_threads()
@@ -229,3 +249,61 @@ def test_float32_tanh_holds_its_documented_bound():
     exact = 0.5 * x64 * (1 + np.tanh(np.sqrt(2 / np.pi) * (x64 + 0.044715 * x64**3)))
     bound = 0.5 * np.abs(x64) * 1e-6 + 4 * np.finfo(np.float32).eps * (np.abs(exact) + 1e-3)
     assert (np.abs(out[0] - exact) <= bound).all()
+
+
+# Every numba kernel on fixed inputs, in both dtypes, saved to the file named by argv[1].
+EVERY_KERNEL = """
+import sys
+import numpy as np
+from tinygrok.kernels.activation import bias_act_backward, bias_act_forward
+from tinygrok.kernels.attention import attention_backward, attention_forward
+from tinygrok.kernels.crossentropy import cross_entropy_backward, cross_entropy_forward
+from tinygrok.kernels.embedding import embedding_backward, scatter_add_rows
+from tinygrok.kernels.layernorm import layernorm_backward, layernorm_forward
+from tinygrok.kernels.optimizer import adamw_update, sgd_update
+
+out, e = {}, "numba"
+for dtype in (np.float32, np.float64):
+    rng = np.random.default_rng(0)
+    r = lambda *shape: (3 * rng.standard_normal(shape)).astype(dtype)
+    h, b, x, w = r(300, 257), r(257), r(301, 64), r(64)
+    q, k, v, dy = r(50, 4, 64), r(50, 4, 64), r(50, 4, 64), r(50, 4, 64)
+    logits, targets, tokens = r(300, 97), rng.integers(0, 97, 300), rng.integers(0, 30, (50, 4))
+    p, g, m, s = r(1000), r(1000), r(1000), np.abs(r(1000))
+    res = [*bias_act_forward(h, b, "gelu", e), bias_act_backward(h, h, "gelu", e)]
+    res += [bias_act_backward(h, h, "relu", e), *layernorm_forward(x, w, w, e)]
+    res += layernorm_backward(x, x, w, res[-2], res[-1], e)
+    y, a = attention_forward(q, k, v, 4, e)
+    res += [y, a, *attention_backward(dy, q, k, v, a, 4, e)]
+    loss, probs = cross_entropy_forward(logits, targets, e)
+    res += [loss, probs, cross_entropy_backward(probs, targets, dtype, e)]
+    res += [*embedding_backward(dy, tokens, 30, e), scatter_add_rows(h, targets, 97, e)]
+    adamw_update(p, g, m, s, 1e-3, 0.9, 0.98, 1e-8, 1.0, 3, e)
+    sgd_update(g, p, m, 0.1, 0.9, 0.5, 2, e)
+    res += [p, m, s, g]
+    out |= {f"{dtype.__name__}.{i}": t for i, t in enumerate(res)}
+np.savez(sys.argv[1], **out)
+"""
+
+
+@pytest.mark.slow
+def test_kernels_compiled_and_cached_give_the_same_bits(tmp_path):
+    """A kernel loaded from numba's on-disk cache computes what the freshly compiled one does,
+    bit for bit: one process compiles into an empty NUMBA_CACHE_DIR, a second loads from it.
+    (numba 0.68 broke this for parallel kernels compiled with both "nsz" and "reassoc": the GELU
+    backward and the cross-entropy forward changed bits when loaded from the cache.)"""
+    env = os.environ | {"NUMBA_CACHE_DIR": str(tmp_path / "cache"), "NUMBA_NUM_THREADS": "2"}
+    runs = {}
+    for name in ("compiled", "cached"):
+        subprocess.run(
+            [sys.executable, "-c", EVERY_KERNEL, str(tmp_path / f"{name}.npz")],
+            env=env,
+            check=True,
+            capture_output=True,
+        )
+        runs[name] = np.load(tmp_path / f"{name}.npz")
+    assert any((tmp_path / "cache").rglob("*.nbc")), "nothing was cached"
+    compiled, cached = runs["compiled"], runs["cached"]
+    assert sorted(compiled.files) == sorted(cached.files) and len(compiled.files) == 2 * 25
+    differ = [k for k in compiled.files if not np.array_equal(compiled[k], cached[k])]
+    assert not differ, f"kernel outputs that changed bits when loaded from the cache: {differ}"

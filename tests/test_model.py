@@ -1,24 +1,18 @@
 """The model: its size, its initialization (the default `--init pytorch`, and `--init nanda`),
---sparse and --init-scale, and the shortcut that computes only what reaches the loss."""
+--sparse and --init-scale, and the fast model, equal to the textbook model for every option."""
 
 from __future__ import annotations
+
+import inspect
 
 import numpy as np
 import pytest
 
+from tinygrok import fast, model
 from tinygrok import layers as L
 from tinygrok.config import Config, from_preset, validate
-from tinygrok.model import (
-    Params,
-    backward,
-    distinct_prefixes,
-    evaluate,
-    forward,
-    init_params,
-    is_matrix,
-    n_params,
-    param_shapes,
-)
+from tinygrok.model import Params, init_params, is_matrix, n_params, param_shapes
+from tinygrok.optim import make_optimizer
 from tinygrok.tasks import make_dataset
 
 pytestmark = pytest.mark.usefixtures("single_thread")
@@ -155,53 +149,112 @@ def test_init_scale_scales_weight_matrices_only():
         np.testing.assert_allclose(scaled[name], factor * dense[name], rtol=1e-15, err_msg=name)
 
 
+# every model option the config has: blocks pre- or post-norm with or without a final norm, or no
+# layer norm at all; the head over the answers or the vocabulary; GELU or ReLU
+NORMS = {
+    "pre": {},
+    "pre-nofinal": {"final_norm": False},
+    "post": {"norm": "post"},
+    "post-nofinal": {"norm": "post", "final_norm": False},
+    "no-ln": {"layer_norm": False},
+}
+
+
+def both_models(cfg: Config, params: Params, x: np.ndarray, y: np.ndarray) -> dict:
+    """{model module: (logits, grads)} for the textbook and the fast model on one batch."""
+    out = {}
+    for m in (model, fast):
+        logits, cache = m.forward(params, x, cfg)
+        _, c_ce = L.cross_entropy_forward(logits, y, cfg.engine)
+        out[m] = logits, m.backward(L.cross_entropy_backward(1.0, c_ce)[0], cache)
+    return out
+
+
+@pytest.mark.parametrize("engine", ["numpy", "numba"])
+@pytest.mark.parametrize("act", ["gelu", "relu"])
+@pytest.mark.parametrize("head", ["answers", "vocab"])
+@pytest.mark.parametrize("norms", NORMS)
 @pytest.mark.parametrize("layers", [1, 2, 3])
-@pytest.mark.parametrize(
-    "changes",
-    [
-        {},
-        {"layer_norm": False},
-        {"norm": "post"},
-        {"norm": "post", "final_norm": False, "head": "vocab", "activation": "relu"},
-    ],
-    ids=["pre", "no-ln", "post", "report"],
-)
-def test_lean_forward_and_backward_equal_the_textbook_model(changes, layers):
-    """The lean path (last block on the last position only, first block's prefix positions once per
-    distinct prefix) gives the logits and every gradient of the model computed in full, for every
-    block layout."""
+def test_fast_model_equals_the_textbook_model(layers, norms, head, act, engine):
+    """The fast model (last position only in the last block, distinct (token, position) rows in
+    the first, shared prefixes before the last) gives the logits and every gradient of the
+    textbook model, in float64, on two tasks at once; the message names the worst tensor."""
     cfg = validate(
         Config(
             tasks=("subtraction", "division"), p=11, layers=layers, d_model=16, heads=4, d_mlp=32
         )
     )
-    cfg = cfg.replace(dtype="float64", **changes)
+    cfg = cfg.replace(dtype="float64", head=head, activation=act, engine=engine, **NORMS[norms])
     params, _ = init_params(cfg)
+    params.flat += 0.1 * np.random.default_rng(1).standard_normal(params.flat.size)
     d = make_dataset(cfg.tasks, cfg.p, cfg.train_frac, cfg.seed)[1]
-    assert len(distinct_prefixes(d.train_x, params["wte"].shape[0])[0]) == cfg.p  # shared
-    out = {}
-    for lean in (True, False):
-        logits, caches = forward(params, d.train_x, cfg, lean=lean)
-        _, c_ce = L.cross_entropy(logits, d.train_y, "numpy")
-        grads = Params.zeros(params.shapes, np.float64)
-        backward(L.cross_entropy_back(c_ce, "numpy"), caches, params, cfg, grads)
-        out[lean] = logits, grads.flat
-    np.testing.assert_allclose(out[True][0], out[False][0], rtol=1e-12, atol=1e-12)
-    np.testing.assert_allclose(out[True][1], out[False][1], rtol=1e-10, atol=1e-13)
+    x, y = d.train_x[:64], d.train_y[:64]
+    lay = fast.layout(x, params["wte"].shape[0], cfg.layers)
+    assert len(lay.etok) < x.size and len(lay.later.prefix) < len(x)  # rows are shared
+    out = both_models(cfg, params, x, y)
+    (z_ref, g_ref), (z, g) = out[model], out[fast]
+    np.testing.assert_allclose(z, z_ref, rtol=1e-12, atol=1e-12)
+    assert set(g) == set(g_ref) == set(params.shapes)
+    diff = {n: np.abs(g[n] - g_ref[n]).max() / np.abs(g_ref[n]).max(initial=1e-12) for n in g}
+    worst = max(diff, key=diff.get)
+    assert diff[worst] < 1e-10, f"{worst}: max relative difference {diff[worst]:.1e}"
+
+
+def test_evaluation_keeps_no_caches_and_gives_the_forward_logits():
+    cfg = validate(Config(tasks=("addition",), p=13, d_model=16, heads=2, d_mlp=32))
+    params, _ = init_params(cfg)
+    (d,) = make_dataset(cfg.tasks, cfg.p, 0.5, cfg.seed)
+    logits, cache = fast.forward(params, d.val_x, cfg, keep=False)
+    assert cache is None
+    np.testing.assert_array_equal(logits, fast.forward(params, d.val_x, cfg)[0])
+    np.testing.assert_array_equal(logits, fast.logits(params, d.val_x, cfg))
+
+
+def test_engine_and_dtype_come_from_the_config():
+    """No model, optimizer or gradient-check function takes an engine or a dtype of its own, and
+    parameters in another dtype than the config's are refused."""
+    for f in (
+        model.forward,
+        model.backward,
+        fast.forward,
+        fast.backward,
+        fast.logits,
+        fast.loss_and_grads,
+        fast.evaluate,
+        make_optimizer,
+    ):
+        assert not {"engine", "dtype"} & set(inspect.signature(f).parameters), f.__qualname__
+    cfg = validate(Config(tasks=("addition",), p=7, d_model=8, heads=2, d_mlp=16))
+    params, _ = init_params(cfg)
+    with pytest.raises(ValueError, match="float64"):
+        fast.logits(params.astype(np.float64), np.zeros((1, 4), dtype=int), cfg)
 
 
 def test_distinct_prefixes():
     tokens = np.array([[3, 9, 1, 10], [4, 9, 1, 10], [3, 9, 2, 10], [3, 8, 2, 10]])
-    first, inv = distinct_prefixes(tokens, 11)
+    first, inv = fast.distinct_prefixes(tokens, 11)
     np.testing.assert_array_equal(tokens[first][inv, :2], tokens[:, :2])
     assert len(first) == 3 and inv[0] == inv[2] != inv[1]
+
+
+def test_layout_gathers_every_position_of_every_example():
+    """The first block's rows are the distinct (token, position) pairs, and each example's keys
+    read its own: tokens and positions come back through the gathers."""
+    tokens = np.array([[3, 9, 1, 10], [4, 9, 1, 10], [3, 9, 2, 10], [3, 8, 2, 10]])
+    lay = fast.layout(tokens, 11, layers=2)
+    assert len(lay.etok) == 2 + 2 + 2 + 1  # a in {3, 4}, op in {8, 9}, b in {1, 2}, "="
+    np.testing.assert_array_equal(lay.etok[lay.first.keys], tokens)
+    np.testing.assert_array_equal(lay.epos[lay.first.keys], np.broadcast_to(np.arange(4), (4, 4)))
+    first, _ = fast.distinct_prefixes(tokens, 11)  # (3,): [3, 8], [3, 9], [4, 9]
+    np.testing.assert_array_equal(lay.etok[lay.first.query][:6], tokens[first, :2].ravel())
+    np.testing.assert_array_equal(lay.etok[lay.first.query][6:], tokens[:, 2:].ravel())
 
 
 def test_evaluation_in_chunks_equals_one_pass():
     cfg = validate(Config(tasks=("addition",), p=13, layers=1, d_model=16, heads=2, d_mlp=32))
     params, _ = init_params(cfg)
     (d,) = make_dataset(cfg.tasks, cfg.p, 0.5, cfg.seed)
-    whole = evaluate(params, d.val_x, d.val_y, cfg, chunk=10_000)
-    chunked = evaluate(params, d.val_x, d.val_y, cfg, chunk=7)
+    whole = fast.evaluate(params, d.val_x, d.val_y, cfg, chunk=10_000)
+    chunked = fast.evaluate(params, d.val_x, d.val_y, cfg, chunk=7)
     assert chunked[1] == whole[1]
     assert chunked[0] == pytest.approx(whole[0], rel=1e-6)  # float32 products of other shapes

@@ -58,7 +58,7 @@ def test_adamw_follows_pytorch_step_by_step(engine, wd):
     cfg = Config(beta1=0.9, beta2=0.98, eps=1e-8, weight_decay=wd)
     p0, grads = np.random.default_rng(1).standard_normal(N), gradients(7)
     lrs = [1e-3 * min(1, t / 3) for t in range(1, 8)]  # a warmup, then constant
-    p = run(AdamW(cfg, N, np.float64, engine), p0, grads, lrs)
+    p = run(AdamW(cfg.replace(dtype="float64", engine=engine), N), p0, grads, lrs)
     np.testing.assert_allclose(p, torch_adamw(p0, grads, lrs, 0.9, 0.98, 1e-8, wd), rtol=RTOL)
 
 
@@ -68,7 +68,7 @@ def test_sgd_follows_pytorch_step_by_step(engine, momentum, wd):
     cfg = Config(optimizer="sgd", momentum=momentum, weight_decay=wd)
     p0, grads = np.random.default_rng(2).standard_normal(N), gradients(6, seed=3)
     lrs = [0.1, 0.05, 0.1, 0.2, 0.1, 0.1]
-    p = run(SGD(cfg, N, np.float64, engine), p0, grads, lrs)
+    p = run(SGD(cfg.replace(dtype="float64", engine=engine), N), p0, grads, lrs)
     np.testing.assert_allclose(p, torch_sgd(p0, grads, lrs, momentum, wd), rtol=RTOL)
 
 
@@ -83,7 +83,7 @@ def test_adamw_closed_form_for_a_constant_gradient(engine, wd):
     lr, eps, t = 0.01, 1e-3, 25
     cfg = Config(beta1=0.9, beta2=0.98, eps=eps, weight_decay=wd)
     p0, g = np.linspace(-1, 1, N), np.linspace(-0.02, 0.03, N)
-    p = run(AdamW(cfg, N, np.float64, engine), p0, [g] * t, [lr] * t)
+    p = run(AdamW(cfg.replace(dtype="float64", engine=engine), N), p0, [g] * t, [lr] * t)
     a = 1 - lr * wd
     s = g / (np.abs(g) + eps)
     np.testing.assert_allclose(p, a**t * p0 - lr * s * sum(a**k for k in range(t)), rtol=1e-9)
@@ -98,7 +98,7 @@ def test_sgd_closed_form_for_a_constant_gradient(engine):
     lr, mu, t = 0.1, 0.9, 20
     cfg = Config(optimizer="sgd", momentum=mu, weight_decay=0.0)
     p0, g = np.linspace(-1, 1, N), np.linspace(-2, 3, N)
-    p = run(SGD(cfg, N, np.float64, engine), p0, [g] * t, [lr] * t)
+    p = run(SGD(cfg.replace(dtype="float64", engine=engine), N), p0, [g] * t, [lr] * t)
     expected = p0 - lr * g / (1 - mu) * (t - mu * (1 - mu**t) / (1 - mu))
     np.testing.assert_allclose(p, expected, rtol=1e-10)
 
@@ -110,11 +110,11 @@ def test_state_round_trip_continues_the_same_trajectory(engine, optimizer):
     cfg = Config(optimizer=optimizer, weight_decay=0.3)
     p0, grads = np.random.default_rng(4).standard_normal(N), gradients(6, seed=5)
     lrs = [1e-2] * 6
-    straight = run(make_optimizer(cfg, N, np.float64, engine), p0, grads, lrs)
-    first = make_optimizer(cfg, N, np.float64, engine)
+    straight = run(make_optimizer(cfg.replace(dtype="float64", engine=engine), N), p0, grads, lrs)
+    first = make_optimizer(cfg.replace(dtype="float64", engine=engine), N)
     p = run(first, p0, grads[:3], lrs[:3])
     saved = {k: np.array(v, copy=True) for k, v in first.state().items()}
-    second = make_optimizer(cfg, N, np.float64, engine)
+    second = make_optimizer(cfg.replace(dtype="float64", engine=engine), N)
     second.load_state(saved)
     np.testing.assert_array_equal(run(second, p, grads[3:], lrs[3:]), straight)
 
@@ -126,7 +126,7 @@ def test_against_torch_optim(optimizer, momentum):
     cfg = Config(optimizer=optimizer, weight_decay=0.5, beta2=0.98, momentum=momentum)
     p0, grads = np.random.default_rng(6).standard_normal(N), gradients(5, seed=7)
     lrs = [1e-2, 2e-2, 3e-2, 3e-2, 3e-2]
-    ours = run(make_optimizer(cfg, N, np.float64), p0, grads, lrs)
+    ours = run(make_optimizer(cfg.replace(dtype="float64"), N), p0, grads, lrs)
     w = torch.nn.Parameter(torch.tensor(p0))
     if optimizer == "adamw":
         opt = torch.optim.AdamW([w], lr=lrs[0], betas=(0.9, 0.98), eps=1e-8, weight_decay=0.5)

@@ -15,11 +15,12 @@ from clirun import TINY, run_cli
 
 from tinygrok.checkpoint import load_checkpoint, read_run
 from tinygrok.config import Config, validate
+from tinygrok.fast import evaluate
 from tinygrok.folders import read_config
 from tinygrok.interrupt import StopFlag
 from tinygrok.lab.comparison import in_progress, table
 from tinygrok.lab.experiments import plan
-from tinygrok.model import Params, evaluate, init_params, param_shapes
+from tinygrok.model import Params, init_params, param_shapes
 from tinygrok.tasks import SPLIT_STREAM, Batches, make_dataset
 from tinygrok.train import resume, train
 
@@ -92,8 +93,8 @@ def test_validation_accuracy_is_measured_on_the_validation_set(tmp_path):
     ckpt = load_checkpoint(tmp_path / "checkpoint.npz", read_config(tmp_path)[0])
     params = Params(param_shapes(cfg), ckpt.params)
     (d,) = make_dataset(cfg.tasks, cfg.p, cfg.train_frac, cfg.seed)
-    train_loss, train_acc = evaluate(params, d.train_x, d.train_y, cfg, cfg.engine)
-    val_loss, val_acc = evaluate(params, d.val_x, d.val_y, cfg, cfg.engine)
+    train_loss, train_acc = evaluate(params, d.train_x, d.train_y, cfg)
+    val_loss, val_acc = evaluate(params, d.val_x, d.val_y, cfg)
     assert (last["train_acc"], last["val_acc"]) == (train_acc, val_acc)
     assert last["val_loss"] == pytest.approx(val_loss) and last["train_loss"] == pytest.approx(
         train_loss

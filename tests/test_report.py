@@ -60,7 +60,7 @@ def test_preset_model_is_pytorchs_transformer_encoder(engine):
     before = torch.get_default_dtype()
     torch.set_default_dtype(torch.float64)
     try:
-        assert tr.check_same_model(cfg, params, engine, tol=1e-9) < 1e-9
+        assert tr.check_same_model(cfg.replace(engine=engine), params, tol=1e-9) < 1e-9
     finally:
         torch.set_default_dtype(before)
 

@@ -11,7 +11,7 @@
 A thin layer over the engine, with no computation of its own: `run` holds the folder's lock
 (runlock.py) and calls `train.train`, `load` reads the files through folders.py and checkpoint.py,
 and a query builds `[a, op, b, =]` rows of the run's own tokens (tasks.py) and calls
-`model.forward` with the run's engine. Errors in what is asked are one-line ConfigErrors.
+the fast model's forward with the run's engine. Errors in what is asked are one-line ConfigErrors.
 
 The function that trains is `tinygrok.run`, after the command: `tinygrok.train` is the module of
 the training loop, and a package attribute of that name would be replaced by the module as soon as
@@ -32,11 +32,12 @@ from typing import TYPE_CHECKING
 import numpy as np
 from numpy.typing import ArrayLike
 
+from tinygrok import fast, model
 from tinygrok.checkpoint import load_checkpoint
 from tinygrok.config import EVAL_CHUNK, Config, from_preset, validate
 from tinygrok.errors import ConfigError
 from tinygrok.folders import CONFIG, make_folder, read_config, read_metrics, read_summary
-from tinygrok.model import Params, forward, param_shapes
+from tinygrok.model import Params, param_shapes
 from tinygrok.tasks import OPERATIONS, SEQ_LEN, canonical_task, describe_tasks, make_dataset
 
 if TYPE_CHECKING:
@@ -194,7 +195,7 @@ class Run:
             return np.empty((0, n_out), dtype=self._model.flat.dtype)
         cfg, chunks = self.config, range(0, len(x), EVAL_CHUNK)
         return np.concatenate(
-            [forward(self._model, x[s : s + EVAL_CHUNK], cfg, cfg.engine)[0] for s in chunks]
+            [fast.logits(self._model, x[s : s + EVAL_CHUNK], cfg) for s in chunks]
         )  # (N, P)
 
     def predict(self, a: ArrayLike, b: ArrayLike, task: str | None = None) -> int | np.ndarray:
@@ -232,9 +233,8 @@ class Run:
         x = self.tokens(a, b, task)  # (N, 4)
         probs = []
         for s in range(0, len(x), EVAL_CHUNK):
-            _, caches = forward(self._model, x[s : s + EVAL_CHUNK], cfg, cfg.engine, lean=False)
-            _, c_att, _, _ = caches["blocks"][layer]  # model._block's cache
-            probs.append(c_att[5])  # layers.attention's cache: (x2, xq, q, k, v, a, ...)
+            _, cache = model.forward(self._model, x[s : s + EVAL_CHUNK], cfg)
+            probs.append(cache.blocks[layer].attn.a)
         if not probs:
             return np.empty((0, cfg.heads, SEQ_LEN, SEQ_LEN), dtype=self._model.flat.dtype)
         return np.concatenate(probs)  # (N, NH, T, T)

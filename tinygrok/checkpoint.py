@@ -166,7 +166,7 @@ def _check_contents(ckpt: Checkpoint, damaged: str) -> None:
     dtype = np.dtype(cfg.dtype)
     grad_filter = make_grad_filter(cfg, n, dtype)
     expected = {"params": np.empty(n, dtype), "mask": np.empty(n, dtype)}
-    expected |= {f"optimizer.{k}": v for k, v in make_optimizer(cfg, n, dtype).state().items()}
+    expected |= {f"optimizer.{k}": v for k, v in make_optimizer(cfg, n).state().items()}
     if grad_filter:
         expected |= {f"grad_filter.{k}": v for k, v in grad_filter.state().items()}
     actual = {"params": ckpt.params, "mask": ckpt.mask}

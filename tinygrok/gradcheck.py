@@ -3,7 +3,7 @@
 For the mean cross-entropy L(theta) of one small batch and a parameter coordinate theta_i:
 
     numeric_i  = (L(theta + h e_i) - L(theta - h e_i)) / (2 h)     error O(h^2 L''') + O(eps L / h)
-    analytic_i = what `model.backward` wrote for theta_i
+    analytic_i = what the fast model's backward gave for theta_i
     rel_err_i  = |analytic_i - numeric_i| / max(|numeric_i|, floor)
 
 A tensor passes when its largest rel_err_i is at most `tol`. The floor makes gradients near zero
@@ -25,7 +25,8 @@ import numpy as np
 
 from tinygrok import layers as L
 from tinygrok.config import SMALL_MODEL, Config, validate
-from tinygrok.model import Params, forward, init_params, loss_and_grads
+from tinygrok.fast import logits, loss_and_grads
+from tinygrok.model import Params, init_params
 from tinygrok.tasks import Batches, make_dataset
 
 STEP = 1e-5  # h: balances the O(h^2) truncation against the O(eps / h) round-off in float64
@@ -73,15 +74,14 @@ def checked_setup(cfg: Config, noise: float = NOISE) -> tuple[Params, np.ndarray
 
 def batch_loss(params: Params, tokens: np.ndarray, targets: np.ndarray, cfg: Config) -> float:
     """Mean cross-entropy of tokens (B, 4) against targets (B,): forward pass only."""
-    logits, _ = forward(params, tokens, cfg, cfg.engine)  # (B, P)
-    loss, _ = L.cross_entropy(logits, targets, cfg.engine)
+    loss, _ = L.cross_entropy_forward(logits(params, tokens, cfg), targets, cfg.engine)  # (B, P)
     return loss
 
 
 def analytic_grads(params: Params, tokens: np.ndarray, targets: np.ndarray, cfg: Config) -> Params:
     """Every parameter's gradient from the hand-written backward pass."""
     grads = Params.zeros(params.shapes, params.flat.dtype)
-    loss_and_grads(params, tokens, targets, cfg, grads, cfg.engine)
+    loss_and_grads(params, tokens, targets, cfg, grads)
     return grads
 
 

@@ -1,10 +1,12 @@
-"""The transformer's layers, each a pair of pure functions:
+"""The transformer's layers, each a pair of pure functions with one contract:
 
-    forward(x, weights...)  -> (out, cache)
-    backward(dout, cache)   -> (dx, dweights...)
+    X_forward(x, p, ...)    -> (out, cache)
+    X_backward(dout, cache) -> (dx, grads)
 
-Nothing is stored between calls; the cache holds what the backward needs. The backward repeats,
-in a comment, the forward line it differentiates.
+`p` is the layer's slice of the parameter table (`Params.group`: {"w_qkv": ..., "b_qkv": ...}),
+`grads` a dict with the same keys, `cache` a NamedTuple holding what the backward needs (the
+engine included, so a backward runs on the engine its forward ran on). Nothing is stored between
+calls. Each backward repeats, in a comment, the forward line it differentiates.
 
 The math (rows are examples or positions; the kernel files state the rest of it):
 
@@ -22,68 +24,104 @@ The math (rows are examples or positions; the kernel files state the rest of it)
     loss        mean_n -log softmax(z_n)[y_n],  dz = (softmax(z) - onehot(y)) / N
                                                                    (kernels/crossentropy.py)
 
-Shape legend: B batch, T sequence length (4), Tq positions that are queried (T, or 1 in the last
-layer, where only the last position reaches the loss), C channels (d_model), NH heads,
-F MLP width, V vocabulary, P answer classes.
+Two sublayers put the norms around a branch f (attention or MLP) as the config says:
+pre-norm x + f(ln(x)) (GPT-2), post-norm ln(x + f(x)) (the original Transformer); without
+--layer-norm every norm is the identity.
+
+Shape legend: B batch, T sequence length (4), C channels (d_model), NH heads, F MLP width,
+V vocabulary, P answer classes, N rows (any number of positions).
 """
 
 from __future__ import annotations
 
+from typing import NamedTuple
+
 import numpy as np
 
-from tinygrok.kernels.activation import bias_act_backward, bias_act_forward
-from tinygrok.kernels.attention import attention_backward, attention_forward
-from tinygrok.kernels.crossentropy import cross_entropy_backward, cross_entropy_forward
-from tinygrok.kernels.embedding import embedding_backward as embedding_backward_kernel
-from tinygrok.kernels.layernorm import layernorm_backward, layernorm_forward
+from tinygrok.config import Config
+from tinygrok.kernels import activation, attention, crossentropy, embedding, layernorm
+
+Grads = dict[str, np.ndarray]
 
 # ----------------------------------------------------------------------------------------------
 # token and position embedding
 
 
-def embedding_forward(tokens: np.ndarray, wte: np.ndarray, wpe: np.ndarray) -> np.ndarray:
-    """tokens (B, T) ints, wte (V, C), wpe (T, C) -> x (B, T, C) = wte[tokens] + wpe."""
-    return wte[tokens] + wpe
+class EmbeddingCache(NamedTuple):
+    tokens: np.ndarray  # (B, T) ints
+    n_vocab: int
+    engine: str
 
 
-def embedding_backward(
-    dx: np.ndarray, tokens: np.ndarray, n_vocab: int, engine: str
-) -> tuple[np.ndarray, np.ndarray]:
-    """dx (B, T, C) -> dwte (V, C), dwpe (T, C)."""
+def embedding_forward(
+    tokens: np.ndarray, p: dict[str, np.ndarray], engine: str
+) -> tuple[np.ndarray, EmbeddingCache]:
+    """tokens (B, T) ints, p {wte (V, C), wpe (T, C)} -> x (B, T, C) = wte[tokens] + wpe."""
+    x = p["wte"][tokens] + p["wpe"]  # (B, T, C)
+    return x, EmbeddingCache(tokens, p["wte"].shape[0], engine)
+
+
+def embedding_backward(dx: np.ndarray, cache: EmbeddingCache) -> tuple[None, Grads]:
+    """dx (B, T, C) -> (None: tokens have no gradient, {wte (V, C), wpe (T, C)})."""
     # x = wte[tokens] + wpe: every use of a token row adds its dx into that row
-    return embedding_backward_kernel(dx, tokens, n_vocab, engine)
+    dwte, dwpe = embedding.embedding_backward(dx, cache.tokens, cache.n_vocab, cache.engine)
+    return None, {"wte": dwte, "wpe": dwpe}
+
+
+def scatter_rows(dy: np.ndarray, index: np.ndarray, n: int, engine: str) -> np.ndarray:
+    """dy (M, ...) and index (M,) into n rows -> dtable (n, ...), the backward of table[index]:
+    each table row sums the dy rows that read it (in row order, whatever the thread count)."""
+    dtable = embedding.scatter_add_rows(dy.reshape(len(index), -1), index, n, engine)
+    return dtable.reshape(n, *dy.shape[1:])
 
 
 # ----------------------------------------------------------------------------------------------
 # layer norm
 
 
-def layernorm(x: np.ndarray, w: np.ndarray, b: np.ndarray, engine: str) -> tuple[np.ndarray, tuple]:
-    """x (..., C), w and b (C,) -> y (..., C), cache."""
+class LayerNormCache(NamedTuple):
+    x: np.ndarray  # (N, C) the input, as rows
+    w: np.ndarray  # (C,)
+    mean: np.ndarray  # (N,)
+    rstd: np.ndarray  # (N,)
+    shape: tuple[int, ...]  # the input's shape
+    engine: str
+
+
+def layernorm_forward(
+    x: np.ndarray, p: dict[str, np.ndarray], engine: str
+) -> tuple[np.ndarray, LayerNormCache]:
+    """x (..., C), p {w (C,), b (C,)} -> y (..., C)."""
     x2 = np.ascontiguousarray(x).reshape(-1, x.shape[-1])  # (N, C)
-    y, mean, rstd = layernorm_forward(x2, w, b, engine)
-    return y.reshape(x.shape), (x2, w, mean, rstd, x.shape)
+    y, mean, rstd = layernorm.layernorm_forward(x2, p["w"], p["b"], engine)
+    return y.reshape(x.shape), LayerNormCache(x2, p["w"], mean, rstd, x.shape, engine)
 
 
-def layernorm_back(dy: np.ndarray, cache: tuple, engine: str) -> tuple[np.ndarray, ...]:
-    """dy (..., C) -> dx (..., C), dw (C,), db (C,)."""
-    x2, w, mean, rstd, shape = cache
-    dx, dw, db = layernorm_backward(dy.reshape(x2.shape), x2, w, mean, rstd, engine)
-    return dx.reshape(shape), dw, db
+def layernorm_backward(dy: np.ndarray, cache: LayerNormCache) -> tuple[np.ndarray, Grads]:
+    """dy (..., C) -> dx (..., C), {w (C,), b (C,)}."""
+    c = cache
+    dy2 = np.ascontiguousarray(dy).reshape(c.x.shape)
+    dx, dw, db = layernorm.layernorm_backward(dy2, c.x, c.w, c.mean, c.rstd, c.engine)
+    return dx.reshape(c.shape), {"w": dw, "b": db}
 
 
 # ----------------------------------------------------------------------------------------------
 # linear map
 
 
-def linear_forward(x: np.ndarray, w: np.ndarray, b: np.ndarray) -> np.ndarray:
-    """x (N, Cin), w (Cin, Cout), b (Cout,) -> (N, Cout)."""
+def matmul(x: np.ndarray, w: np.ndarray) -> np.ndarray:
+    """x (N, Cin) @ w (Cin, Cout): a product whose bias a kernel after it adds (the MLP's)."""
+    return x @ w
+
+
+def affine(x: np.ndarray, w: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """x (N, Cin), w (Cin, Cout), b (Cout,) -> x w + b (N, Cout)."""
     y = x @ w
     y += b  # in place: no second (N, Cout) temporary
     return y
 
 
-def linear_backward(
+def affine_backward(
     dy: np.ndarray, x: np.ndarray, w: np.ndarray
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """dy (N, Cout), the forward's x (N, Cin) and w -> dx (N, Cin), dw (Cin, Cout), db (Cout,)."""
@@ -91,188 +129,183 @@ def linear_backward(
     return dy @ w.T, x.T @ dy, dy.sum(axis=0)
 
 
+class LinearCache(NamedTuple):
+    x: np.ndarray  # (N, Cin)
+    w: np.ndarray  # (Cin, Cout)
+
+
+def linear_forward(x: np.ndarray, p: dict[str, np.ndarray]) -> tuple[np.ndarray, LinearCache]:
+    """x (N, Cin), p {w (Cin, Cout), b (Cout,)} -> y (N, Cout) = x w + b."""
+    return affine(x, p["w"], p["b"]), LinearCache(x, p["w"])
+
+
+def linear_backward(dy: np.ndarray, cache: LinearCache) -> tuple[np.ndarray, Grads]:
+    """dy (N, Cout) -> dx (N, Cin), {w (Cin, Cout), b (Cout,)}."""
+    dx, dw, db = affine_backward(dy, cache.x, cache.w)
+    return dx, {"w": dw, "b": db}
+
+
 # ----------------------------------------------------------------------------------------------
 # causal self-attention with its projections
 
 
-def attention(
-    x: np.ndarray,
-    w_qkv: np.ndarray,
-    b_qkv: np.ndarray,
-    w_o: np.ndarray,
-    b_o: np.ndarray,
-    n_head: int,
-    q_last: bool,
-    engine: str,
-) -> tuple[np.ndarray, tuple]:
-    """x (B, T, C), w_qkv (C, 3C), b_qkv (3C,), w_o (C, C), b_o (C,) -> y (B, Tq, C), cache.
+class AttentionCache(NamedTuple):
+    x: np.ndarray  # (B*T, C) the input, as rows
+    q: np.ndarray  # (B, T, C)
+    k: np.ndarray  # (B, T, C)
+    v: np.ndarray  # (B, T, C)
+    a: np.ndarray  # (B, NH, T, T) attention weights
+    att: np.ndarray  # (B*T, C) the heads' outputs, before W_o
+    w_qkv: np.ndarray
+    w_o: np.ndarray
+    n_head: int
+    engine: str
 
-    With `q_last` only the last position is queried (Tq = 1): its query is projected alone, the
-    keys and values of every position are still needed.
-    """
+
+def split_qkv(qkv: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """qkv (..., 3C) -> q, k, v (..., C), each contiguous: the attention kernels run about twice
+    as fast on contiguous rows."""
+    C = qkv.shape[-1] // 3
+    return tuple(np.ascontiguousarray(qkv[..., j * C : (j + 1) * C]) for j in range(3))
+
+
+def attention_forward(
+    x: np.ndarray, p: dict[str, np.ndarray], n_head: int, engine: str
+) -> tuple[np.ndarray, AttentionCache]:
+    """x (B, T, C), p {w_qkv (C, 3C), b_qkv (3C,), w_o (C, C), b_o (C,)} -> y (B, T, C)."""
     B, T, C = x.shape
     x2 = x.reshape(B * T, C)
-    if q_last:
-        xq = np.ascontiguousarray(x[:, -1])  # (B, C)
-        q = linear_forward(xq, w_qkv[:, :C], b_qkv[:C]).reshape(B, 1, C)  # (B, 1, C)
-        kv = linear_forward(x2, w_qkv[:, C:], b_qkv[C:]).reshape(B, T, 2 * C)  # (B, T, 2C)
-        k, v = kv[..., :C], kv[..., C:]
-    else:
-        xq = x2
-        qkv = linear_forward(x2, w_qkv, b_qkv).reshape(B, T, 3 * C)  # (B, T, 3C)
-        q, k, v = qkv[..., :C], qkv[..., C : 2 * C], qkv[..., 2 * C :]
-    # one copy each: the attention kernels run about twice as fast on contiguous rows
-    q, k, v = (np.ascontiguousarray(t) for t in (q, k, v))
-    att_y, a = attention_forward(q, k, v, n_head, engine)  # (B, Tq, C), (B, NH, Tq, T)
-    Tq = q.shape[1]
-    att_y2 = att_y.reshape(B * Tq, C)
-    y = linear_forward(att_y2, w_o, b_o).reshape(B, Tq, C)  # (B, Tq, C)
-    return y, (x2, xq, q, k, v, a, att_y2, w_qkv, w_o, n_head, q_last, (B, T, C))
+    qkv = affine(x2, p["w_qkv"], p["b_qkv"]).reshape(B, T, 3 * C)  # (B, T, 3C)
+    q, k, v = split_qkv(qkv)  # (B, T, C) each
+    att, a = attention.attention_forward(q, k, v, n_head, engine)  # (B, T, C), (B, NH, T, T)
+    att2 = att.reshape(B * T, C)
+    y = affine(att2, p["w_o"], p["b_o"]).reshape(B, T, C)
+    return y, AttentionCache(x2, q, k, v, a, att2, p["w_qkv"], p["w_o"], n_head, engine)
 
 
-def attention_back(dy: np.ndarray, cache: tuple, engine: str) -> tuple[np.ndarray, ...]:
-    """dy (B, Tq, C) -> dx (B, T, C), dw_qkv (C, 3C), db_qkv (3C,), dw_o (C, C), db_o (C,)."""
-    x2, xq, q, k, v, a, att_y2, w_qkv, w_o, n_head, q_last, (B, T, C) = cache
-    Tq = q.shape[1]
-    # y = att_y @ w_o + b_o
-    datt_y, dw_o, db_o = linear_backward(dy.reshape(B * Tq, C), att_y2, w_o)
-    # att_y, a = attention(q, k, v)
-    dq, dk, dv = attention_backward(datt_y.reshape(B, Tq, C), q, k, v, a, n_head, engine)
-    if q_last:
-        # kv = x @ w_qkv[:, C:] + b_qkv[C:];  q = x[:, -1] @ w_qkv[:, :C] + b_qkv[:C]
-        dkv = np.concatenate([dk, dv], axis=-1).reshape(B * T, 2 * C)  # (B*T, 2C)
-        dx2, dw_kv, db_kv = linear_backward(dkv, x2, w_qkv[:, C:])
-        dxq, dw_q, db_q = linear_backward(dq.reshape(B, C), xq, w_qkv[:, :C])
-        dx = dx2.reshape(B, T, C)
-        dx[:, -1] += dxq
-        dw_qkv = np.concatenate([dw_q, dw_kv], axis=1)
-        db_qkv = np.concatenate([db_q, db_kv])
-    else:
-        # qkv = x @ w_qkv + b_qkv
-        dqkv = np.concatenate([dq, dk, dv], axis=-1).reshape(B * T, 3 * C)  # (B*T, 3C)
-        dx2, dw_qkv, db_qkv = linear_backward(dqkv, x2, w_qkv)
-        dx = dx2.reshape(B, T, C)
-    return dx, dw_qkv, db_qkv, dw_o, db_o
-
-
-def attention_shared(
-    x: np.ndarray,
-    w_qkv: np.ndarray,
-    b_qkv: np.ndarray,
-    w_o: np.ndarray,
-    b_o: np.ndarray,
-    n_head: int,
-    prefix_shape: tuple[int, int],
-    inv: np.ndarray,
-    engine: str,
-) -> tuple[np.ndarray, tuple]:
-    """Attention over sequences that share prefixes, each prefix's positions computed once.
-
-    x (R, C) holds U*S prefix rows (U distinct prefixes of S positions, `prefix_shape` = (U, S)),
-    then B*Tm rows (the other Tm positions of each of B sequences, row-major); inv (B,) gives each
-    sequence's prefix. -> y (R, C) in the same rows, cache. Each prefix attends within itself; each
-    sequence's own positions attend to its prefix's keys and values, then to their own: causal
-    attention over every whole sequence, as `attention` computes it.
-    """
-    (U, S), C = prefix_shape, x.shape[1]
-    P = U * S
-    B = len(inv)
-    qkv = linear_forward(x, w_qkv, b_qkv)  # (R, 3C)
-
-    def split(t: np.ndarray, rows: tuple[int, int]) -> list[np.ndarray]:
-        t = t.reshape(*rows, 3 * C)
-        return [np.ascontiguousarray(t[..., j * C : (j + 1) * C]) for j in range(3)]
-
-    qp, kp, vp = split(qkv[:P], (U, S))  # (U, S, C) each
-    qm, km, vm = split(qkv[P:], (B, -1))  # (B, Tm, C) each
-    kf = np.concatenate([kp[inv], km], axis=1)  # (B, T, C): the prefix's keys, then its own
-    vf = np.concatenate([vp[inv], vm], axis=1)
-    yp, ap = attention_forward(qp, kp, vp, n_head, engine)  # (U, S, C)
-    ym, am = attention_forward(qm, kf, vf, n_head, engine)  # (B, Tm, C)
-    att = np.concatenate([yp.reshape(P, C), ym.reshape(-1, C)])  # (R, C)
-    y = linear_forward(att, w_o, b_o)
-    return y, (x, qp, kp, vp, ap, qm, kf, vf, am, att, w_qkv, w_o, n_head, inv)
-
-
-def attention_shared_back(dy: np.ndarray, cache: tuple, engine: str) -> tuple[np.ndarray, ...]:
-    """dy (R, C) -> dx (R, C), dw_qkv (C, 3C), db_qkv (3C,), dw_o (C, C), db_o (C,)."""
-    x, qp, kp, vp, ap, qm, kf, vf, am, att, w_qkv, w_o, n_head, inv = cache
-    U, S, C = qp.shape
-    P = U * S
+def attention_backward(dy: np.ndarray, cache: AttentionCache) -> tuple[np.ndarray, Grads]:
+    """dy (B, T, C) -> dx (B, T, C), {w_qkv, b_qkv, w_o, b_o}."""
+    c = cache
+    B, T, C = c.q.shape
     # y = att @ w_o + b_o
-    datt, dw_o, db_o = linear_backward(dy, att, w_o)
-    # yp = attn(qp, kp, vp);  ym = attn(qm, kf, vf)
-    dqp, dkp, dvp = attention_backward(datt[:P].reshape(qp.shape), qp, kp, vp, ap, n_head, engine)
-    dqm, dkf, dvf = attention_backward(datt[P:].reshape(qm.shape), qm, kf, vf, am, n_head, engine)
-    # kf = [kp[inv], km]: a prefix's keys and values collect the gradients of all its sequences
-    dkp += scatter_rows(dkf[:, :S], inv, U, engine)
-    dvp += scatter_rows(dvf[:, :S], inv, U, engine)
-    # qkv = x @ w_qkv + b_qkv, in the rows of x
-    dqkv = np.concatenate(
-        [
-            np.concatenate([dqp, dkp, dvp], axis=-1).reshape(P, 3 * C),
-            np.concatenate([dqm, dkf[:, S:], dvf[:, S:]], axis=-1).reshape(-1, 3 * C),
-        ]
-    )  # (R, 3C)
-    dx, dw_qkv, db_qkv = linear_backward(dqkv, x, w_qkv)
-    return dx, dw_qkv, db_qkv, dw_o, db_o
-
-
-# ----------------------------------------------------------------------------------------------
-# gathering rows: y = table[index], and its backward
-
-
-def scatter_rows(dy: np.ndarray, index: np.ndarray, n: int, engine: str) -> np.ndarray:
-    """dy (B, ...) and index (B,) into n rows -> dtable (n, ...), the backward of table[index]:
-    each table row sums the dy rows that read it. The embedding's scatter-add does the work."""
-    B = len(index)
-    dtable, _ = embedding_backward_kernel(dy.reshape(B, 1, -1), index[:, None], n, engine)
-    return dtable.reshape(n, *dy.shape[1:])
+    datt, dw_o, db_o = affine_backward(dy.reshape(B * T, C), c.att, c.w_o)
+    # att, a = attention(q, k, v)
+    dq, dk, dv = attention.attention_backward(
+        datt.reshape(B, T, C), c.q, c.k, c.v, c.a, c.n_head, c.engine
+    )
+    # qkv = x @ w_qkv + b_qkv
+    dqkv = np.concatenate([dq, dk, dv], axis=-1).reshape(B * T, 3 * C)  # (B*T, 3C)
+    dx, dw_qkv, db_qkv = affine_backward(dqkv, c.x, c.w_qkv)
+    return dx.reshape(B, T, C), {"w_qkv": dw_qkv, "b_qkv": db_qkv, "w_o": dw_o, "b_o": db_o}
 
 
 # ----------------------------------------------------------------------------------------------
 # MLP
 
 
-def mlp(
-    x: np.ndarray,
-    w_fc: np.ndarray,
-    b_fc: np.ndarray,
-    w_proj: np.ndarray,
-    b_proj: np.ndarray,
-    act: str,
-    engine: str,
-) -> tuple[np.ndarray, tuple]:
-    """x (N, C), w_fc (C, F), b_fc (F,), w_proj (F, C), b_proj (C,) -> y (N, C), cache."""
-    h = x @ w_fc  # (N, F)
-    pre, hact = bias_act_forward(h, b_fc, act, engine)  # (N, F), (N, F)
-    y = linear_forward(hact, w_proj, b_proj)  # (N, C)
-    return y, (x, pre, hact, w_fc, w_proj, act)
+class MLPCache(NamedTuple):
+    x: np.ndarray  # (N, C)
+    pre: np.ndarray  # (N, F) x w_fc + b_fc
+    hact: np.ndarray  # (N, F) act(pre)
+    w_fc: np.ndarray
+    w_proj: np.ndarray
+    act: str
+    engine: str
 
 
-def mlp_back(dy: np.ndarray, cache: tuple, engine: str) -> tuple[np.ndarray, ...]:
-    """dy (N, C) -> dx (N, C), dw_fc (C, F), db_fc (F,), dw_proj (F, C), db_proj (C,)."""
-    x, pre, hact, w_fc, w_proj, act = cache
+def mlp_forward(
+    x: np.ndarray, p: dict[str, np.ndarray], act: str, engine: str
+) -> tuple[np.ndarray, MLPCache]:
+    """x (N, C), p {w_fc (C, F), b_fc (F,), w_proj (F, C), b_proj (C,)} -> y (N, C)."""
+    h = matmul(x, p["w_fc"])  # (N, F)
+    pre, hact = activation.bias_act_forward(h, p["b_fc"], act, engine)  # (N, F), (N, F)
+    y = affine(hact, p["w_proj"], p["b_proj"])  # (N, C)
+    return y, MLPCache(x, pre, hact, p["w_fc"], p["w_proj"], act, engine)
+
+
+def mlp_backward(dy: np.ndarray, cache: MLPCache) -> tuple[np.ndarray, Grads]:
+    """dy (N, C) -> dx (N, C), {w_fc, b_fc, w_proj, b_proj}."""
+    c = cache
     # y = hact @ w_proj + b_proj
-    dhact, dw_proj, db_proj = linear_backward(dy, hact, w_proj)
-    # hact = act(h + b_fc)
-    dpre = bias_act_backward(dhact, pre, act, engine)  # (N, F)
-    # h = x @ w_fc
-    dx, dw_fc, db_fc = linear_backward(dpre, x, w_fc)
-    return dx, dw_fc, db_fc, dw_proj, db_proj
+    dhact, dw_proj, db_proj = affine_backward(dy, c.hact, c.w_proj)
+    # hact = act(x @ w_fc + b_fc)
+    dpre = activation.bias_act_backward(dhact, c.pre, c.act, c.engine)  # (N, F)
+    dx, dw_fc, db_fc = affine_backward(dpre, c.x, c.w_fc)
+    return dx, {"w_fc": dw_fc, "b_fc": db_fc, "w_proj": dw_proj, "b_proj": db_proj}
+
+
+# ----------------------------------------------------------------------------------------------
+# the norms around a branch, and the MLP sublayer
+
+
+def norm_at(
+    where: str, x: np.ndarray, p: dict[str, np.ndarray], cfg: Config, engine: str
+) -> tuple[np.ndarray, LayerNormCache | None]:
+    """ln(x) where the config's blocks put their norms, x itself elsewhere (cache None). `where`
+    is "pre" for a branch's input (x + f(ln(x))), "post" for the sum s = x + f(x) (ln(s))."""
+    if cfg.layer_norm and cfg.norm == where:
+        return layernorm_forward(x, p, engine)
+    return x, None
+
+
+def norm_backward(dy: np.ndarray, cache: LayerNormCache | None) -> tuple[np.ndarray, Grads]:
+    """Backward of `norm_at`: the identity's when the cache is None."""
+    return (dy, {}) if cache is None else layernorm_backward(dy, cache)
+
+
+class MLPSublayerCache(NamedTuple):
+    ln_in: LayerNormCache | None
+    mlp: MLPCache
+    ln_out: LayerNormCache | None
+
+
+def mlp_sublayer_forward(
+    x: np.ndarray, p_ln: dict[str, np.ndarray], p_mlp: dict[str, np.ndarray], cfg: Config, engine
+) -> tuple[np.ndarray, MLPSublayerCache]:
+    """x (N, C) -> x + mlp(ln2(x)) (pre-norm) or ln2(x + mlp(x)) (post-norm) (N, C)."""
+    h, c_in = norm_at("pre", x, p_ln, cfg, engine)
+    m, c_mlp = mlp_forward(h, p_mlp, cfg.activation, engine)
+    y, c_out = norm_at("post", x + m, p_ln, cfg, engine)
+    return y, MLPSublayerCache(c_in, c_mlp, c_out)
+
+
+def mlp_sublayer_backward(
+    dy: np.ndarray, cache: MLPSublayerCache
+) -> tuple[np.ndarray, Grads, Grads]:
+    """dy (N, C) -> dx (N, C), the layer norm's grads, the MLP's grads.
+
+    One of the two norm caches is None (the identity), so one backward serves both placements."""
+    # y = ln2(s) (post-norm; else y = s),  s = x + mlp(h)
+    ds, g_out = norm_backward(dy, cache.ln_out)
+    dh, g_mlp = mlp_backward(ds, cache.mlp)
+    # h = ln2(x) (pre-norm; else h = x)
+    dx, g_in = norm_backward(dh, cache.ln_in)
+    return ds + dx, g_in | g_out, g_mlp
 
 
 # ----------------------------------------------------------------------------------------------
 # softmax cross-entropy
 
 
-def cross_entropy(logits: np.ndarray, targets: np.ndarray, engine: str) -> tuple[float, tuple]:
-    """logits (N, P), targets (N,) -> mean loss (float64), cache."""
-    loss, probs = cross_entropy_forward(logits, targets, engine)
-    return float(loss.mean()), (probs, targets, logits.dtype)
+class CrossEntropyCache(NamedTuple):
+    probs: np.ndarray  # (N, P) float64
+    targets: np.ndarray  # (N,)
+    dtype: np.dtype  # the logits'
+    engine: str
 
 
-def cross_entropy_back(cache: tuple, engine: str) -> np.ndarray:
-    """-> dlogits (N, P), the gradient of the mean loss."""
-    probs, targets, dtype = cache
-    return cross_entropy_backward(probs, targets, dtype, engine)
+def cross_entropy_forward(
+    logits: np.ndarray, targets: np.ndarray, engine: str
+) -> tuple[float, CrossEntropyCache]:
+    """logits (N, P), targets (N,) -> mean loss (float64)."""
+    loss, probs = crossentropy.cross_entropy_forward(logits, targets, engine)
+    return float(loss.mean()), CrossEntropyCache(probs, targets, logits.dtype, engine)
+
+
+def cross_entropy_backward(dloss: float, cache: CrossEntropyCache) -> tuple[np.ndarray, Grads]:
+    """dloss (the loss's own gradient, 1.0 for a loss) -> dlogits (N, P), {} (no parameters)."""
+    c = cache
+    dlogits = crossentropy.cross_entropy_backward(c.probs, c.targets, c.dtype, c.engine)
+    if dloss != 1.0:
+        dlogits *= c.dtype.type(dloss)
+    return dlogits, {}

@@ -75,9 +75,10 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from tinygrok import fast
 from tinygrok.config import EVAL_CHUNK, Config
 from tinygrok.kernels.crossentropy import cross_entropy_forward_ref
-from tinygrok.model import Params, forward
+from tinygrok.model import Params
 from tinygrok.tasks import FIXED_ELEMENTS, OPERATIONS, is_prime, make_dataset
 
 KEY_GAP = 2.0
@@ -284,10 +285,7 @@ def all_logits(
 ) -> np.ndarray:
     """Logits (N, P) of tokens (N, 4) on the run's engine, in chunks so memory stays flat."""
     return np.concatenate(
-        [
-            forward(params, tokens[s : s + chunk], cfg, cfg.engine)[0]
-            for s in range(0, len(tokens), chunk)
-        ]
+        [fast.logits(params, tokens[s : s + chunk], cfg) for s in range(0, len(tokens), chunk)]
     )
 
 

@@ -1,21 +1,21 @@
-"""The model: its parameter table, initialization, and the whole forward and backward pass.
+"""The textbook model: its parameter table, initialization, and the whole forward and backward.
 
 A decoder-only transformer (GPT-2 shape): token + learned position embedding, `layers` blocks of
 
     x = x + attention(ln1(x))      causal self-attention, NH heads
     x = x + mlp(ln2(x))            C -> F -> C with GELU or ReLU
 
-then a final layer norm and an untied unembedding to the P answer classes, read at the last
+(pre-norm; post-norm blocks are x = ln1(x + attention(x)), x = ln2(x + mlp(x))), then a final
+layer norm and an untied unembedding to the P answer classes (or the V tokens), read at the last
 position. With `layer_norm=False` every layer norm is the identity.
 
     x_0    = wte[tokens] + wpe                                   (B, T, C)
-    logits = ln_f(x_L[:, -1]) head.w + head.b                    (B, P)
+    logits = ln_f(x_L) head.w + head.b                           (B, T, P), the loss reads [:, -1]
     loss   = mean_b -log softmax(logits_b)[target_b]
 
-Two shortcuts give the same logits with less work (`forward`'s `lean`): the last block queries,
-and runs its MLP on, the last position only, the one the loss reads; and the first block computes
-positions 0 and 1, which hold [a, op] and by causality see nothing else, once per distinct
-(a, op) of the batch, the way a key-value cache shares a prompt between continuations.
+Every block computes every position of every example, as a transformer is usually written: this
+file is the reference. `fast.py` computes the same logits and gradients with less work (the
+tests hold the two equal in float64), and is what training and evaluation run.
 
 The backward runs the blocks in reverse. A residual x_out = x + f(x) passes its gradient both
 ways: dx = dx_out + (df/dx)^T dx_out, so each branch's backward adds its dx to the stream's.
@@ -23,17 +23,19 @@ Each layer's own rule is in layers.py and the kernels.
 
 All parameters live in one flat vector; `Params` gives named views into it with the shapes of the
 table, so optimizers, weight decay, masks, norms and checkpoints work on one array, and the layers
-on named tensors.
+on named tensors. Gradients come back as a dict keyed like the table.
 
-Shape legend: B batch, T = 4 positions, C d_model, F d_mlp, V vocabulary, P = p classes.
+Shape legend: B batch, T = 4 positions, C d_model, F d_mlp, V vocabulary, P classes of the head.
 """
 
 from __future__ import annotations
 
+from typing import NamedTuple
+
 import numpy as np
 
 from tinygrok import layers as L
-from tinygrok.config import EVAL_CHUNK, Config
+from tinygrok.config import Config
 from tinygrok.tasks import INIT_STREAM, SEQ_LEN, vocab_size
 
 
@@ -100,6 +102,21 @@ class Params:
     def copy(self) -> Params:
         """A copy of the values."""
         return Params(self.shapes, self.flat.copy())
+
+    def group(self, prefix: str) -> dict[str, np.ndarray]:
+        """One layer's tensors, named without `prefix.`: group("blocks.0.attn") ->
+        {"w_qkv": ..., "b_qkv": ..., "w_o": ..., "b_o": ...}; {} when the table has none (a layer
+        norm without --layer-norm)."""
+        n = len(prefix) + 1
+        return {k[n:]: v for k, v in self.views.items() if k.startswith(prefix + ".")}
+
+    def set_grads(self, grads: dict[str, np.ndarray]) -> None:
+        """Write a gradient dict keyed like the table into these views: every name of the table
+        must be there, so no gradient is left from an earlier step."""
+        missing = sorted(set(self.shapes) - set(grads))
+        assert not missing, f"no gradient for {missing}"
+        for name, g in grads.items():
+            self.views[name][...] = g
 
 
 def matrix_sparsity(params: Params) -> float:
@@ -209,238 +226,112 @@ def report_linear(cfg: Config) -> dict[str, str]:
     return pairs
 
 
-# Positions 0 and 1 of every example hold [a, op]. In a causal model the output at a position
-# depends on the tokens up to it only, so the first block computes these positions once per
-# distinct (a, op): at most n_tasks * p of them in a batch (97 for one task, against 512 rows).
-PREFIX = 2
+def numerics(params: Params, cfg: Config) -> str:
+    """The engine that `cfg` names, after checking that the parameters are in its dtype: the one
+    place where the models read engine and dtype (the layers get the engine from here, their
+    backward passes from their caches)."""
+    if params.flat.dtype != np.dtype(cfg.dtype):
+        raise ValueError(f"parameters are {params.flat.dtype}, the config says {cfg.dtype}")
+    return cfg.engine
 
 
-def distinct_prefixes(tokens: np.ndarray, n_vocab: int) -> tuple[np.ndarray, np.ndarray]:
-    """tokens (B, T) -> first (U,), the first row of each distinct prefix tokens[:, :PREFIX], and
-    inv (B,), each row's prefix: tokens[first][inv, :PREFIX] == tokens[:, :PREFIX]."""
-    key = tokens[:, :PREFIX] @ (n_vocab ** np.arange(PREFIX - 1, -1, -1))  # (B,) one int each
-    _, first, inv = np.unique(key, return_index=True, return_inverse=True)
-    return first, inv
+def prefixed(prefix: str, grads: L.Grads) -> L.Grads:
+    """A layer's grads {"w": ...} under its table names {"prefix.w": ...}."""
+    return {f"{prefix}.{k}": g for k, g in grads.items()}
 
 
-def forward(
-    params: Params, tokens: np.ndarray, cfg: Config, engine: str = "numpy", lean: bool = True
-) -> tuple[np.ndarray, dict]:
-    """tokens (B, T) -> logits (B, P) read at the last position, and the cache for `backward`.
+class BlockCache(NamedTuple):
+    ln1_in: L.LayerNormCache | None  # pre-norm: h = ln1(x)
+    attn: L.AttentionCache
+    ln1_out: L.LayerNormCache | None  # post-norm: x = ln1(x + a)
+    mlp: L.MLPSublayerCache
 
-    `lean` skips work that cannot change the logits: the last block queries, and runs its MLP on,
-    the last position only (nothing else of it reaches the loss), and, with two blocks or more, the
-    first block computes the prefix positions once per distinct prefix (`PREFIX`). Without it,
-    every block computes every position of every example: the textbook model, same logits.
-    """
-    shared = lean and cfg.layers > 1
-    if shared:
-        x, first_cache = _shared_first_block(params, tokens, cfg, engine)  # (B, T, C)
-    else:
-        x, first_cache = L.embedding_forward(tokens, params["wte"], params["wpe"]), tokens
+
+class ModelCache(NamedTuple):
+    embedding: L.EmbeddingCache
+    blocks: list[BlockCache]
+    ln_f: L.LayerNormCache | None
+    head: L.LinearCache
+    shape: tuple[int, int, int]  # (B, T, P) of every position's logits
+
+
+def block_forward(
+    x: np.ndarray, params: Params, i: int, cfg: Config, engine: str
+) -> tuple[np.ndarray, BlockCache]:
+    """Block i on x (B, T, C) -> (B, T, C)."""
+    B, T, C = x.shape
+    b, p_ln1 = f"blocks.{i}.", params.group(f"blocks.{i}.ln1")
+    h, c_in = L.norm_at("pre", x, p_ln1, cfg, engine)
+    a, c_att = L.attention_forward(h, params.group(b + "attn"), cfg.heads, engine)  # (B, T, C)
+    x, c_out = L.norm_at("post", x + a, p_ln1, cfg, engine)
+    x, c_mlp = L.mlp_sublayer_forward(
+        x.reshape(B * T, C), params.group(b + "ln2"), params.group(b + "mlp"), cfg, engine
+    )
+    return x.reshape(B, T, C), BlockCache(c_in, c_att, c_out, c_mlp)
+
+
+def block_backward(dx: np.ndarray, cache: BlockCache, i: int) -> tuple[np.ndarray, L.Grads]:
+    """dx (B, T, C) -> dx (B, T, C) and block i's grads, keyed like the table."""
+    B, T, C = dx.shape
+    b = f"blocks.{i}."
+    # x = mlp sublayer of x
+    dx, g_ln2, g_mlp = L.mlp_sublayer_backward(dx.reshape(B * T, C), cache.mlp)
+    # x = ln1(s) (post-norm; else x = s),  s = x + attention(h)
+    ds, g_out = L.norm_backward(dx.reshape(B, T, C), cache.ln1_out)
+    dh, g_att = L.attention_backward(ds, cache.attn)
+    # h = ln1(x) (pre-norm; else h = x)
+    dx, g_in = L.norm_backward(dh, cache.ln1_in)
+    grads = prefixed(b + "ln1", g_in | g_out) | prefixed(b + "attn", g_att)
+    return ds + dx, grads | prefixed(b + "ln2", g_ln2) | prefixed(b + "mlp", g_mlp)
+
+
+def final_norm(
+    x: np.ndarray, params: Params, cfg: Config, engine: str
+) -> tuple[np.ndarray, L.LayerNormCache | None]:
+    """x (N, C) -> ln_f(x), or x itself in a model without a final norm."""
+    if cfg.layer_norm and cfg.final_norm:
+        return L.layernorm_forward(x, params.group("ln_f"), engine)
+    return x, None
+
+
+def forward(params: Params, tokens: np.ndarray, cfg: Config) -> tuple[np.ndarray, ModelCache]:
+    """tokens (B, T) -> logits (B, P) at the last position, and the cache for `backward`."""
+    engine = numerics(params, cfg)
+    p_emb = {"wte": params["wte"], "wpe": params["wpe"]}
+    x, c_emb = L.embedding_forward(tokens, p_emb, engine)  # (B, T, C)
     blocks = []
-    for i in range(1 if shared else 0, cfg.layers):
-        x, c = _block(params, f"blocks.{i}.", x, cfg, lean and i == cfg.layers - 1, engine)
-        blocks.append(c)  # x: (B, Tq, C)
-    xl = x[:, -1]  # (B, C)
-    hf, c_lnf = _ln(params, "ln_f", xl, cfg, engine) if cfg.final_norm else (xl, None)
-    logits = L.linear_forward(hf, params["head.w"], params["head.b"])  # (B, P)
-    caches = {"shared": shared, "first": first_cache, "blocks": blocks}
-    return logits, caches | {"head": (c_lnf, hf, x.shape)}
+    for i in range(cfg.layers):
+        x, c = block_forward(x, params, i, cfg, engine)  # (B, T, C)
+        blocks.append(c)
+    B, T, C = x.shape
+    h, c_lnf = final_norm(x.reshape(B * T, C), params, cfg, engine)  # (B*T, C)
+    logits, c_head = L.linear_forward(h, params.group("head"))  # (B*T, P)
+    logits = logits.reshape(B, T, -1)
+    return logits[:, -1], ModelCache(c_emb, blocks, c_lnf, c_head, logits.shape)
 
 
-def _ln(params: Params, name: str, x: np.ndarray, cfg: Config, engine: str) -> tuple:
-    """Layer norm `name` on x (..., C), or the identity without --layer-norm -> (y, cache)."""
-    if not cfg.layer_norm:
-        return x, None
-    return L.layernorm(x, params[name + ".w"], params[name + ".b"], engine)
-
-
-def _ln_back(grads: Params, name: str, dy: np.ndarray, cache: tuple | None, engine: str):
-    """Backward of `_ln`: dy -> dx; writes the layer norm's gradients."""
-    if cache is None:
-        return dy
-    dx, grads[name + ".w"][...], grads[name + ".b"][...] = L.layernorm_back(dy, cache, engine)
-    return dx
-
-
-def _put(grads: Params, prefix: str, names: tuple[str, ...], values: list) -> None:
-    for name, value in zip(names, values, strict=True):
-        grads[prefix + name][...] = value
-
-
-ATTN, MLP = ("w_qkv", "b_qkv", "w_o", "b_o"), ("w_fc", "b_fc", "w_proj", "b_proj")
-
-
-def _norm_in(params: Params, name: str, x: np.ndarray, cfg: Config, engine: str) -> tuple:
-    """A branch's input: ln(x) in a pre-norm block, x itself in a post-norm one -> (h, cache)."""
-    return _ln(params, name, x, cfg, engine) if cfg.norm == "pre" else (x, None)
-
-
-def _norm_out(params: Params, name: str, s: np.ndarray, cfg: Config, engine: str) -> tuple:
-    """A sublayer's output from s = x + branch: s in a pre-norm block, ln(s) in a post-norm one."""
-    return _ln(params, name, s, cfg, engine) if cfg.norm == "post" else (s, None)
-
-
-def _mlp_half(params: Params, b: str, x: np.ndarray, cfg: Config, engine: str) -> tuple:
-    """x (N, C) rows -> x + mlp(ln2(x)) (pre-norm) or ln2(x + mlp(x)) (post-norm) (N, C), cache."""
-    h, c_in = _norm_in(params, b + "ln2", x, cfg, engine)
-    m, c_mlp = L.mlp(h, *(params[b + "mlp." + k] for k in MLP), cfg.activation, engine)
-    y, c_out = _norm_out(params, b + "ln2", x + m, cfg, engine)
-    return y, (c_in, c_mlp, c_out)
-
-
-def _mlp_half_back(dy: np.ndarray, cache: tuple, b: str, grads: Params, engine: str):
-    """dy (N, C) -> dx (N, C) through `_mlp_half`; writes the MLP's and ln2's gradients.
-
-    Of the two layer-norm caches one is None (the identity), so one backward serves both
-    placements: ds = dy through the norm after the sum (post), the branch, the norm before it (pre).
-    """
-    c_in, c_mlp, c_out = cache
-    # y = ln2(s) (post-norm; else y = s),  s = x + mlp(h)
-    ds = _ln_back(grads, b + "ln2", dy, c_out, engine)
-    dh, *g = L.mlp_back(ds, c_mlp, engine)
-    _put(grads, b + "mlp.", MLP, g)
-    # h = ln2(x) (pre-norm; else h = x)
-    return ds + _ln_back(grads, b + "ln2", dh, c_in, engine)
-
-
-def _block(params: Params, b: str, x: np.ndarray, cfg: Config, q_last: bool, engine: str):
-    """One block on x (B, T, C) -> (B, Tq, C), cache; Tq = 1 with `q_last`, else T."""
-    h, c_in = _norm_in(params, b + "ln1", x, cfg, engine)
-    weights = (params[b + "attn." + k] for k in ATTN)
-    a, c_att = L.attention(h, *weights, cfg.heads, q_last, engine)  # (B, Tq, C)
-    x, c_out = _norm_out(params, b + "ln1", x[:, -a.shape[1] :] + a, cfg, engine)  # (B, Tq, C)
-    Bq, Tq, C = x.shape
-    x, c_mlp = _mlp_half(params, b, x.reshape(Bq * Tq, C), cfg, engine)
-    return x.reshape(Bq, Tq, C), (c_in, c_att, c_out, c_mlp)
-
-
-def _block_back(dx: np.ndarray, cache: tuple, b: str, grads: Params, engine: str):
-    """dx (B, Tq, C) -> dx (B, T, C) through `_block`; writes its gradients."""
-    c_in, c_att, c_out, c_mlp = cache
-    Bq, Tq, C = dx.shape
-    # x = mlp half of x
-    dx = _mlp_half_back(dx.reshape(Bq * Tq, C), c_mlp, b, grads, engine).reshape(Bq, Tq, C)
-    # x = ln1(s) (post-norm; else x = s),  s = x[:, -Tq:] + attention(h)
-    ds = _ln_back(grads, b + "ln1", dx, c_out, engine)
-    dh, *g = L.attention_back(ds, c_att, engine)  # (B, T, C)
-    _put(grads, b + "attn.", ATTN, g)
-    # h = ln1(x) (pre-norm; else h = x)
-    dh = _ln_back(grads, b + "ln1", dh, c_in, engine)
-    dh[:, -Tq:] += ds
-    return dh
-
-
-def _shared_first_block(params: Params, tokens: np.ndarray, cfg: Config, engine: str):
-    """Embedding and first block, the prefix positions once per distinct prefix -> x (B, T, C),
-    cache. The block works on rows: U*PREFIX prefix rows, then B*(T - PREFIX) rows of every
-    example's own positions."""
-    wte, wpe = params["wte"], params["wpe"]
-    first, inv = distinct_prefixes(tokens, wte.shape[0])
-    ptok, mtok = tokens[first, :PREFIX], tokens[:, PREFIX:]  # (U, PREFIX), (B, Tm)
-    (U, S), (B, Tm), C = ptok.shape, mtok.shape, wte.shape[1]
-    xp = L.embedding_forward(ptok, wte, wpe[:S])  # (U, S, C)
-    xm = L.embedding_forward(mtok, wte, wpe[S:])  # (B, Tm, C)
-    x = np.concatenate([xp.reshape(U * S, C), xm.reshape(B * Tm, C)])  # (R, C)
-    b = "blocks.0."
-    h, c_in = _norm_in(params, b + "ln1", x, cfg, engine)
-    weights = (params[b + "attn." + k] for k in ATTN)
-    a, c_att = L.attention_shared(h, *weights, cfg.heads, (U, S), inv, engine)  # (R, C)
-    x, c_out = _norm_out(params, b + "ln1", x + a, cfg, engine)
-    x, c_mlp = _mlp_half(params, b, x, cfg, engine)
-    # every example's positions: its prefix's, then its own
-    x = np.concatenate([x[: U * S].reshape(U, S, C)[inv], x[U * S :].reshape(B, Tm, C)], axis=1)
-    return x, (ptok, mtok, inv, c_in, c_att, c_out, c_mlp)
-
-
-def _shared_first_block_back(dx: np.ndarray, cache: tuple, grads: Params, engine: str) -> None:
-    """dx (B, T, C) -> the embedding's and first block's gradients, written into `grads`."""
-    ptok, mtok, inv, c_in, c_att, c_out, c_mlp = cache
-    (U, S), (B, T, C) = ptok.shape, dx.shape
-    b = "blocks.0."
-    # x = [x_rows[:U*S][inv], x_rows[U*S:]]: a prefix row collects the gradients of its examples
-    dxp = L.scatter_rows(dx[:, :S], inv, U, engine)  # (U, S, C)
-    dx = np.concatenate([dxp.reshape(U * S, C), dx[:, S:].reshape(-1, C)])  # (R, C)
-    # x = mlp half of x
-    dx = _mlp_half_back(dx, c_mlp, b, grads, engine)
-    # x = ln1(s) (post-norm; else x = s),  s = x + attention_shared(h)
-    ds = _ln_back(grads, b + "ln1", dx, c_out, engine)
-    dh, *g = L.attention_shared_back(ds, c_att, engine)
-    _put(grads, b + "attn.", ATTN, g)
-    # h = ln1(x) (pre-norm; else h = x)
-    dx = ds + _ln_back(grads, b + "ln1", dh, c_in, engine)
-    # xp = wte[ptok] + wpe[:S];  xm = wte[mtok] + wpe[S:]
-    n_vocab = grads["wte"].shape[0]
-    dwte_p, dwpe_p = L.embedding_backward(dx[: U * S].reshape(U, S, C), ptok, n_vocab, engine)
-    dwte_m, dwpe_m = L.embedding_backward(dx[U * S :].reshape(B, T - S, C), mtok, n_vocab, engine)
-    grads["wte"][...] = dwte_p + dwte_m
-    grads["wpe"][:S], grads["wpe"][S:] = dwpe_p, dwpe_m
-
-
-def backward(
-    dlogits: np.ndarray,
-    caches: dict,
-    params: Params,
-    cfg: Config,
-    grads: Params,
-    engine: str = "numpy",
-) -> None:
-    """dlogits (B, P) -> every parameter's gradient, written into `grads`.
+def backward(dlogits: np.ndarray, cache: ModelCache) -> L.Grads:
+    """dlogits (B, P) -> every parameter's gradient, keyed like the table.
 
     Walks `forward` in reverse, quoting each forward line above its derivative.
     """
-    c_lnf, hf, x_shape = caches["head"]
-    # logits = hf @ head.w + head.b
-    dhf, grads["head.w"][...], grads["head.b"][...] = L.linear_backward(
-        dlogits, hf, params["head.w"]
-    )
-    # hf = ln_f(x[:, -1])
-    dx = np.zeros(x_shape, dtype=dlogits.dtype)  # (B, Tq, C)
-    dx[:, -1] = _ln_back(grads, "ln_f", dhf, c_lnf, engine)
-    shared = caches["shared"]
-    for i, c in reversed(list(enumerate(caches["blocks"], start=1 if shared else 0))):
-        dx = _block_back(dx, c, f"blocks.{i}.", grads, engine)  # (B, T, C)
-    if shared:
-        _shared_first_block_back(dx, caches["first"], grads, engine)
-    else:
-        # x = wte[tokens] + wpe
-        grads["wte"][...], grads["wpe"][...] = L.embedding_backward(
-            dx, caches["first"], params["wte"].shape[0], engine
-        )
-
-
-def loss_and_grads(
-    params: Params,
-    tokens: np.ndarray,
-    targets: np.ndarray,
-    cfg: Config,
-    grads: Params,
-    engine: str = "numpy",
-) -> float:
-    """Mean cross-entropy of a batch (tokens (B, T), targets (B,)); gradients go into `grads`."""
-    logits, caches = forward(params, tokens, cfg, engine)
-    loss, c_ce = L.cross_entropy(logits, targets, engine)
-    backward(L.cross_entropy_back(c_ce, engine), caches, params, cfg, grads, engine)
-    return loss
-
-
-def evaluate(
-    params: Params,
-    x: np.ndarray,
-    y: np.ndarray,
-    cfg: Config,
-    engine: str = "numpy",
-    chunk: int = EVAL_CHUNK,
-) -> tuple[float, float]:
-    """Mean loss and accuracy over a whole set (x (N, T), y (N,)), in chunks: flat memory."""
-    loss_sum, correct = 0.0, 0
-    for s in range(0, len(y), chunk):
-        logits, _ = forward(params, x[s : s + chunk], cfg, engine)
-        loss, _ = L.cross_entropy(logits, y[s : s + chunk], engine)
-        loss_sum += loss * len(logits)
-        correct += int((logits.argmax(axis=1) == y[s : s + chunk]).sum())
-    return loss_sum / len(y), correct / len(y)
+    B, T, P = cache.shape
+    # logits = logits_all[:, -1]: the other positions get no gradient
+    dall = np.zeros((B, T, P), dtype=dlogits.dtype)
+    dall[:, -1] = dlogits
+    # logits_all = h @ head.w + head.b
+    dh, g_head = L.linear_backward(dall.reshape(B * T, P), cache.head)
+    grads = prefixed("head", g_head)
+    # h = ln_f(x) (with a final norm; else h = x)
+    dx, g_lnf = L.norm_backward(dh, cache.ln_f)
+    grads |= prefixed("ln_f", g_lnf)
+    dx = dx.reshape(B, T, -1)
+    for i in reversed(range(len(cache.blocks))):
+        dx, g = block_backward(dx, cache.blocks[i], i)  # (B, T, C)
+        grads |= g
+    # x = wte[tokens] + wpe
+    _, g_emb = L.embedding_backward(dx, cache.embedding)
+    return grads | g_emb
 
 
 def n_params(cfg: Config) -> int:

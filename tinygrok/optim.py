@@ -7,6 +7,7 @@ p <- p (1 - lr wd), then the bias-corrected Adam step; SGD: momentum on g + wd p
     lr_t = lr                        after
 
 An optimizer is a small object because it carries state (moments, step count) from step to step;
+its dtype and engine are the config's;
 `state()` and `load_state()` let checkpoints save and restore it exactly.
 """
 
@@ -28,10 +29,10 @@ def learning_rate(cfg: Config, step: int) -> float:
 class AdamW:
     """torch.optim.AdamW: decoupled weight decay, bias-corrected moments."""
 
-    def __init__(self, cfg: Config, n: int, dtype: np.dtype, engine: str = "numpy"):
-        self.cfg, self.engine = cfg, engine
-        self.m = np.zeros(n, dtype=dtype)  # (N,) first moment
-        self.v = np.zeros(n, dtype=dtype)  # (N,) second moment
+    def __init__(self, cfg: Config, n: int):
+        self.cfg, self.engine = cfg, cfg.engine
+        self.m = np.zeros(n, dtype=cfg.dtype)  # (N,) first moment
+        self.v = np.zeros(n, dtype=cfg.dtype)  # (N,) second moment
         self.t = 0
 
     def step(self, p: np.ndarray, g: np.ndarray, lr: float) -> None:
@@ -64,9 +65,9 @@ class AdamW:
 class SGD:
     """torch.optim.SGD with momentum and (coupled) weight decay, no dampening, no Nesterov."""
 
-    def __init__(self, cfg: Config, n: int, dtype: np.dtype, engine: str = "numpy"):
-        self.cfg, self.engine = cfg, engine
-        self.buf = np.zeros(n, dtype=dtype)  # (N,) momentum buffer
+    def __init__(self, cfg: Config, n: int):
+        self.cfg, self.engine = cfg, cfg.engine
+        self.buf = np.zeros(n, dtype=cfg.dtype)  # (N,) momentum buffer
         self.t = 0
 
     def step(self, p: np.ndarray, g: np.ndarray, lr: float) -> None:
@@ -85,6 +86,7 @@ class SGD:
         self.buf[:], self.t = state["buf"], int(state["t"])
 
 
-def make_optimizer(cfg: Config, n: int, dtype: np.dtype, engine: str = "numpy") -> AdamW | SGD:
-    """The optimizer `cfg.optimizer` names, for N parameters."""
-    return {"adamw": AdamW, "sgd": SGD}[cfg.optimizer](cfg, n, dtype, engine)
+def make_optimizer(cfg: Config, n: int) -> AdamW | SGD:
+    """The optimizer `cfg.optimizer` names, for N parameters in the config's dtype, updated by
+    the config's engine."""
+    return {"adamw": AdamW, "sgd": SGD}[cfg.optimizer](cfg, n)

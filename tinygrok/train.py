@@ -36,12 +36,13 @@ from tinygrok import __version__
 from tinygrok.checkpoint import Checkpoint, SavedRun, save_checkpoint
 from tinygrok.config import Config
 from tinygrok.errors import ConfigError
+from tinygrok.fast import evaluate, loss_and_grads
 from tinygrok.folders import CONFIG, atomic_write, remove_outputs, write_json
 from tinygrok.grokfast import EMAFilter, MAFilter, make_grad_filter
 from tinygrok.interrupt import EvaluationAbandoned, StopFlag
 from tinygrok.measures import live_measures, pair_grid
 from tinygrok.metrics import generalized_since, json_line
-from tinygrok.model import Params, evaluate, init_params, loss_and_grads, param_shapes
+from tinygrok.model import Params, init_params, param_shapes
 from tinygrok.optim import SGD, AdamW, learning_rate, make_optimizer
 from tinygrok.provenance import provenance
 from tinygrok.snapshots import clear_snapshots, prune_snapshots, save_snapshot
@@ -57,7 +58,7 @@ def train(cfg: Config, out_dir: Path, progress: bool = True, stop: StopFlag | No
     data = make_dataset(cfg.tasks, cfg.p, cfg.train_frac, cfg.seed)
     with np.errstate(over="ignore"):  # an --init-scale that overflows is a divergence at step 0
         params, mask = init_params(cfg)
-    opt = make_optimizer(cfg, params.flat.size, params.flat.dtype, cfg.engine)
+    opt = make_optimizer(cfg, params.flat.size)
     grad_filter = make_grad_filter(cfg, params.flat.size, params.flat.dtype)
     filter_state = grad_filter.state() if grad_filter else {}
     start = Checkpoint(
@@ -110,7 +111,7 @@ def run_loop(
     shapes = param_shapes(cfg)
     params, mask = Params(shapes, start.params), Params(shapes, start.mask)
     grads = Params.zeros(shapes, params.flat.dtype)
-    opt = make_optimizer(cfg, params.flat.size, params.flat.dtype, cfg.engine)
+    opt = make_optimizer(cfg, params.flat.size)
     opt.load_state(start.optimizer)
     grad_filter = make_grad_filter(cfg, params.flat.size, params.flat.dtype)
     if grad_filter:
@@ -169,7 +170,7 @@ def run_loop(
             step += 1
             lr = learning_rate(cfg, step)
             tokens, targets = batches(step)
-            loss = loss_and_grads(params, tokens, targets, cfg, grads, cfg.engine)
+            loss = loss_and_grads(params, tokens, targets, cfg, grads)
             if not math.isfinite(loss):
                 status = "diverged"
                 break
@@ -222,7 +223,7 @@ def evaluate_run(params: Params, data: list[TaskData], cfg: Config) -> dict:
     for d in data:
         row = {}
         for split, x, y in (("train", d.train_x, d.train_y), ("val", d.val_x, d.val_y)):
-            loss, acc = evaluate(params, x, y, cfg, cfg.engine)
+            loss, acc = evaluate(params, x, y, cfg)
             row[f"{split}_loss"], row[f"{split}_acc"] = loss, acc
             t = totals[split]
             t[0] += loss * len(y)

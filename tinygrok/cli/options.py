@@ -194,15 +194,20 @@ def workers_option(f):
     )(f)
 
 
-def threads_option(what: str = "BLAS and numba threads"):
-    """--threads, the threads of this process (`what` they are), checked (None: all cores)."""
+def threads_option(
+    what: str = "BLAS and numba threads", default: int | None = None, shown: str = "all cores"
+):
+    """--threads, the threads of this process (`what` they are), checked; `default` (None: all
+    cores) is `shown` in the help."""
 
     def check(ctx, param, threads: int | None) -> int | None:
         if threads is not None and threads < 1:
             raise ConfigError(f"--threads: must be an integer >= 1 (got {threads})")
         return threads
 
-    return click.option("--threads", type=int, callback=check, help=f"{what}  [default: all cores]")
+    return click.option(
+        "--threads", type=int, default=default, callback=check, help=f"{what}  [default: {shown}]"
+    )
 
 
 def seeds_option(what: str, default: str):

@@ -76,7 +76,9 @@ def describe(summary: dict, cfg: Config) -> str:
 @click.option(
     "--force", is_flag=True, help="start over in --out: the run there and its analysis go"
 )
-@threads_option()
+@threads_option(
+    "BLAS and numba threads (2 are faster on an idle machine only)", default=1, shown="1"
+)
 @click.option("--quiet", "-q", is_flag=True, help="no progress line")
 def run(tasks, out, force, threads, quiet, **options) -> None:
     """Train one model on one or more TASKs and write a run folder.
@@ -122,7 +124,7 @@ def run(tasks, out, force, threads, quiet, **options) -> None:
 @click.option(
     "--steps", type=int, help="step budget per task; raise it to train a finished run longer"
 )
-@threads_option()
+@threads_option(shown="the run's own")
 @click.option("--quiet", "-q", is_flag=True, help="no progress line")
 def resume(run_dir, steps, threads, quiet) -> None:
     """Continue the run in RUN_DIR from its checkpoint to the end of its budget.

@@ -103,7 +103,7 @@ def _bias_act_backward_nb(dout, pre, gelu, c, s, rational, dpre):
 
 
 def bias_act_forward(
-    h: np.ndarray, b: np.ndarray, act: str, engine: str = "numpy"
+    h: np.ndarray, b: np.ndarray, act: str, engine: str
 ) -> tuple[np.ndarray, np.ndarray]:
     """Dispatch on the engine; see `bias_act_forward_ref`."""
     if engine != "numba":
@@ -115,9 +115,7 @@ def bias_act_forward(
     return pre, out
 
 
-def bias_act_backward(
-    dout: np.ndarray, pre: np.ndarray, act: str, engine: str = "numpy"
-) -> np.ndarray:
+def bias_act_backward(dout: np.ndarray, pre: np.ndarray, act: str, engine: str) -> np.ndarray:
     """Dispatch on the engine; see `bias_act_backward_ref`."""
     if engine != "numba":
         return bias_act_backward_ref(dout, pre, act)

@@ -161,7 +161,7 @@ def _attention_backward_nb(dy, q, k, v, a, n_head, scale, dq, dk, dv):
 
 
 def attention_forward(
-    q: np.ndarray, k: np.ndarray, v: np.ndarray, n_head: int, engine: str = "numpy"
+    q: np.ndarray, k: np.ndarray, v: np.ndarray, n_head: int, engine: str
 ) -> tuple[np.ndarray, np.ndarray]:
     """Dispatch on the engine; see `attention_forward_ref` for shapes."""
     if engine != "numba":
@@ -181,7 +181,7 @@ def attention_backward(
     v: np.ndarray,
     a: np.ndarray,
     n_head: int,
-    engine: str = "numpy",
+    engine: str,
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Dispatch on the engine; see `attention_backward_ref` for shapes."""
     if engine != "numba":

@@ -68,7 +68,7 @@ def _cross_entropy_backward_nb(probs, targets, inv_n, dlogits):
 
 
 def cross_entropy_forward(
-    logits: np.ndarray, targets: np.ndarray, engine: str = "numpy"
+    logits: np.ndarray, targets: np.ndarray, engine: str
 ) -> tuple[np.ndarray, np.ndarray]:
     """Dispatch on the engine; see `cross_entropy_forward_ref`."""
     if engine != "numba":
@@ -79,7 +79,7 @@ def cross_entropy_forward(
 
 
 def cross_entropy_backward(
-    probs: np.ndarray, targets: np.ndarray, dtype: np.dtype, engine: str = "numpy"
+    probs: np.ndarray, targets: np.ndarray, dtype: np.dtype, engine: str
 ) -> np.ndarray:
     """Dispatch on the engine; see `cross_entropy_backward_ref`."""
     if engine != "numba":

@@ -3,6 +3,10 @@
     dwte[v] = sum over (b, t) with tokens[b, t] = v of dx[b, t]      (a scatter-add)
     dwpe[t] = sum_b dx[b, t]
 
+and of any gather of rows, y = table[index] (the fast model's):
+
+    dtable[r] = sum over m with index[m] = r of dy[m]                 (the same scatter-add)
+
 Many rows share a token (the operation and `=` tokens are in every example), so the scatter-add
 cannot run in parallel over examples. The numba kernel runs in parallel over blocks of
 CHANNELS_PER_BLOCK channels instead: every block owns its columns of dwte and dwpe, and adds the
@@ -13,6 +17,7 @@ Shapes: B batch, T positions, C channels, V vocabulary.
 
 from __future__ import annotations
 
+import numba
 import numpy as np
 from numba import njit, prange
 
@@ -29,6 +34,28 @@ def embedding_backward_ref(
     dwte = np.zeros((n_vocab, C), dtype=dx.dtype)
     np.add.at(dwte, tokens.reshape(-1), dx.reshape(-1, C))
     return dwte, dx.sum(axis=0)
+
+
+def scatter_add_rows_ref(dy: np.ndarray, index: np.ndarray, n: int) -> np.ndarray:
+    """dy (M, K), index (M,) ints in [0, n) -> dtable (n, K), dtable[r] = sum of dy[index == r]."""
+    dtable = np.zeros((n, dy.shape[1]), dtype=dy.dtype)
+    np.add.at(dtable, index, dy)
+    return dtable
+
+
+@njit(cache=True, parallel=True, fastmath=FASTMATH)
+def _scatter_add_rows_nb(dy, index, columns_per_block, dtable):
+    """Fills dtable (n, K); see `scatter_add_rows_ref`. Each block of columns adds the rows in
+    order, so every sum has the same order whatever the blocks and threads."""
+    M, K = dy.shape
+    zero = dy.dtype.type(0)
+    for blk in prange(-(-K // columns_per_block)):
+        lo, hi = blk * columns_per_block, min(K, (blk + 1) * columns_per_block)
+        dtable[:, lo:hi] = zero
+        for m in range(M):
+            out, row = dtable[index[m], lo:hi], dy[m, lo:hi]  # row views: the add vectorizes
+            for c in range(hi - lo):
+                out[c] += row[c]
 
 
 @njit(cache=True, parallel=True, fastmath=FASTMATH)
@@ -49,7 +76,7 @@ def _embedding_backward_nb(dx, tokens, channels_per_block, dwte, dwpe):
 
 
 def embedding_backward(
-    dx: np.ndarray, tokens: np.ndarray, n_vocab: int, engine: str = "numpy"
+    dx: np.ndarray, tokens: np.ndarray, n_vocab: int, engine: str
 ) -> tuple[np.ndarray, np.ndarray]:
     """Dispatch on the engine; see `embedding_backward_ref`."""
     if engine != "numba":
@@ -58,3 +85,15 @@ def embedding_backward(
     dwte, dwpe = np.empty((n_vocab, C), dtype=dx.dtype), np.empty((T, C), dtype=dx.dtype)
     _embedding_backward_nb(np.ascontiguousarray(dx), tokens, CHANNELS_PER_BLOCK, dwte, dwpe)
     return dwte, dwpe
+
+
+def scatter_add_rows(dy: np.ndarray, index: np.ndarray, n: int, engine: str) -> np.ndarray:
+    """Dispatch on the engine; see `scatter_add_rows_ref`."""
+    if engine != "numba":
+        return scatter_add_rows_ref(dy, index, n)
+    K = dy.shape[1]
+    # one block of columns per thread (a multiple of 16, so each row's add stays vectorized)
+    columns = -(-K // numba.get_num_threads() // 16) * 16
+    dtable = np.empty((n, K), dtype=dy.dtype)
+    _scatter_add_rows_nb(np.ascontiguousarray(dy), index, max(16, columns), dtable)
+    return dtable

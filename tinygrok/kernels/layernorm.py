@@ -96,7 +96,7 @@ def _layernorm_backward_nb(dy, x, w, mean, rstd, rows_per_block, dx, dw_part, db
 
 
 def layernorm_forward(
-    x: np.ndarray, w: np.ndarray, b: np.ndarray, engine: str = "numpy"
+    x: np.ndarray, w: np.ndarray, b: np.ndarray, engine: str
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Dispatch on the engine; see `layernorm_forward_ref`."""
     if engine != "numba":
@@ -114,7 +114,7 @@ def layernorm_backward(
     w: np.ndarray,
     mean: np.ndarray,
     rstd: np.ndarray,
-    engine: str = "numpy",
+    engine: str,
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Dispatch on the engine; see `layernorm_backward_ref`."""
     if engine != "numba":

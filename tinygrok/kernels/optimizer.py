@@ -101,7 +101,7 @@ def adamw_update(
     eps: float,
     weight_decay: float,
     step: int,
-    engine: str = "numpy",
+    engine: str,
 ) -> None:
     """Dispatch on the engine; see `adamw_update_ref`."""
     if engine != "numba":
@@ -134,7 +134,7 @@ def sgd_update(
     momentum: float,
     weight_decay: float,
     step: int,
-    engine: str = "numpy",
+    engine: str,
 ) -> None:
     """Dispatch on the engine; see `sgd_update_ref`."""
     if engine != "numba":
