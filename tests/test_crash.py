@@ -150,7 +150,7 @@ def test_a_run_stopped_at_random_instants_ends_as_the_run_left_alone(engine, sig
     the run (its summary and figure). The run ends with the same metrics.jsonl, summary.json,
     checkpoint and a curves.png, as the run never stopped."""
     args = [*CRASH_RUN, "--engine", engine, "--steps", "60"]
-    if engine == "numba":  # its kernels in numba's cache, loaded the same way by every process
+    if engine == "numba":  # compiled once first, so that no instant falls in a compilation
         reference(tmp_path / "warm", *args)
     training, end, took = reference(tmp_path / "ref", *args)
     rng = random.Random(f"{engine}-{sig}")

@@ -4,6 +4,7 @@ numpy up to rounding, and the numba engine repeats itself exactly for the same s
 from __future__ import annotations
 
 import importlib.util
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -176,3 +177,27 @@ def test_set_threads_sets_blas_and_numba():
         assert set_threads(pool + 1)["numba"] == pool  # numba cannot grow past its pool
     finally:
         set_threads(max(before.values()))
+
+
+@pytest.mark.slow
+def test_a_run_on_fresh_kernels_is_the_run_on_cached_ones_and_resumes_across(tmp_path):
+    """The numba engine's numbers do not depend on whether its kernels were just compiled or
+    loaded from numba's on-disk cache: a run in a process that compiles into an empty cache, the
+    same run in a process that loads from it, and a run started on fresh kernels and resumed on
+    cached ones end with the same files."""
+    from clirun import PYTHON_MAIN, TINY, assert_same_run
+
+    run = ["run", "division", *TINY, "--engine", "numba", "--threads", "1", "--patience", "0"]
+
+    def tinygrok(cache: str, *args: str | Path) -> None:
+        env = {**os.environ, "NUMBA_CACHE_DIR": str(tmp_path / cache)}
+        done = subprocess.run(PYTHON_MAIN + [str(a) for a in args], env=env, capture_output=True)
+        assert done.returncode == 0, done.stderr.decode()
+
+    tinygrok("cache", *run, "--steps", "60", "--out", tmp_path / "fresh")
+    assert any((tmp_path / "cache").rglob("*.nbc")), "nothing was cached"
+    tinygrok("cache", *run, "--steps", "60", "--out", tmp_path / "cached")
+    assert_same_run(tmp_path / "fresh", tmp_path / "cached")
+    tinygrok("other", *run, "--steps", "30", "--out", tmp_path / "across")
+    tinygrok("other", "resume", tmp_path / "across", "--steps", "60")
+    assert_same_run(tmp_path / "across", tmp_path / "fresh")
