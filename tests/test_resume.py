@@ -6,6 +6,7 @@ checkpoint. All on a tiny model with the NumPy engine, in seconds."""
 from __future__ import annotations
 
 import builtins
+import dataclasses
 import errno
 import io
 import json
@@ -434,3 +435,39 @@ def test_resume_of_a_read_only_run_is_one_line_and_works_once_writable(tmp_path,
     assert file_digests(cut) == before
     assert run_cli("resume", cut).code == 0
     assert_same_run(cut, tmp_path / "ref")
+
+
+def disk_with(monkeypatch, free: int) -> None:
+    """The run folder's disk has `free` bytes left, as `shutil.disk_usage` tells the loop."""
+    real = train_mod.shutil.disk_usage
+
+    def disk_usage(path):
+        return real(path)._replace(free=free)
+
+    monkeypatch.setattr(train_mod.shutil, "disk_usage", disk_usage)
+
+
+def test_too_little_space_or_no_permission_is_one_line_before_any_work(tmp_path, monkeypatch):
+    """A run, or a resume, that could not write all it will write stops at once with one line:
+    a new run leaves no config.json (no run to resume), a resume leaves its files as they were.
+    The estimate counts the snapshots: the same run fits without them."""
+    args = ["division", *TINY, "--steps", "60"]
+    need = train_mod.room_needed  # the estimate, checked against the files a run really writes
+    with monkeypatch.context() as m:
+        disk_with(m, 2**20)  # 1 MB: the figure alone may take that
+        r = run_cli("run", *args, "--out", tmp_path / "full")
+    assert r.code == 2 and len(r.err_lines) == 2, r.err
+    assert "MB free, but the run may need" in r.err and "run the command again" in r.err
+    assert not (tmp_path / "full" / "config.json").exists()
+    assert run_cli("run", *args, "--out", tmp_path / "cut", "--snapshot-every", "20").code == 0
+    written = sum(p.stat().st_size for p in (tmp_path / "cut").rglob("*") if p.is_file())
+    saved = load_checkpoint(tmp_path / "cut" / "checkpoint.npz", read_config(tmp_path / "cut")[0])
+    assert need(dataclasses.replace(saved, step=0, records=[])) >= written
+    before = file_digests(tmp_path / "cut")
+    with monkeypatch.context() as m:
+        real_access = os.access
+        m.setattr(os, "access", lambda path, mode: mode != os.W_OK and real_access(path, mode))
+        r = run_cli("resume", tmp_path / "cut", "--steps", "80")
+    assert r.code == 2 and "Permission denied" in r.err_lines[-1], r.err
+    assert f"tinygrok resume {tmp_path / 'cut'}" in r.err_lines[-1]
+    assert file_digests(tmp_path / "cut") == before

@@ -15,8 +15,9 @@ run's state to `run_loop`, which repeats, in this order:
 then writes the final checkpoint, summary.json and curves.png (summary.py). The run folder's files
 are listed in README.md, "A run on disk". `resume` ends with the same files, line for line, as the
 run left alone: the state at a step is the checkpoint's, and an evaluation that an interruption
-cut short is done again (interrupt.py). A diverged run keeps its last good checkpoint. A write that
-fails (no space, no permission) raises its OSError, which `writes_reported` turns into one line for
+cut short is done again (interrupt.py). A diverged run keeps its last good checkpoint. Before any
+work, `check_room` refuses a folder that cannot be written or a disk without room for what the
+run will write; a write that fails all the same (no space, no permission) raises its OSError, which `writes_reported` turns into one line for
 the command line (a sweep retries the run); the last checkpoint stays whole and `resume` continues
 from it. The caller holds the run folder's lock (runlock.py; the CLI does).
 """
@@ -25,6 +26,8 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import os
+import shutil
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -65,6 +68,7 @@ def train(cfg: Config, out_dir: Path, progress: bool = True, stop: StopFlag | No
         cfg, 0, "running", 0.0, [], params.flat, mask.flat, opt.state(), filter_state
     )
     out_dir.mkdir(parents=True, exist_ok=True)
+    check_room(out_dir, start, "then run the command again")
     (out_dir / CONFIG).unlink(missing_ok=True)
     remove_outputs(out_dir)
     clear_snapshots(out_dir)
@@ -89,6 +93,11 @@ def resume(run: SavedRun, progress: bool = True, stop: StopFlag | None = None) -
     """Continue a run that `checkpoint.read_run` read and checked, from its checkpoint to the end
     of its budget. Its files end as those of the same run left alone, wall-clock fields aside."""
     cfg, ckpt = run.cfg, run.checkpoint
+    check_room(
+        run.dir,
+        dataclasses.replace(ckpt, cfg=cfg),
+        f"then continue with `tinygrok resume {run.dir}`",
+    )
     data = make_dataset(cfg.tasks, cfg.p, cfg.train_frac, cfg.seed)
     # --steps may have changed the budget; every resume is recorded with its code and machine
     resumes = run.config_doc.get("resumes", []) + [provenance() | {"step": ckpt.step}]
@@ -257,6 +266,37 @@ def save(
         cfg, step, status, elapsed_s, on_schedule, params.flat, mask.flat, opt.state(), filter_state
     )
     save_checkpoint(out_dir / "checkpoint.npz", ckpt)
+
+
+RECORD_BYTES = 2048  # a generous line of metrics.jsonl (with --measures-every, about 1 kB)
+
+
+def room_needed(start: Checkpoint) -> int:
+    """Bytes the run from `start` to the end of its budget may still add to its folder: two
+    checkpoints (the new one is written beside the old before it replaces it), the snapshots and
+    evaluation lines still due, and the summary and figure (a generous 1 MB)."""
+    cfg = start.cfg
+    arrays = [start.params, start.mask, *start.optimizer.values(), *start.grad_filter.values()]
+    checkpoint = sum(a.nbytes for a in arrays)
+    left = cfg.step_budget - start.step
+    snapshots = (left // cfg.snapshot_every + 1) * start.params.nbytes if cfg.snapshot_every else 0
+    return 2 * checkpoint + snapshots + (left // cfg.eval_every + 2) * RECORD_BYTES + 2**20
+
+
+def check_room(run_dir: Path, start: Checkpoint, then: str) -> None:
+    """Before any work: ConfigError (one line, ending with `then`, what to do once the cause is
+    gone) if `run_dir` is not writable or its disk has less free space than the run may need
+    (`room_needed`), so that a run does not fail hours in."""
+    if not os.access(run_dir, os.W_OK):
+        raise ConfigError(
+            f"{run_dir}: cannot write there (Permission denied); give permission, {then}"
+        )
+    need, free = room_needed(start), shutil.disk_usage(run_dir).free
+    if free < need:
+        raise ConfigError(
+            f"{run_dir}: {free / 2**20:,.1f} MB free, but the run may need {need / 2**20:,.1f} MB "
+            f"(checkpoints, snapshots, metrics); free some space, {then}"
+        )
 
 
 @contextmanager
