@@ -17,9 +17,10 @@ are listed in README.md, "A run on disk". `resume` ends with the same files, lin
 run left alone: the state at a step is the checkpoint's, and an evaluation that an interruption
 cut short is done again (interrupt.py). A diverged run keeps its last good checkpoint. Before any
 work, `check_room` refuses a folder that cannot be written or a disk without room for what the
-run will write; a write that fails all the same (no space, no permission) raises its OSError, which `writes_reported` turns into one line for
-the command line (a sweep retries the run); the last checkpoint stays whole and `resume` continues
-from it. The caller holds the run folder's lock (runlock.py; the CLI does).
+run will write; a write that fails all the same (no space, no permission) raises its OSError,
+which `writes_reported` turns into one line for the command line (a sweep retries the run); the
+last checkpoint stays whole and `resume` continues from it. The caller holds the run folder's
+lock (runlock.py; the CLI does).
 """
 
 from __future__ import annotations
