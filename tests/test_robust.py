@@ -572,12 +572,15 @@ def test_interrupted_fixture_is_resumable(cut):
     assert run_cli("resume", cut).code == 0
 
 
-def test_an_init_scale_that_overflows_is_a_clean_divergence(tmp_path):
+@pytest.mark.parametrize("tasks", [["division"], ["addition", "subtraction"]])
+def test_an_init_scale_that_overflows_is_a_clean_divergence(tasks, tmp_path):
     """--init-scale 1e39 overflows float32 before the first step: the run diverges at step 0 with
-    one line naming the option (no warning, no figure to fail), exit 3; resume refuses it."""
+    one line naming the option (no warning, no figure to fail), exit 3, and a closing report with
+    no accuracies (of the run or of a task) to show; resume refuses it."""
     out = tmp_path / "run"
-    r = run_cli("run", "division", *TINY, "--init-scale", "1e39", "--out", out)
+    r = run_cli("run", *tasks, *TINY, "--init-scale", "1e39", "--out", out)
     assert r.code == 3 and "Traceback" not in r.err
+    assert "status diverged" in r.out and "final" not in r.out, r.out
     assert len(r.err_lines) == 2 and r.err_lines[0].startswith("tinygrok: training"), r.err
     assert r.err_lines[1] == (
         "tinygrok: diverged at step 0: the initial parameters overflow float32; try a smaller "

@@ -53,7 +53,7 @@ def describe(summary: dict, cfg: Config) -> str:
             f"final accuracy:               train {100 * summary['final_train_acc']:.2f}%, "
             f"validation {100 * summary['final_val_acc']:.2f}%"
         )
-    if len(summary["tasks"]) > 1:
+    if len(summary["tasks"]) > 1 and summary["final_train_acc"] is not None:
         for t, m in summary["per_task"].items():
             g = m["generalized_step"]
             lines.append(

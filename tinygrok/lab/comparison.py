@@ -115,7 +115,10 @@ def table(specs: list[Job]) -> str:
                 continue
             s, b = stats[arm, task], stats.get((baseline, task))
             n_gen = sum(r["generalized_step"] is not None for r in runs)
-            final = median_spread([100 * r["final_val_acc"] for r in runs])
+            # a run that diverged at step 0 has no final accuracy
+            final = median_spread(
+                [100 * r["final_val_acc"] for r in runs if r["final_val_acc"] is not None]
+            )
             stab = stability_cell(runs, specs[0].cfg.generalized_threshold)
             speed = [
                 fmt_speedup(b[key][0], s[key][0]) if b and arm != baseline else "-"
