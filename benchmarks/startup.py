@@ -32,7 +32,9 @@ from tinygrok.model import Params, init_params
 from tinygrok.optim import make_optimizer
 from tinygrok.tasks import Batches, make_dataset
 import tinygrok.train  # what the CLI imports
+from tinygrok.threads import set_threads
 
+set_threads(1)  # as `tinygrok run` by default
 cfg = Config()
 data = make_dataset(cfg.tasks, cfg.p, cfg.train_frac, cfg.seed)
 params, _ = init_params(cfg)

@@ -248,7 +248,7 @@ def test_ctrl_c_while_the_command_starts_is_one_line(tmp_path):
     run again when it holds no run yet, to the run never stopped."""
     args = ["division", *TINY, "--threads", "1", "--steps", "30"]
     reference(tmp_path / "ref", *args)
-    earliest = 2 * start_up_s()
+    earliest, interrupted = 2 * start_up_s(), 0
     for i, instant in enumerate(earliest + k * 0.3 for k in range(4)):
         out = tmp_path / f"cut{i}"
         proc = tinygrok("run", *args, "--out", out)
@@ -261,9 +261,11 @@ def test_ctrl_c_while_the_command_starts_is_one_line(tmp_path):
         assert code == 130 and "Traceback" not in err, (instant, err)
         assert lines[-1].startswith("tinygrok: ") and "interrupt" in lines[-1], err
         assert len([line for line in lines if "interrupt" in line]) == 1, err
+        interrupted += 1
         code, err = finish(tinygrok(*again(out, args)))
         assert code == 0, err
         assert_same_run(out, tmp_path / "ref")
+    assert interrupted, "every run had finished before its Ctrl-C"
 
 
 def test_a_second_process_on_a_running_run_is_refused(tmp_path):

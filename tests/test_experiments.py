@@ -250,10 +250,10 @@ def test_filter_state_round_trips(kind):
     assert cfg.grokfast_lamb == {"ema": 2.0, "ma": 5.0}[kind]
     rng = np.random.default_rng(1)
     grads = [rng.standard_normal(9).astype(np.float32) for _ in range(12)]
-    a = make_grad_filter(cfg, 9, np.float32)
+    a = make_grad_filter(cfg, 9)
     for g in grads[:7]:
         a.apply(g.copy())
-    b = make_grad_filter(cfg, 9, np.float32)
+    b = make_grad_filter(cfg, 9)
     b.load_state({k: np.array(v, copy=True) for k, v in a.state().items()})
     for g in grads[7:]:
         ga, gb = g.copy(), g.copy()
@@ -263,7 +263,7 @@ def test_filter_state_round_trips(kind):
 
 
 def test_no_filter_by_default():
-    assert make_grad_filter(validate(Config()), 9, np.float32) is None
+    assert make_grad_filter(validate(Config()), 9) is None
 
 
 # --- the experiment command ----------------------------------------------------------------------

@@ -8,9 +8,10 @@ import inspect
 import numpy as np
 import pytest
 
-from tinygrok import fast, model
+from tinygrok import fast, gradcheck, model
 from tinygrok import layers as L
 from tinygrok.config import Config, from_preset, validate
+from tinygrok.grokfast import make_grad_filter
 from tinygrok.model import Params, init_params, is_matrix, n_params, param_shapes
 from tinygrok.optim import make_optimizer
 from tinygrok.tasks import make_dataset
@@ -222,6 +223,10 @@ def test_engine_and_dtype_come_from_the_config():
         fast.loss_and_grads,
         fast.evaluate,
         make_optimizer,
+        make_grad_filter,
+        gradcheck.batch_loss,
+        gradcheck.analytic_grads,
+        gradcheck.check_gradients,
     ):
         assert not {"engine", "dtype"} & set(inspect.signature(f).parameters), f.__qualname__
     cfg = validate(Config(tasks=("addition",), p=7, d_model=8, heads=2, d_mlp=16))

@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import sys
 
+# the CLI's exit code for an interrupt (cli/options.py), not imported from there: the Ctrl-C this
+# module catches may come before the CLI has loaded
 EXIT_INTERRUPTED = 130
 
 

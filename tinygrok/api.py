@@ -65,17 +65,18 @@ def run(
     out_dir: str | Path,
     progress: bool = True,
     force: bool = False,
-    threads: int | None = None,
+    threads: int | None = 1,
 ) -> Run:
     """Train `config` from step 0 in the run folder `out_dir`, as `tinygrok run ... --out
     out_dir` does (config.json, metrics.jsonl, summary.json, checkpoint.npz, curves.png), and
     return it loaded.
 
     progress shows the status line on stderr. A folder that already holds a run is a ConfigError
-    unless `force`, which starts it over. threads limits BLAS and the numba kernels for this
-    process (None leaves them). Ctrl-C finishes the step, saves a checkpoint that `tinygrok
-    resume` continues, and raises KeyboardInterrupt; a run that diverged is returned, its status
-    "diverged" and its parameters the last good checkpoint's.
+    unless `force`, which starts it over. threads sets BLAS and the numba kernels' threads for
+    this process: 1, as `tinygrok run` does; None leaves them as they are. Ctrl-C finishes the
+    step, saves a checkpoint that `tinygrok resume` continues, and raises KeyboardInterrupt; a
+    run that diverged is returned, its status "diverged" and its parameters the last good
+    checkpoint's.
     """
     from tinygrok.interrupt import StopFlag
     from tinygrok.runlock import RunLock

@@ -1,9 +1,5 @@
-"""Checkpoints and the other files of a run folder: written so that no crash loses a run, read so
-that no damaged or foreign file is trusted.
-
-Atomic writes: a file is written under a temporary name beside its final one, flushed to the disk
-(fsync), renamed over the old file (`os.replace`, atomic on POSIX), and the folder is synced so the
-rename itself is durable. A crash at any moment leaves either the old complete file or the new one.
+"""Checkpoints: written atomically (`folders.atomic_write`) so that no crash loses a run, read so
+that no damaged or foreign file is trusted; and a run folder read back for `tinygrok resume`.
 
 `checkpoint.npz`, format 1, plain arrays only (loaded with `allow_pickle=False`):
 
@@ -164,7 +160,7 @@ def _check_contents(ckpt: Checkpoint, damaged: str) -> None:
     records must agree with each other."""
     cfg, n = ckpt.cfg, n_params(ckpt.cfg)
     dtype = np.dtype(cfg.dtype)
-    grad_filter = make_grad_filter(cfg, n, dtype)
+    grad_filter = make_grad_filter(cfg, n)
     expected = {"params": np.empty(n, dtype), "mask": np.empty(n, dtype)}
     expected |= {f"optimizer.{k}": v for k, v in make_optimizer(cfg, n).state().items()}
     if grad_filter:

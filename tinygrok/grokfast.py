@@ -89,8 +89,10 @@ class MAFilter:
         self.ring[:], self.total[:], self.t = state["ring"], state["total"], int(state["t"])
 
 
-def make_grad_filter(cfg: Config, n: int, dtype: np.dtype) -> EMAFilter | MAFilter | None:
-    """The filter `cfg.grokfast` names, for N parameters; None for "none"."""
+def make_grad_filter(cfg: Config, n: int) -> EMAFilter | MAFilter | None:
+    """The filter `cfg.grokfast` names, for N parameters of the config's dtype; None for
+    "none"."""
+    dtype = np.dtype(cfg.dtype)
     if cfg.grokfast == "ema":
         return EMAFilter(n, dtype, cfg.grokfast_alpha, cfg.grokfast_lamb)
     if cfg.grokfast == "ma":

@@ -1,4 +1,5 @@
-"""Ctrl-C and SIGTERM: the first asks a run to stop at once and save, the second stops it now.
+"""Ctrl-C and SIGTERM: the first asks a run to stop at its next step and save, the second
+stops it at once.
 
 A `StopFlag` takes over SIGINT and SIGTERM while a run (or a sweep) trains. The first signal
 sets `reason`; the loop reads it before every step and evaluation, so a run stops within one

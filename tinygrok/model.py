@@ -227,9 +227,9 @@ def report_linear(cfg: Config) -> dict[str, str]:
 
 
 def numerics(params: Params, cfg: Config) -> str:
-    """The engine that `cfg` names, after checking that the parameters are in its dtype: the one
-    place where the models read engine and dtype (the layers get the engine from here, their
-    backward passes from their caches)."""
+    """The engine that `cfg` names, after checking that the parameters are in its dtype. Engine
+    and dtype come from the config alone: no model, optimizer, gradient filter or gradient check
+    takes them as arguments, and the layers' backward passes read the engine from their caches."""
     if params.flat.dtype != np.dtype(cfg.dtype):
         raise ValueError(f"parameters are {params.flat.dtype}, the config says {cfg.dtype}")
     return cfg.engine

@@ -10,10 +10,11 @@ step budget in mind.
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 import numpy as np
+
+from tinygrok.folders import atomic_write
 
 SNAPSHOT_DIR = "snapshots"
 
@@ -27,13 +28,7 @@ def save_snapshot(run_dir: Path, step: int, flat: np.ndarray) -> Path:
     """Write the flat parameters (N,) of `step`; returns the file."""
     path = snapshot_path(run_dir, step)
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp.npz")
-    try:
-        np.savez(tmp, step=np.array(step), params=flat)
-        os.replace(tmp, path)
-    except BaseException:  # a full disk, or a second Ctrl-C: no temporary file stays behind
-        tmp.unlink(missing_ok=True)
-        raise
+    atomic_write(path, lambda f: np.savez(f, step=np.array(step), params=flat))
     return path
 
 

@@ -63,7 +63,7 @@ def train(cfg: Config, out_dir: Path, progress: bool = True, stop: StopFlag | No
     with np.errstate(over="ignore"):  # an --init-scale that overflows is a divergence at step 0
         params, mask = init_params(cfg)
     opt = make_optimizer(cfg, params.flat.size)
-    grad_filter = make_grad_filter(cfg, params.flat.size, params.flat.dtype)
+    grad_filter = make_grad_filter(cfg, params.flat.size)
     filter_state = grad_filter.state() if grad_filter else {}
     start = Checkpoint(
         cfg, 0, "running", 0.0, [], params.flat, mask.flat, opt.state(), filter_state
@@ -123,7 +123,7 @@ def run_loop(
     grads = Params.zeros(shapes, params.flat.dtype)
     opt = make_optimizer(cfg, params.flat.size)
     opt.load_state(start.optimizer)
-    grad_filter = make_grad_filter(cfg, params.flat.size, params.flat.dtype)
+    grad_filter = make_grad_filter(cfg, params.flat.size)
     if grad_filter:
         grad_filter.load_state(start.grad_filter)
     batches = Batches(data, cfg.batch_size, cfg.seed, cfg.epoch_batches)

@@ -72,7 +72,7 @@ def small_model_options(f):
 @click.option("--coords", type=int, default=32, show_default=True, help="coordinates per tensor")
 @click.option("--tol", type=float, default=1e-5, show_default=True, help="max relative error")
 def gradcheck(tasks, coords, tol, **options) -> None:
-    """Check every parameter's hand-written gradient against finite differences.
+    """Check the fast model's hand-written gradients against finite differences.
 
     Builds a small float64 model (TASK defaults to addition) and prints, per parameter tensor, the
     largest relative error between the backward pass and centered finite differences; exit code 1
