@@ -4,9 +4,10 @@
 
 Each kernel runs on the arrays of a default training step (batch 512) in a block that works on
 every position (B * T rows), or, where named "last", in the last block, which works on the last
-position only. (tinygrok's first block works on fewer rows, its [a, op] positions once per distinct
-prefix: 1,218 rather than 2,048 in a default batch.) Times are medians of interleaved repeats, in
-microseconds per call.
+position only. The fast model's first block runs its layer norm and q/k/v projections once per
+distinct (token, position), about 196 rows of a default batch ("196 rows"), and the backward of
+that gather adds 2,048 rows of gradient into those 196 ("scatter-add"). Times are medians of
+interleaved repeats, in microseconds per call.
 """
 
 from __future__ import annotations
@@ -21,7 +22,7 @@ from tinygrok.config import Config
 from tinygrok.kernels.activation import bias_act_backward, bias_act_forward
 from tinygrok.kernels.attention import attention_backward, attention_forward
 from tinygrok.kernels.crossentropy import cross_entropy_backward, cross_entropy_forward
-from tinygrok.kernels.embedding import embedding_backward
+from tinygrok.kernels.embedding import embedding_backward, scatter_add_rows
 from tinygrok.kernels.layernorm import layernorm_backward, layernorm_forward
 from tinygrok.kernels.optimizer import adamw_update, sgd_update
 from tinygrok.model import n_params
@@ -48,6 +49,10 @@ def cases(cfg: Config) -> dict:
     logits, targets = r(B, P), rng.integers(0, P, B)
     _, probs = cross_entropy_forward(logits, targets, "numpy")
     tokens = rng.integers(0, V, (B, T))
+    DISTINCT = 196  # distinct (token, position) pairs of a default batch
+    x_few, index = x[:DISTINCT], rng.integers(0, DISTINCT, B * T)
+    _, mean_few, rstd_few = layernorm_forward(x_few, w, w, "numpy")
+    d_qkv = r(B * T, 3 * C)
     p, g, m, v2 = r(N), r(N), r(N), np.abs(r(N))
     return {
         "GELU + bias forward": lambda e: bias_act_forward(h, b_fc, "gelu", e),
@@ -55,6 +60,11 @@ def cases(cfg: Config) -> dict:
         "GELU + bias backward (last)": lambda e: bias_act_backward(h_last, h_last, "gelu", e),
         "layer norm forward": lambda e: layernorm_forward(x, w, w, e),
         "layer norm backward": lambda e: layernorm_backward(x, x, w, mean, rstd, e),
+        "layer norm forward (196 rows)": lambda e: layernorm_forward(x_few, w, w, e),
+        "layer norm backward (196 rows)": lambda e: layernorm_backward(
+            x_few, x_few, w, mean_few, rstd_few, e
+        ),
+        "scatter-add (2,048 into 196)": lambda e: scatter_add_rows(d_qkv, index, DISTINCT, e),
         "attention forward": lambda e: attention_forward(q, k, v, NH, e),
         "attention backward": lambda e: attention_backward(dy, q, k, v, a, NH, e),
         "attention forward (last)": lambda e: attention_forward(
