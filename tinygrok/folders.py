@@ -86,16 +86,6 @@ SEEDS: Check = (
     ),
     "a non-empty list of distinct integers >= 0",
 )
-MEASURES: Check = (
-    lambda v: (
-        isinstance(v, dict)
-        and all(
-            optional(NUMBER)[0](x) or (isinstance(x, list) and all(_int(k) for k in x))
-            for x in v.values()
-        )
-    ),
-    "a JSON object of finite numbers, nulls and lists of integers",
-)
 THREADS: Check = (
     lambda v: (
         isinstance(v, dict) and set(v) == {"blas", "numba"} and all(COUNT[0](n) for n in v.values())
@@ -123,9 +113,23 @@ RECORD = {
     "weight_norm": optional(NONNEGATIVE),
     "elapsed_s": NONNEGATIVE,
     "per_task": OBJECT,
-    "measures": MEASURES,
+    "measures": OBJECT,
 }
 RECORD_OPTIONAL = ("per_task", "measures")
+# `--measures-every`: which are logged depends on the task (tinygrok.measures.live_measures)
+MEASURES = {
+    **{
+        f"gini_{layer}{basis}": optional(FRACTION)
+        for layer in ("embedding", "unembedding")
+        for basis in ("", "_additive")
+    },
+    "key_frequencies": (
+        lambda v: isinstance(v, list) and all(STEP[0](k) for k in v),
+        "a list of integers >= 0",
+    ),
+    "restricted_loss": optional(NONNEGATIVE),
+    "excluded_loss": optional(NONNEGATIVE),
+}
 TASK_METRICS = {
     "memorized_step": optional(STEP),
     "generalized_step": optional(STEP),
@@ -377,17 +381,32 @@ def read_metrics(run_dir: Path, nan: bool = True) -> list[dict]:
         return []
     except (OSError, UnicodeDecodeError) as e:
         raise ConfigError(f"{path}: unreadable ({e})") from None
-    records, last = [], -1
+    records: list[dict] = []
+    measured: set = set()
     for i, line in lines:
         where = f"{path}, line {i}"
-        r = check_fields(_parse(line, where, ""), RECORD, where, RECORD_OPTIONAL)
-        for task, ev in r.get("per_task", {}).items():
-            check_fields(ev, EVALUATION, f"{where}, per_task {task}")
-        if r["step"] <= last:
-            raise ConfigError(f"{where}: step {r['step']} does not follow step {last}")
-        records.append(r)
-        last = r["step"]
+        first, last = (records[0], records[-1]) if records else (None, None)
+        records.append(_record(_parse(line, where, ""), where, first, last, measured))
+        measured = measured or set(records[-1].get("measures", ()))
     return [null_to_nan(r) for r in records] if nan else records
+
+
+def _record(r: object, where: str, first: dict | None, last: dict | None, measured: set) -> dict:
+    """One line of metrics.jsonl, checked (RECORD; per_task's entries, EVALUATION; measures,
+    MEASURES) and consistent with the `first` and `last` records before it: a later step, the
+    same tasks in per_task; and the `measured` names of the first record that logged measures."""
+    check_fields(r, RECORD, where, RECORD_OPTIONAL)
+    for task, ev in r.get("per_task", {}).items():
+        check_fields(ev, EVALUATION, f"{where}, per_task {task}")
+    if "measures" in r:
+        check_fields(r["measures"], MEASURES, f"{where}, measures", tuple(MEASURES))
+        if measured and set(r["measures"]) != measured:
+            raise ConfigError(f"{where}: other measures than the first record that logged them")
+    if last is not None and r["step"] <= last["step"]:
+        raise ConfigError(f"{where}: step {r['step']} does not follow step {last['step']}")
+    if first is not None and set(r.get("per_task", ())) != set(first.get("per_task", ())):
+        raise ConfigError(f"{where}: per_task names other tasks than the first record")
+    return r
 
 
 def outputs_current(run_dir: Path, step: int | None = None) -> bool:
