@@ -22,6 +22,7 @@ from clirun import TINY, run_cli
 
 TINY_RUN = [*TINY, "--steps", "30"]
 SWEEP = ["sweep", "add", *TINY_RUN, "--seeds", "0-1", "--workers", "1"]
+PHASE = ["phase", "add", *TINY_RUN, "--grid", "weight_decay=0,1", "--seeds", "0", "--workers", "1"]
 EXPERIMENT = ["experiment", "grokfast", "--arms", "baseline", *TINY_RUN, "--seeds", "0"]
 # What each command is there to write (a file it may change even when it succeeds).
 ANALYSIS_OUTPUTS = ("analysis.json", "analysis-")
@@ -45,8 +46,8 @@ def no_rendering():
 
 @pytest.fixture(scope="module")
 def folders(tmp_path_factory, no_rendering) -> dict[str, Path]:
-    """One finished run with snapshots and logged measures, one sweep of two runs, and one
-    experiment of one run, made once per module and copied for each case."""
+    """One finished run with snapshots and logged measures, one sweep and one phase diagram of
+    two runs each, and one experiment of one run, made once per module and copied for each case."""
     root = tmp_path_factory.mktemp("originals")
     made = {
         "run": [
@@ -61,6 +62,7 @@ def folders(tmp_path_factory, no_rendering) -> dict[str, Path]:
             "10",
         ],
         "sweep": SWEEP,
+        "phase": PHASE,
         "experiment": EXPERIMENT,
     }
     for name, args in made.items():
@@ -191,6 +193,7 @@ ANALYZE: Command = (["analyze", "--threads", "1"], False, ANALYSIS_OUTPUTS)
 RESUME: Command = (["resume", "--threads", "1"], False, ("*",))
 SUMMARIZE: Command = (["summarize"], False, AGGREGATES)
 RERUN: Command = (SWEEP, True, ("*",))
+PHASE_RERUN: Command = (PHASE, True, ("*",))
 REPORT_ONLY: Command = ([*EXPERIMENT, "--report-only"], True, REPORT)
 RUN_FILE = "runs/seed=1/{}"
 EXPERIMENT_FILE = "baseline/seed0/{}"
@@ -204,6 +207,8 @@ CASES = {
     "sweep run summary.json": ("sweep", RUN_FILE.format("summary.json"), JSON_DAMAGE, [SUMMARIZE]),
     "sweep rerun config.json": ("sweep", RUN_FILE.format("config.json"), JSON_DAMAGE, [RERUN]),
     "sweep rerun summary.json": ("sweep", RUN_FILE.format("summary.json"), JSON_DAMAGE, [RERUN]),
+    "phase sweep.json": ("phase", "sweep.json", JSON_DAMAGE, [PHASE_RERUN]),
+    "phase summary.json": ("phase", "runs/*/summary.json", JSON_DAMAGE, [PHASE_RERUN]),
     "experiment config.json": (
         "experiment",
         EXPERIMENT_FILE.format("config.json"),
@@ -292,6 +297,7 @@ def test_a_damaged_snapshot_is_named(folders, tmp_path):
         ("memorized_step", 2.5, "memorized_step must be an integer >= 0 or null"),
         ("wall_s", float("inf"), "wall_s must be a finite number >= 0"),
         ("status", "done", "status must be one of"),
+        ("seed", 0, "the summary of another run"),
     ],
 )
 def test_a_summary_out_of_range_is_named_in_one_line(folders, tmp_path, field, value, words):

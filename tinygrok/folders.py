@@ -328,17 +328,21 @@ def _checked(
         raise ConfigError(f"{e}; {fix}" if fix else str(e)) from None
 
 
-def read_summary(run_dir: Path, fix: str = "") -> dict | None:
-    """summary.json of a run (SUMMARY_FIELDS checked, and per_task's entries: one per task), or
-    None while it has none (a run writes it when it stops)."""
+def read_summary(run_dir: Path, fix: str = "", cfg: Config | None = None) -> dict | None:
+    """summary.json of a run (SUMMARY_FIELDS checked, per_task's entries one per task, and with
+    `cfg` the run's config, its tasks and seed), or None while it has none (a run writes it when
+    it stops)."""
     path = Path(run_dir) / SUMMARY
     doc = read_json(path, fix, missing_ok=True)
     if doc is None:
         return None
     _checked(doc, SUMMARY_FIELDS, str(path), fix, ("diverged_step",))
+    tail = f"; {fix}" if fix else ""
     if set(doc["per_task"]) != set(doc["tasks"]):
+        raise ConfigError(f"{path}: per_task must have one entry per task{tail}")
+    if cfg is not None and (doc["tasks"], doc["seed"]) != (list(cfg.tasks), cfg.seed):
         raise ConfigError(
-            f"{path}: per_task must have one entry per task" + (f"; {fix}" * bool(fix))
+            f"{path}: the summary of another run than its {CONFIG} (tasks, seed){tail}"
         )
     for task, metrics in doc["per_task"].items():
         _checked(metrics, TASK_METRICS, f"{path}, per_task {task}", fix)
