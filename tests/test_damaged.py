@@ -46,8 +46,9 @@ def no_rendering():
 
 @pytest.fixture(scope="module")
 def folders(tmp_path_factory, no_rendering) -> dict[str, Path]:
-    """One finished run with snapshots and logged measures, one sweep and one phase diagram of
-    two runs each, and one experiment of one run, made once per module and copied for each case."""
+    """One finished run with snapshots and logged measures (and a copy of it as if killed after
+    its final checkpoint), one sweep and one phase diagram of two runs each, and one experiment
+    of one run, made once per module and copied for each case."""
     root = tmp_path_factory.mktemp("originals")
     made = {
         "run": [
@@ -68,7 +69,11 @@ def folders(tmp_path_factory, no_rendering) -> dict[str, Path]:
     for name, args in made.items():
         r = run_cli(*args, "--out", root / name)
         assert r.code == 0, r.err
-    return {name: root / name for name in made}
+    # a run killed after its final checkpoint: resume writes its summary from metrics.jsonl
+    ended = shutil.copytree(root / "run", root / "ended")
+    (ended / "summary.json").unlink()
+    (ended / "curves.png").unlink()
+    return {name: root / name for name in [*made, "ended"]}
 
 
 def digests(folder: Path) -> dict[str, str]:
@@ -84,11 +89,13 @@ def digests(folder: Path) -> dict[str, str]:
 
 
 def truncate(path: Path, rng: random.Random) -> None:
+    """Cut the file at a random byte."""
     data = path.read_bytes()
     path.write_bytes(data[: rng.randrange(len(data))])
 
 
 def flip_bytes(path: Path, rng: random.Random) -> None:
+    """Flip one to four random bits."""
     data = bytearray(path.read_bytes())
     for _ in range(rng.randint(1, 4)):
         data[rng.randrange(len(data))] ^= 1 << rng.randrange(8)
@@ -96,6 +103,7 @@ def flip_bytes(path: Path, rng: random.Random) -> None:
 
 
 def not_utf8(path: Path, rng: random.Random) -> None:
+    """Insert two bytes that are not UTF-8."""
     data = path.read_bytes()
     at = rng.randrange(len(data))
     path.write_bytes(data[:at] + b"\xff\xfe" + data[at:])
@@ -132,10 +140,12 @@ def edit_json(doc: object, rng: random.Random) -> object:
 
 
 def edit_json_file(path: Path, rng: random.Random) -> None:
+    """One random edit (`edit_json`) of a JSON file."""
     path.write_text(json.dumps(edit_json(json.loads(path.read_text()), rng)))
 
 
 def edit_json_line(path: Path, rng: random.Random) -> None:
+    """One random edit (`edit_json`) of one line of a JSON-lines file."""
     lines = path.read_text().splitlines()
     i = rng.randrange(len(lines))
     lines[i] = json.dumps(edit_json(json.loads(lines[i]), rng))
@@ -143,6 +153,7 @@ def edit_json_line(path: Path, rng: random.Random) -> None:
 
 
 def swap_json_lines(path: Path, rng: random.Random) -> None:
+    """Two neighbouring lines swapped (their steps then go backwards)."""
     lines = path.read_text().splitlines()
     i = rng.randrange(len(lines) - 1)
     lines[i], lines[i + 1] = lines[i + 1], lines[i]
@@ -174,6 +185,7 @@ def rewrite_snapshot(path: Path, rng: random.Random) -> None:
 
 
 def npy_not_npz(path: Path, rng: random.Random) -> None:
+    """A .npy array in place of the .npz snapshot."""
     np.save(path.with_suffix(".npy"), np.zeros(rng.randint(1, 9)))
     path.with_suffix(".npy").replace(path)
 
@@ -201,6 +213,7 @@ CASES = {
     "run config.json": ("run", "config.json", JSON_DAMAGE, [ANALYZE, RESUME]),
     "run summary.json": ("run", "summary.json", JSON_DAMAGE, [RESUME]),
     "run metrics.jsonl": ("run", "metrics.jsonl", METRICS_DAMAGE, [ANALYZE]),
+    "ended metrics.jsonl": ("ended", "metrics.jsonl", METRICS_DAMAGE, [RESUME]),
     "run snapshot": ("run", "snapshots/step_00000*0.npz", SNAPSHOT_DAMAGE, [ANALYZE]),
     "sweep.json": ("sweep", "sweep.json", JSON_DAMAGE, [SUMMARIZE, RERUN]),
     "sweep run config.json": ("sweep", RUN_FILE.format("config.json"), JSON_DAMAGE, [SUMMARIZE]),
@@ -245,7 +258,8 @@ def check_case(folders: dict[str, Path], tmp: Path, case: str, damage: str, seed
         rng = random.Random(f"{case}/{damage}/{seed}/{i}")
         folder = tmp / f"{kind}{i}"
         shutil.copytree(folders[kind], folder)
-        damaging(rng.choice(sorted(folder.glob(pattern))), rng)
+        target = rng.choice(sorted(folder.glob(pattern)))
+        damaging(target, rng)
         before = digests(folder)
         r = run_cli(*args, "--out", folder) if as_out else run_cli(*args[:1], folder, *args[1:])
         what = f"{case}, {damage}, {args[0]}: exit {r.code}\n{r.err}"
@@ -253,6 +267,8 @@ def check_case(folders: dict[str, Path], tmp: Path, case: str, damage: str, seed
         assert "Traceback" not in r.out + r.err, what
         if r.code == 2:
             assert len(r.err_lines) == 1 and r.err.startswith("tinygrok: error: "), what
+            # the damaged file, or its folder (an edit can leave a valid file of another run)
+            assert str(target.parent) in r.err, what
         after = digests(folder)
         changed = [n for n in before if after.get(n) != before[n] and not writes(n, outputs)]
         assert not changed or r.code == 0 and "*" in outputs, (what, changed)
