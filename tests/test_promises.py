@@ -146,6 +146,34 @@ def test_analyze_restricts_to_the_key_frequencies_given(tmp_path):
     assert r.code == 2 and "frequencies must be in 1..5" in r.err
 
 
+def run_summary(tasks: list[str], seed: int, status: str) -> dict:
+    """A summary.json of a run that reached nothing, for the fields a test does not set."""
+    never = {
+        "memorized_step": None,
+        "generalized_step": None,
+        "delay_steps": None,
+        "progress_pct": None,
+        "unstable": False,
+        "min_val_acc_after_generalized": None,
+        "final_train_acc": 0.1,
+        "final_val_acc": 0.1,
+    }
+    return {
+        "tasks": tasks,
+        "seed": seed,
+        "step_budget": 2000,
+        "steps_run": 2000,
+        **never,
+        "n_params": 1,
+        "wall_s": 1.0,
+        "steps_per_s": 2000.0,
+        "status": status,
+        "per_task": {t: never for t in tasks},
+        "initial_sparsity": 0.0,
+        "final_sparsity": 0.0,
+    }
+
+
 def test_experiment_table_arithmetic(tmp_path):
     """Medians and [min-max] over seeds with 'never' for a seed that did not generalize (counted
     as +inf), speedups as the baseline's median over the arm's, and '-' where either is never."""
@@ -161,16 +189,20 @@ def test_experiment_table_arithmetic(tmp_path):
             continue  # scale0.1: no run done yet
         gen = generalized[spec.label][spec.seed]
         task = {
+            "memorized_step": 200,
             "generalized_step": gen,
             "progress_pct": None if gen is None else 100 * gen / 2000,
             "delay_steps": None if gen is None else gen - 200,
+            "final_train_acc": 1.0,
             "final_val_acc": 0.99 if gen else 0.1,
             "unstable": False,
             "min_val_acc_after_generalized": None,
         }
         spec.out.mkdir(parents=True)
-        summary = {"status": "finished", "per_task": {"division": task}}
-        (spec.out / "summary.json").write_text(json.dumps(summary))
+        summary = run_summary(["division"], spec.seed, "finished") | task
+        (spec.out / "summary.json").write_text(
+            json.dumps(summary | {"per_task": {"division": task}})
+        )
     rows = {
         line.split("|")[1].strip(): [c.strip() for c in line.split("|")[3:-1]]
         for line in table(specs).splitlines()[2:]
@@ -197,11 +229,12 @@ def test_experiment_report_lists_the_runs_in_progress(tmp_path):
     run = specs[1].out
     run.mkdir(parents=True)
     rows = [
-        {"step": s, "train_acc": a, "val_acc": v}
+        {"step": s, "lr": 1e-3, "train_loss": 1.0, "train_acc": a, "val_loss": 2.0, "val_acc": v}
+        | {"weight_norm": 10.0, "elapsed_s": 1.0}
         for s, a, v in [(0, 0.1, 0.1), (50, 1.0, 0.3), (100, 1.0, 0.2)]
     ]
     (run / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
-    (run / "summary.json").write_text(json.dumps({"status": "interrupted"}))
+    (run / "summary.json").write_text(json.dumps(run_summary(["division"], 0, "interrupted")))
     assert in_progress(specs) == (
         "- sparse0.9, seed 0: step 100 of 2,000, division training 100.0%, validation 20.0% "
         "(at most 30.0% so far)\n"

@@ -35,6 +35,7 @@ import tinygrok.summary
 import tinygrok.train as train_mod
 from tinygrok.checkpoint import CHECKPOINT_FORMAT, load_checkpoint
 from tinygrok.folders import read_config
+from tinygrok.model import n_params
 from tinygrok.snapshots import list_snapshots, load_snapshot
 
 REAL_LEARNING_RATE = train_mod.learning_rate
@@ -316,7 +317,8 @@ def test_curves_of_the_shortest_runs(tmp_path, monkeypatch):
 
 
 def snapshot_arrays(run_dir: Path) -> dict[int, np.ndarray]:
-    return {step: load_snapshot(path)[1] for step, path in list_snapshots(run_dir)}
+    size = n_params(read_config(run_dir)[0])
+    return {step: load_snapshot(path, size)[1] for step, path in list_snapshots(run_dir)}
 
 
 def test_a_resumed_run_keeps_no_snapshot_of_its_interruption(tmp_path, monkeypatch):

@@ -504,7 +504,7 @@ BAD_RUN_FILES = {
         lambda d: edit_records(d / "checkpoint.npz", lambda run: run.update(status="paused")),
         "'paused'",
     ),
-    "config.json thread count a string": (lambda d: edit_threads(d, {"blas": "two"}), "'two'"),
+    "config.json thread count a string": (lambda d: edit_threads(d, {"blas": "two"}), '"two"'),
     "config.json thread count zero": (lambda d: edit_threads(d, {"blas": 0}), "threads"),
     "config.json thread count a float": (lambda d: edit_threads(d, {"blas": 1.5}), "1.5"),
     "summary.json corrupted": (

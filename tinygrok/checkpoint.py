@@ -84,18 +84,6 @@ def save_checkpoint(path: Path, ckpt: Checkpoint) -> None:
     atomic_write(path, lambda f: np.savez(f, **arrays))
 
 
-def _saved_threads(run_dir: Path, doc: dict) -> int | None:
-    """The BLAS thread count config.json records (None if it records none), checked."""
-    threads = doc.get("threads", {})
-    blas = threads.get("blas") if isinstance(threads, dict) else threads
-    if blas is not None and not (_is_number(blas) and isinstance(blas, int) and blas >= 1):
-        raise ConfigError(
-            f'{run_dir / "config.json"}: "threads" holds a BLAS thread count of {blas!r}, not an '
-            "integer >= 1; correct it, or give --threads"
-        )
-    return blas
-
-
 def _differences(a: Config, b: Config) -> list[str]:
     """Fields where two configs differ, as 'name: a vs b'."""
     da, db = a.to_dict(), b.to_dict()
@@ -277,7 +265,7 @@ def read_run(run_dir: Path, steps: int | None = None) -> SavedRun:
     (killed after its final checkpoint) comes back with `complete_only` when no --steps is given
     (with --steps it is checked, and trains on, as any other)."""
     cfg, doc = read_config(run_dir)
-    blas = _saved_threads(run_dir, doc)
+    blas = doc["threads"]["blas"]  # read_config checked it
     diverged = _diverged_step(run_dir)
     if diverged == 0:
         raise ConfigError(

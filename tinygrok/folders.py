@@ -16,16 +16,20 @@ Atomic writes: a file is written under a temporary name beside its final one, fl
 (fsync), renamed over the old file (`os.replace`, atomic on POSIX), and the folder is synced so the
 rename itself is durable. A crash at any moment leaves either the old complete file or the new one.
 
-Reading: a file that is missing where a run needs it, unreadable, not valid JSON or not a JSON
-object is a ConfigError of one line naming the file and the problem, never a traceback.
+Reading: every file is checked against the fields it may hold (FIELDS below: required and
+optional keys, types, finite values, ranges), so a file that is missing where a run needs it,
+unreadable, not valid JSON, or holds a missing, unknown, wrong-typed or out-of-range field is a
+ConfigError of one line naming the file and the problem, never a traceback and never a number
+that is silently wrong.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 import os
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import BinaryIO
 
@@ -43,6 +47,180 @@ SWEEP = "sweep.json"
 # What a run writes after it starts, and what starting it over must remove first (snapshots/
 # aside, which snapshots.py clears): a new run must not sit beside the old run's results.
 RUN_OUTPUTS = (CHECKPOINT, SUMMARY, CURVES, ANALYSIS, *ANALYSIS_FIGURES)
+
+
+# A field's check: a predicate, and what the value must be (for the error line).
+Check = tuple[Callable[[object], bool], str]
+
+
+def _int(v: object) -> bool:
+    return isinstance(v, int) and not isinstance(v, bool)
+
+
+def _number(v: object) -> bool:
+    return isinstance(v, int | float) and not isinstance(v, bool) and math.isfinite(v)
+
+
+def optional(check: Check) -> Check:
+    """`check`, or null."""
+    return (lambda v: v is None or check[0](v), f"{check[1]} or null")
+
+
+STEP: Check = (lambda v: _int(v) and v >= 0, "an integer >= 0")
+COUNT: Check = (lambda v: _int(v) and v >= 1, "an integer >= 1")
+INTEGER: Check = (_int, "an integer")
+NUMBER: Check = (_number, "a finite number")
+NONNEGATIVE: Check = (lambda v: _number(v) and v >= 0, "a finite number >= 0")
+FRACTION: Check = (lambda v: _number(v) and 0 <= v <= 1, "a number in [0, 1]")
+BOOL: Check = (lambda v: isinstance(v, bool), "true or false")
+TEXT: Check = (lambda v: isinstance(v, str), "a string")
+OBJECT: Check = (lambda v: isinstance(v, dict), "a JSON object")
+LIST: Check = (lambda v: isinstance(v, list), "a list")
+NAMES: Check = (
+    lambda v: isinstance(v, list) and bool(v) and all(isinstance(t, str) for t in v),
+    "a non-empty list of strings",
+)
+SEEDS: Check = (
+    lambda v: (
+        isinstance(v, list) and bool(v) and all(STEP[0](s) for s in v) and len(set(v)) == len(v)
+    ),
+    "a non-empty list of distinct integers >= 0",
+)
+THREADS: Check = (
+    lambda v: (
+        isinstance(v, dict) and set(v) == {"blas", "numba"} and all(COUNT[0](n) for n in v.values())
+    ),
+    'a JSON object {"blas": N, "numba": N} of integers >= 1',
+)
+
+
+def one_of(*values: str) -> Check:
+    """One of `values`."""
+    return (lambda v: v in values, "one of " + ", ".join(values))
+
+
+# What a run's files hold: every field with its check; (optional) names those that may be absent.
+EVALUATION = {
+    "train_loss": optional(NONNEGATIVE),  # null: NaN or infinite when logged
+    "train_acc": optional(FRACTION),
+    "val_loss": optional(NONNEGATIVE),
+    "val_acc": optional(FRACTION),
+}
+RECORD = {
+    "step": STEP,
+    "lr": NONNEGATIVE,
+    **EVALUATION,
+    "weight_norm": optional(NONNEGATIVE),
+    "elapsed_s": NONNEGATIVE,
+    "per_task": OBJECT,
+    "measures": OBJECT,
+}
+RECORD_OPTIONAL = ("per_task", "measures")
+# `--measures-every`: which are logged depends on the task (tinygrok.measures.live_measures)
+MEASURES = {
+    **{
+        f"gini_{layer}{basis}": optional(FRACTION)
+        for layer in ("embedding", "unembedding")
+        for basis in ("", "_additive")
+    },
+    "key_frequencies": (
+        lambda v: isinstance(v, list) and all(STEP[0](k) for k in v),
+        "a list of integers >= 0",
+    ),
+    "restricted_loss": optional(NONNEGATIVE),
+    "excluded_loss": optional(NONNEGATIVE),
+}
+TASK_METRICS = {
+    "memorized_step": optional(STEP),
+    "generalized_step": optional(STEP),
+    "delay_steps": optional(INTEGER),
+    "progress_pct": optional(NONNEGATIVE),
+    "unstable": BOOL,
+    "min_val_acc_after_generalized": optional(FRACTION),
+    "final_train_acc": optional(FRACTION),
+    "final_val_acc": optional(FRACTION),
+}
+SUMMARY_FIELDS = {
+    "tasks": NAMES,
+    "seed": STEP,
+    "step_budget": COUNT,
+    "steps_run": STEP,
+    **TASK_METRICS,
+    "n_params": COUNT,
+    "wall_s": NONNEGATIVE,
+    "steps_per_s": optional(NONNEGATIVE),
+    "status": one_of("finished", "diverged", "interrupted"),
+    "per_task": OBJECT,
+    "initial_sparsity": FRACTION,
+    "final_sparsity": FRACTION,
+    "diverged_step": STEP,
+}
+CONFIG_DOC = {
+    "config": OBJECT,
+    "tinygrok_version": TEXT,
+    "engine": TEXT,
+    "threads": THREADS,
+    "n_params": COUNT,
+    "provenance": OBJECT,
+    "resumes": LIST,
+}
+SWEEP_DOC = {"tinygrok_version": TEXT, "base": OBJECT, "grid": OBJECT, "seeds": SEEDS}
+
+
+def _setting_check(default: object) -> Check:
+    """The check of a Config field, from its default's type (tasks: a list of names)."""
+    if isinstance(default, bool):
+        return BOOL
+    if isinstance(default, int):
+        return INTEGER
+    if isinstance(default, float) or default is None:  # NaN and ranges: `validate` names them
+        number = (lambda v: isinstance(v, int | float) and not isinstance(v, bool), "a number")
+        return optional(number) if default is None else number
+    if isinstance(default, str):
+        return TEXT
+    return NAMES
+
+
+SETTINGS = {f.name: _setting_check(f.default) for f in dataclasses.fields(Config)}
+
+
+def check_fields(
+    doc: object, fields: Mapping[str, Check], where: str, optional_keys: tuple[str, ...] = ()
+) -> dict:
+    """`doc` itself if it is a JSON object holding every key of `fields` (those in
+    `optional_keys` may be absent) and no other, each passing its check; otherwise a ConfigError
+    of one line naming `where`, the key and what it must be."""
+    if not isinstance(doc, dict):
+        raise ConfigError(f"{where}: not a JSON object")
+    missing = [k for k in fields if k not in doc and k not in optional_keys]
+    if missing:
+        raise ConfigError(f"{where}: missing {', '.join(map(json.dumps, missing))}")
+    unknown = sorted(k for k in doc if k not in fields)
+    if unknown:
+        raise ConfigError(f"{where}: unknown key(s) {', '.join(map(json.dumps, unknown))}")
+    for key, value in doc.items():
+        test, what = fields[key]
+        if not test(value):
+            raise ConfigError(f"{where}: {key} must be {what} (got {_shown(value)})")
+    return doc
+
+
+def _shown(value: object) -> str:
+    """`value` as JSON, cut to a few dozen characters for an error line."""
+    text = json.dumps(value)
+    return text if len(text) <= 40 else text[:37] + "..."
+
+
+def check_grid(grid: dict, where: str) -> dict[str, tuple]:
+    """A sweep's grid from sweep.json: Config fields other than the seed, each with a non-empty
+    list of values of that field's type; ConfigError naming `where` otherwise."""
+    for key, values in grid.items():
+        if key not in SETTINGS or key == "seed":
+            raise ConfigError(f"{where}: grid: {key!r} is not a run setting")
+        test, what = SETTINGS[key]
+        if not isinstance(values, list) or not values or not all(test(v) for v in values):
+            raise ConfigError(f"{where}: grid {key} must be a non-empty list, each {what}")
+    return {k: tuple(v) for k, v in grid.items()}
 
 
 def atomic_write(path: Path, write: Callable[[BinaryIO], None]) -> None:
@@ -117,10 +295,11 @@ def read_json(path: Path, fix: str = "", missing_ok: bool = False) -> dict | Non
 
 
 def config_from_doc(doc: object, where: str, fix: str) -> Config:
-    """A validated Config from a JSON object, or a ConfigError naming `where` and the `fix`."""
+    """A validated Config from a JSON object of settings, each of its type, or a ConfigError
+    naming `where` and the `fix`. A setting that is absent takes its default: the file was
+    written before that option existed, when tinygrok did what its default does."""
     try:
-        if not isinstance(doc, dict):
-            raise ConfigError("the config is not a JSON object")
+        check_fields(doc, SETTINGS, "the config", tuple(SETTINGS))
         return validate(Config.from_dict(doc))
     except ConfigError as e:
         raise ConfigError(f"{where}: {e}; {fix}") from None
@@ -140,12 +319,52 @@ def read_config(run_dir: Path) -> tuple[Config, dict]:
     doc = _read_value(path, f"; {fix}", missing_ok=False)
     if not isinstance(doc, dict) or "config" not in doc:
         raise ConfigError(f'{path}: no "config" object; {fix}')
+    _checked(doc, CONFIG_DOC, str(path), fix, ("resumes",))
     return config_from_doc(doc["config"], str(path), fix), doc
 
 
-def read_summary(run_dir: Path, fix: str = "") -> dict | None:
-    """summary.json of a run, or None while it has none (a run writes it when it stops)."""
-    return read_json(Path(run_dir) / SUMMARY, fix, missing_ok=True)
+def _checked(
+    doc: object, fields: Mapping[str, Check], where: str, fix: str, optional_keys: tuple = ()
+) -> dict:
+    """`check_fields` with the `fix` after its error line."""
+    try:
+        return check_fields(doc, fields, where, optional_keys)
+    except ConfigError as e:
+        raise ConfigError(f"{e}; {fix}" if fix else str(e)) from None
+
+
+def read_summary(run_dir: Path, fix: str = "", cfg: Config | None = None) -> dict | None:
+    """summary.json of a run (SUMMARY_FIELDS checked, per_task's entries one per task, and with
+    `cfg` the run's config, its tasks and seed), or None while it has none (a run writes it when
+    it stops)."""
+    path = Path(run_dir) / SUMMARY
+    doc = read_json(path, fix, missing_ok=True)
+    if doc is None:
+        return None
+    _checked(doc, SUMMARY_FIELDS, str(path), fix, ("diverged_step",))
+    tail = f"; {fix}" if fix else ""
+    if set(doc["per_task"]) != set(doc["tasks"]):
+        raise ConfigError(f"{path}: per_task must have one entry per task{tail}")
+    if cfg is not None and (doc["tasks"], doc["seed"]) != (list(cfg.tasks), cfg.seed):
+        raise ConfigError(
+            f"{path}: the summary of another run than its {CONFIG} (tasks, seed){tail}"
+        )
+    for task, metrics in doc["per_task"].items():
+        _checked(metrics, TASK_METRICS, f"{path}, per_task {task}", fix)
+    return doc
+
+
+def read_sweep(out: Path) -> tuple[Config, dict[str, tuple], tuple[int, ...]] | None:
+    """The base config, grid and seeds of `out/sweep.json` (SWEEP_DOC checked), or None if the
+    folder holds none."""
+    path = Path(out) / SWEEP
+    doc = read_json(path, missing_ok=True)
+    if doc is None:
+        return None
+    check_fields(doc, SWEEP_DOC, str(path))
+    fix = "restore it, or choose another --out"
+    base = config_from_doc(doc["base"], f"{path}, base", fix)
+    return base, check_grid(doc["grid"], str(path)), tuple(doc["seeds"])
 
 
 def null_to_nan(value: object) -> object:
@@ -171,11 +390,32 @@ def read_metrics(run_dir: Path, nan: bool = True) -> list[dict]:
         return []
     except (OSError, UnicodeDecodeError) as e:
         raise ConfigError(f"{path}: unreadable ({e})") from None
-    records = [_parse(line, f"{path}, line {i}", "") for i, line in lines]
-    bad = next((i for (i, _), r in zip(lines, records, strict=True) if not isinstance(r, dict)), 0)
-    if bad:
-        raise ConfigError(f"{path}, line {bad}: not a JSON object")
+    records: list[dict] = []
+    measured: set = set()
+    for i, line in lines:
+        where = f"{path}, line {i}"
+        first, last = (records[0], records[-1]) if records else (None, None)
+        records.append(_record(_parse(line, where, ""), where, first, last, measured))
+        measured = measured or set(records[-1].get("measures", ()))
     return [null_to_nan(r) for r in records] if nan else records
+
+
+def _record(r: object, where: str, first: dict | None, last: dict | None, measured: set) -> dict:
+    """One line of metrics.jsonl, checked (RECORD; per_task's entries, EVALUATION; measures,
+    MEASURES) and consistent with the `first` and `last` records before it: a later step, the
+    same tasks in per_task; and the `measured` names of the first record that logged measures."""
+    check_fields(r, RECORD, where, RECORD_OPTIONAL)
+    for task, ev in r.get("per_task", {}).items():
+        check_fields(ev, EVALUATION, f"{where}, per_task {task}")
+    if "measures" in r:
+        check_fields(r["measures"], MEASURES, f"{where}, measures", tuple(MEASURES))
+        if measured and set(r["measures"]) != measured:
+            raise ConfigError(f"{where}: other measures than the first record that logged them")
+    if last is not None and r["step"] <= last["step"]:
+        raise ConfigError(f"{where}: step {r['step']} does not follow step {last['step']}")
+    if first is not None and set(r.get("per_task", ())) != set(first.get("per_task", ())):
+        raise ConfigError(f"{where}: per_task names other tasks than the first record")
+    return r
 
 
 def outputs_current(run_dir: Path, step: int | None = None) -> bool:

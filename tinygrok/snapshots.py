@@ -10,10 +10,13 @@ step budget in mind.
 
 from __future__ import annotations
 
+import zipfile
+import zlib
 from pathlib import Path
 
 import numpy as np
 
+from tinygrok.errors import ConfigError
 from tinygrok.folders import atomic_write
 
 SNAPSHOT_DIR = "snapshots"
@@ -43,10 +46,33 @@ def list_snapshots(run_dir: Path) -> list[tuple[int, Path]]:
     return sorted(found)
 
 
-def load_snapshot(path: Path) -> tuple[int, np.ndarray]:
-    """The step and the flat parameters (N,) of one snapshot file."""
-    with np.load(path, allow_pickle=False) as z:
-        return int(z["step"]), z["params"]
+def load_snapshot(path: Path, size: int) -> tuple[int, np.ndarray]:
+    """The step and the flat parameters (size,) of one snapshot file, checked: exactly the arrays
+    step (an integer, the one its name gives) and params (float32 or float64, finite, of
+    `size`); a ConfigError naming the file otherwise (a damaged, pickled or foreign file)."""
+    path = Path(path)
+    try:
+        z = np.load(path, allow_pickle=False)
+        if not isinstance(z, np.lib.npyio.NpzFile):
+            raise ValueError("a .npy array, not a .npz file")
+        with z:
+            files = sorted(z.files)
+            if files == ["params", "step"]:
+                step, params = z["step"], z["params"]
+    except (OSError, ValueError, EOFError, KeyError, zipfile.BadZipFile, zlib.error) as e:
+        raise ConfigError(f"{path}: unreadable snapshot ({e})") from None
+    if files != ["params", "step"]:
+        raise ConfigError(f"{path}: a snapshot holds step and params only (got {', '.join(files)})")
+    if step.shape != () or step.dtype.kind not in "iu" or int(step) != int(path.stem[5:]):
+        raise ConfigError(f"{path}: step must be the integer {int(path.stem[5:])} its name gives")
+    if params.shape != (size,) or params.dtype not in (np.float32, np.float64):
+        raise ConfigError(
+            f"{path}: params must be float32 or float64 of shape ({size},) (got {params.dtype} "
+            f"{params.shape})"
+        )
+    if not np.isfinite(params).all():
+        raise ConfigError(f"{path}: params hold NaN or infinite values")
+    return int(step), params
 
 
 def clear_snapshots(run_dir: Path) -> None:

@@ -64,9 +64,9 @@ def read_rows(out: Path) -> tuple[list[str], list[Row]]:
     sweep = load_sweep(out)
     rows = []
     for job in sweep.jobs(out):
-        summary = read_summary(job.out)
         started = (job.out / CONFIG).exists()
-        config = read_config(job.out)[0].to_dict() if started else job.cfg.to_dict()
+        cfg = read_config(job.out)[0] if started else job.cfg
+        summary, config = read_summary(job.out, cfg=cfg), cfg.to_dict()
         if summary is not None:
             status = summary.get("status")
         else:

@@ -28,7 +28,7 @@ from tinygrok.measures import (
     spectrum_measures,
 )
 from tinygrok.metrics import grokking_metrics
-from tinygrok.model import Params, param_shapes
+from tinygrok.model import Params, n_params, param_shapes
 from tinygrok.snapshots import list_snapshots, load_snapshot
 from tinygrok.tasks import describe_tasks
 
@@ -48,7 +48,10 @@ def analyze(run_dir: Path, key_freqs: list[int] | None = None, figures: bool = T
         raise ConfigError(
             f"RUN_DIR: {run_dir} has no parameter snapshots; train it with --snapshot-every N"
         )
+    if not records:
+        raise ConfigError(f"RUN_DIR: {run_dir} has no evaluations in its metrics.jsonl")
     p, shapes = cfg.p, param_shapes(cfg)
+    size = n_params(cfg)
     steps = [r["step"] for r in records]
     marks = grokking_metrics(
         steps,
@@ -69,7 +72,7 @@ def analyze(run_dir: Path, key_freqs: list[int] | None = None, figures: bool = T
         "steps": [s for s, _ in snaps],
         "weight_norms": {},
     }
-    last = Params(shapes, load_snapshot(snaps[-1][1])[1])
+    last = Params(shapes, load_snapshot(snaps[-1][1], size)[1])
     if key_freqs is not None and basis is None:
         raise ConfigError("--key-freqs: S5 runs have no Fourier measures")
     if basis is not None:
@@ -89,7 +92,7 @@ def analyze(run_dir: Path, key_freqs: list[int] | None = None, figures: bool = T
         out["key_frequencies"] = sorted(set(key_freqs)) if key_freqs is not None else found
         out["key_frequencies_found"] = found
     for _, path in snaps:
-        params = Params(shapes, load_snapshot(path)[1])
+        params = Params(shapes, load_snapshot(path, size)[1])
         for group, norm in layer_norms(params).items():
             out["weight_norms"].setdefault(group, []).append(norm)
         per_snapshot = {}

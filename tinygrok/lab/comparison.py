@@ -63,7 +63,7 @@ def collect(specs: list[Job]) -> dict[str, dict[str, list[dict]]]:
     """arm -> task -> the per-task summaries of its finished seeds (summary fields + status)."""
     rows: dict[str, dict[str, list[dict]]] = {}
     for spec in specs:
-        summary = read_summary(spec.out)
+        summary = read_summary(spec.out, cfg=spec.cfg)
         by_task = rows.setdefault(spec.label, {t: [] for t in spec.cfg.tasks})
         if not summary or summary.get("status") not in DONE:
             continue
@@ -182,15 +182,15 @@ def plot_comparison(specs: list[Job], path: Path, title: str) -> Path:
 
     arms = list(dict.fromkeys(s.label for s in specs))
     colors = {arm: f"C{i}" for i, arm in enumerate(arms)}
+    # every file read before the figure exists, so a damaged one leaves no figure open
+    done = [(s, summary) for s in specs if (summary := read_summary(s.out, cfg=s.cfg)) is not None]
+    done = [(s, summary) for s, summary in done if summary["status"] in DONE]
+    logs = [[r for r in read_metrics(s.out) if r["step"] > 0] for s, _ in done]
     fig, (ax_curve, ax_dots) = plt.subplots(1, 2, figsize=(12, 4.8))
     labelled: set[str] = set()
     points: list[tuple[str, float | None, str]] = []  # (row label, steps per task, arm)
-    for spec in specs:
-        summary = read_summary(spec.out)
-        if not summary or summary.get("status") not in DONE:
-            continue
+    for (spec, summary), records in zip(done, logs, strict=True):
         k, first = len(spec.cfg.tasks), spec.cfg.tasks[0]
-        records = [r for r in read_metrics(spec.out) if r["step"] > 0]
         acc = [100 * r.get("per_task", {}).get(first, r)["val_acc"] for r in records]
         ax_curve.plot(
             [r["step"] / k for r in records],
@@ -239,7 +239,7 @@ def in_progress(specs: list[Job]) -> str:
     far (first task); '' when there are none."""
     lines = []
     for spec in specs:
-        summary = read_summary(spec.out)
+        summary = read_summary(spec.out, cfg=spec.cfg)
         if (summary and summary.get("status") in DONE) or not (spec.out / METRICS).exists():
             continue
         records = read_metrics(spec.out)

@@ -18,7 +18,7 @@ from pathlib import Path
 from tinygrok import __version__
 from tinygrok.config import Config, validate
 from tinygrok.errors import ConfigError
-from tinygrok.folders import SWEEP, read_json, write_json
+from tinygrok.folders import SWEEP, read_sweep, write_json
 from tinygrok.tasks import did_you_mean
 
 RUNS_DIR = "runs"
@@ -207,15 +207,6 @@ class Sweep:
         seeds = self.seeds + tuple(s for s in other.seeds if s not in self.seeds)
         return Sweep(self.base, grid, seeds)
 
-    @classmethod
-    def from_dict(cls, d: dict) -> Sweep:
-        """Inverse of `to_dict`."""
-        return cls(
-            Config.from_dict(d["base"]),
-            {k: tuple(v) for k, v in d["grid"].items()},
-            tuple(d["seeds"]),
-        )
-
 
 def make_sweep(
     build: Callable[[dict], Config],
@@ -245,15 +236,20 @@ def make_sweep(
 
 
 def load_sweep(out: Path) -> Sweep:
-    """The definition saved in `out/sweep.json` (ConfigError if there is none)."""
+    """The definition saved in `out/sweep.json`, every run of it checked (ConfigError naming the
+    file if it is damaged, or if there is none)."""
     path = Path(out) / SWEEP
-    doc = read_json(path, missing_ok=True)
-    if doc is None:
+    saved = read_sweep(out)
+    if saved is None:
         raise ConfigError(f"DIR: {out} holds no {SWEEP}; is it a sweep folder?")
+    sweep = Sweep(*saved)
+    if len(sweep.seeds) > MAX_SEEDS:
+        raise ConfigError(f"{path}: at most {MAX_SEEDS:,} seeds (got {len(sweep.seeds):,})")
     try:
-        return Sweep.from_dict(doc)
-    except (ValueError, KeyError, TypeError, AttributeError) as e:
-        raise ConfigError(f"{path}: unreadable sweep definition ({e})") from None
+        sweep.jobs(Path(out))
+    except ConfigError as e:
+        raise ConfigError(f"{path}: {e}") from None
+    return sweep
 
 
 def save_sweep(sweep: Sweep, out: Path) -> None:

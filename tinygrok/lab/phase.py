@@ -79,7 +79,7 @@ def phase_table(sweep: Sweep, out: Path, grok_ratio: float = GROK_RATIO) -> list
             job.label,
             {"values": {k: v for k, v in job.values.items() if k != "seed"}, "runs": []},
         )
-        summary = read_summary(job.out)
+        summary = read_summary(job.out, cfg=job.cfg)
         if summary is None:
             continue
         cell["runs"].append(

@@ -49,7 +49,7 @@ def run_state(cfg: Config, run_dir: Path) -> str:
             f"--out: {run_dir} holds a run of another config ({'; '.join(diff)}); "
             "remove that folder or choose another --out"
         )
-    summary = read_summary(run_dir, "delete it (the run's end writes it again)")
+    summary = read_summary(run_dir, "delete it (the run's end writes it again)", saved)
     checkpoint = (run_dir / CHECKPOINT).exists()
     # a finished run whose figure is missing or stale is completed from its checkpoint
     status = summary.get("status") if summary is not None else None
