@@ -24,7 +24,6 @@ NH heads, T = 4 positions.
 from __future__ import annotations
 
 import dataclasses
-import threading
 from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -95,13 +94,8 @@ def run(
                 "force=True to start it over"
             )
         set_threads(threads)
-        main_thread = threading.current_thread() is threading.main_thread()
-        if main_thread:  # signal handlers can only be set there
-            stop.install()
-        try:
+        with stop:
             summary = train(config, out, progress=progress, stop=stop)
-        finally:
-            stop.uninstall()
     if summary["status"] == "interrupted":
         raise KeyboardInterrupt(
             f"{out}: interrupted at step {summary['steps_run']:,}; checkpoint saved, "

@@ -13,6 +13,7 @@ the last checkpoint (written atomically) is what a resume continues from.
 from __future__ import annotations
 
 import signal
+import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -34,13 +35,16 @@ class StopFlag:
     abandoning: bool = False  # inside `abandonable()`: the first signal raises there
     previous: dict = field(default_factory=dict)
 
-    def install(self) -> None:
-        """Route SIGINT and SIGTERM here (main thread only)."""
-        for sig in (signal.SIGINT, signal.SIGTERM):
-            self.previous[sig] = signal.signal(sig, self._handle)
+    def __enter__(self) -> StopFlag:
+        """Route SIGINT and SIGTERM here while the `with` block runs; outside the main thread,
+        where Python allows no signal handler, the flag stays down."""
+        if threading.current_thread() is threading.main_thread():
+            for sig in (signal.SIGINT, signal.SIGTERM):
+                self.previous[sig] = signal.signal(sig, self._handle)
+        return self
 
-    def uninstall(self) -> None:
-        """Restore the handlers `install` replaced."""
+    def __exit__(self, *exc: object) -> None:
+        """Restore the handlers `__enter__` replaced."""
         for sig, handler in self.previous.items():
             signal.signal(sig, handler)
         self.previous.clear()

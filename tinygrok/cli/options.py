@@ -225,12 +225,8 @@ def with_stop_flag(start: Callable):
     saves, and returns with status "interrupted"; a sweep lets its runs do the same."""
     from tinygrok.interrupt import StopFlag
 
-    stop = StopFlag()
-    stop.install()
-    try:
+    with StopFlag() as stop:
         return start(stop)
-    finally:
-        stop.uninstall()
 
 
 def end_of_runs(failures: dict[str, str], interrupted: bool) -> None:
