@@ -246,7 +246,7 @@ def test_ctrl_c_while_the_command_starts_is_one_line(tmp_path):
     """Ctrl-C at instants through the first second (modules loading, the folder and the first
     checkpoint being made): exit 130 and one line, no traceback; the folder is then resumed, or
     run again when it holds no run yet, to the run never stopped."""
-    args = ["division", *TINY, "--threads", "1", "--steps", "30"]
+    args = ["division", *TINY, "--threads", "1", "--steps", "300"]  # longer than the instants
     reference(tmp_path / "ref", *args)
     earliest, interrupted = 2 * start_up_s(), 0
     for i, instant in enumerate(earliest + k * 0.3 for k in range(4)):

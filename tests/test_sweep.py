@@ -259,7 +259,7 @@ def test_a_run_that_keeps_failing_is_tried_retries_plus_one_times(tmp_path, retr
     it is no snapshot). The count: the first attempt starts at step 0 and checkpoints step 0;
     every later one resumes from that checkpoint, and each resume is listed in config.json."""
     out, bad = tmp_path / "s", "seed=1"
-    (out / "runs" / bad / "snapshots" / "step_0000020.npz.tmp.npz").mkdir(parents=True)
+    (out / "runs" / bad / "snapshots" / ".step_0000020.npz.tmp").mkdir(parents=True)
     r = run_cli(
         "sweep", "add", *TINY, "--steps", "30", "--seeds", "0-1", "--snapshot-every", "10",
         "--workers", "2", "--retries", str(retries), "--out", out,
@@ -268,7 +268,7 @@ def test_a_run_that_keeps_failing_is_tried_retries_plus_one_times(tmp_path, retr
     failed = [line for line in r.err_lines if " failed: " in line]
     assert len(failed) == 1 and failed[0].startswith(f"tinygrok: run {bad} failed: ")  # once
     assert r.err_lines[-1].startswith("tinygrok: 1 run failed (reported above)")  # the count ends
-    assert "IsADirectoryError" in failed[0] and "step_0000020.npz.tmp.npz" in failed[0]
+    assert "IsADirectoryError" in failed[0] and ".step_0000020.npz.tmp" in failed[0]
     config = json.loads((out / "runs" / bad / "config.json").read_text())
     assert [resume["step"] for resume in config.get("resumes", [])] == [0] * retries
     assert not (out / "runs" / bad / "summary.json").exists()
