@@ -29,7 +29,8 @@ def run_label(cfg: Config) -> str:
 
 
 def step_axis(ax, log_x: bool) -> None:
-    """Step labels readable on any run length: 1-2-5 ticks on a log axis, with thousands commas."""
+    """Step labels readable on any run length: 1-2-5 ticks on a log axis, with thousands commas,
+    and from 10,000 on in thousands ("20k"), short enough not to collide over many decades."""
     from matplotlib.ticker import FuncFormatter, LogLocator, MaxNLocator, NullFormatter
 
     if log_x:
@@ -37,7 +38,9 @@ def step_axis(ax, log_x: bool) -> None:
         ax.xaxis.set_major_locator(LogLocator(base=10, subs=(1.0, 2.0, 5.0)))
     else:
         ax.xaxis.set_major_locator(MaxNLocator(6, integer=True))
-    ax.xaxis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:,.0f}"))
+    ax.xaxis.set_major_formatter(
+        FuncFormatter(lambda v, _: f"{v:,.0f}" if v < 10_000 else f"{v / 1000:,.0f}k")
+    )
     ax.xaxis.set_minor_formatter(NullFormatter())
 
 
