@@ -7,7 +7,8 @@ every position (B * T rows), or, where named "last", in the last block, which wo
 position only. The fast model's first block runs its layer norm and q/k/v projections once per
 distinct (token, position), about 196 rows of a default batch ("196 rows"), and the backward of
 that gather adds 2,048 rows of gradient into those 196 ("scatter-add"). Times are medians of
-interleaved repeats, in microseconds per call.
+interleaved repeats, in microseconds per call. The activation kernels overwrite their input, so
+each call gets a fresh copy of it, in both engines (the copy's time is in both columns).
 """
 
 from __future__ import annotations
@@ -55,9 +56,13 @@ def cases(cfg: Config) -> dict:
     d_qkv = r(B * T, 3 * C)
     p, g, m, v2 = r(N), r(N), r(N), np.abs(r(N))
     return {
-        "GELU + bias forward": lambda e: bias_act_forward(h, b_fc, "gelu", e),
-        "GELU + bias backward": lambda e: bias_act_backward(h, h, "gelu", e),
-        "GELU + bias backward (last)": lambda e: bias_act_backward(h_last, h_last, "gelu", e),
+        "GELU + bias forward": lambda e: bias_act_forward(h.copy(), b_fc, "gelu", e),
+        "GELU + bias backward": lambda e: bias_act_backward(h.copy(), h, "gelu", e),
+        "GELU + bias backward (last)": lambda e: bias_act_backward(
+            h_last.copy(), h_last, "gelu", e
+        ),
+        "ReLU + bias forward": lambda e: bias_act_forward(h.copy(), b_fc, "relu", e),
+        "ReLU + bias backward": lambda e: bias_act_backward(h.copy(), h, "relu", e),
         "layer norm forward": lambda e: layernorm_forward(x, w, w, e),
         "layer norm backward": lambda e: layernorm_backward(x, x, w, mean, rstd, e),
         "layer norm forward (196 rows)": lambda e: layernorm_forward(x_few, w, w, e),

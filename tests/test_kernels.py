@@ -50,14 +50,19 @@ def normal(rng: np.random.Generator, shape: tuple[int, ...], dtype, scale: float
 def test_bias_act(dtype, act, n, f, seed):
     rng = np.random.default_rng(seed)
     h, b, dout = normal(rng, (n, f), dtype, 3), normal(rng, (f,), dtype), normal(rng, (n, f), dtype)
-    for got, want in zip(
-        bias_act_forward(h, b, act, "numba"), bias_act_forward(h, b, act, "numpy"), strict=True
-    ):
-        assert_close(got, want)
+    got = bias_act_forward(h.copy(), b, act, "numba")
+    want = bias_act_forward(h.copy(), b, act, "numpy")
+    for g, w in zip(got, want, strict=True):
+        assert_close(g, w)
     pre = h + b
+    assert_close(got[0], np.maximum(pre, 0) if act == "relu" else want[0])
+    saved = want[1]
     assert_close(
-        bias_act_backward(dout, pre, act, "numba"), bias_act_backward(dout, pre, act, "numpy")
+        bias_act_backward(dout.copy(), saved, act, "numba"),
+        bias_act_backward(dout.copy(), saved, act, "numpy"),
     )
+    if act == "relu":  # relu'(pre) read off the output: [out > 0] = [pre > 0]
+        assert_close(bias_act_backward(dout.copy(), saved, act, "numpy"), dout * (pre > 0))
 
 
 @pytest.mark.parametrize("dtype", DTYPES)
@@ -244,7 +249,7 @@ def test_float32_tanh_holds_its_documented_bound():
     assert np.abs(t - np.tanh(u.astype(np.float64))).max() < 1e-6
     # GELU through the kernel: 0.5 x (1 + tanh): off by at most 0.5 |x| 1e-6, plus rounding
     x = np.linspace(-8, 8, 100_001).astype(np.float32)
-    _, out = bias_act_forward(x[None, :], np.zeros(x.size, np.float32), "gelu", "numba")
+    out, _ = bias_act_forward(x[None, :].copy(), np.zeros(x.size, np.float32), "gelu", "numba")
     x64 = x.astype(np.float64)
     exact = 0.5 * x64 * (1 + np.tanh(np.sqrt(2 / np.pi) * (x64 + 0.044715 * x64**3)))
     bound = 0.5 * np.abs(x64) * 1e-6 + 4 * np.finfo(np.float32).eps * (np.abs(exact) + 1e-3)
@@ -270,8 +275,9 @@ for dtype in (np.float32, np.float64):
     q, k, v, dy = r(50, 4, 64), r(50, 4, 64), r(50, 4, 64), r(50, 4, 64)
     logits, targets, tokens = r(300, 97), rng.integers(0, 97, 300), rng.integers(0, 30, (50, 4))
     p, g, m, s = r(1000), r(1000), r(1000), np.abs(r(1000))
-    res = [*bias_act_forward(h, b, "gelu", e), bias_act_backward(h, h, "gelu", e)]
-    res += [bias_act_backward(h, h, "relu", e), *layernorm_forward(x, w, w, e)]
+    res = [*bias_act_forward(h.copy(), b, "gelu", e), bias_act_backward(h.copy(), h, "gelu", e)]
+    res += [*bias_act_forward(h.copy(), b, "relu", e), bias_act_backward(h.copy(), h, "relu", e)]
+    res += layernorm_forward(x, w, w, e)
     res += layernorm_backward(x, x, w, res[-2], res[-1], e)
     y, a = attention_forward(q, k, v, 4, e)
     res += [y, a, *attention_backward(dy, q, k, v, a, 4, e)]
@@ -304,6 +310,6 @@ def test_kernels_compiled_and_cached_give_the_same_bits(tmp_path):
         runs[name] = np.load(tmp_path / f"{name}.npz")
     assert any((tmp_path / "cache").rglob("*.nbc")), "nothing was cached"
     compiled, cached = runs["compiled"], runs["cached"]
-    assert sorted(compiled.files) == sorted(cached.files) and len(compiled.files) == 2 * 25
+    assert sorted(compiled.files) == sorted(cached.files) and len(compiled.files) == 2 * 27
     differ = [k for k in compiled.files if not np.array_equal(compiled[k], cached[k])]
     assert not differ, f"kernel outputs that changed bits when loaded from the cache: {differ}"

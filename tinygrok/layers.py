@@ -205,8 +205,8 @@ def attention_backward(dy: np.ndarray, cache: AttentionCache) -> tuple[np.ndarra
 
 class MLPCache(NamedTuple):
     x: np.ndarray  # (N, C)
-    pre: np.ndarray  # (N, F) x w_fc + b_fc
-    hact: np.ndarray  # (N, F) act(pre)
+    saved: np.ndarray  # (N, F) what act's backward reads: hact for ReLU, pre for GELU
+    hact: np.ndarray  # (N, F) act(pre),  pre = x w_fc + b_fc
     w_fc: np.ndarray
     w_proj: np.ndarray
     act: str
@@ -218,9 +218,9 @@ def mlp_forward(
 ) -> tuple[np.ndarray, MLPCache]:
     """x (N, C), p {w_fc (C, F), b_fc (F,), w_proj (F, C), b_proj (C,)} -> y (N, C)."""
     h = matmul(x, p["w_fc"])  # (N, F)
-    pre, hact = activation.bias_act_forward(h, p["b_fc"], act, engine)  # (N, F), (N, F)
+    hact, saved = activation.bias_act_forward(h, p["b_fc"], act, engine)  # in h's memory
     y = affine(hact, p["w_proj"], p["b_proj"])  # (N, C)
-    return y, MLPCache(x, pre, hact, p["w_fc"], p["w_proj"], act, engine)
+    return y, MLPCache(x, saved, hact, p["w_fc"], p["w_proj"], act, engine)
 
 
 def mlp_backward(dy: np.ndarray, cache: MLPCache) -> tuple[np.ndarray, Grads]:
@@ -229,7 +229,7 @@ def mlp_backward(dy: np.ndarray, cache: MLPCache) -> tuple[np.ndarray, Grads]:
     # y = hact @ w_proj + b_proj
     dhact, dw_proj, db_proj = affine_backward(dy, c.hact, c.w_proj)
     # hact = act(x @ w_fc + b_fc)
-    dpre = activation.bias_act_backward(dhact, c.pre, c.act, c.engine)  # (N, F)
+    dpre = activation.bias_act_backward(dhact, c.saved, c.act, c.engine)  # in dhact's memory
     dx, dw_fc, db_fc = affine_backward(dpre, c.x, c.w_fc)
     return dx, {"w_fc": dw_fc, "b_fc": db_fc, "w_proj": dw_proj, "b_proj": db_proj}
 

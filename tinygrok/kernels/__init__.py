@@ -25,6 +25,11 @@ between two kernels. On this project's 2-core machine OpenMP made a 2-thread ste
 slower, and worse under load (docs/PERFORMANCE.md). workqueue does not allow two Python threads
 to run tinygrok kernels at the same time; run parallel trainings as processes (as `tinygrok sweep`
 does).
+
+Without reassociation a plain `s += a[c] * b[c]` stays one chain of dependent additions, each
+waiting for the one before. The kernels' row sums use `dot`, which keeps four independent chains
+(element c in lane c % 4, the lanes added at the end, in an order fixed by the source): the layer
+norm's forward and the attention kernels ran 1.4 to 2 times as fast.
 """
 
 from __future__ import annotations
@@ -33,6 +38,7 @@ import os
 import sys
 
 import numba
+from numba import njit
 from numba.core import event
 
 if "NUMBA_THREADING_LAYER" not in os.environ:
@@ -62,3 +68,19 @@ class _CompileNotice(event.Listener):
 
 
 event.register("numba:compile", _CompileNotice())
+
+
+@njit(cache=True, fastmath=FASTMATH, inline="always")
+def dot(a, b):
+    """a, b (n,) -> sum_c a[c] b[c] in four lanes, in a's dtype."""
+    zero = a.dtype.type(0)
+    s0 = s1 = s2 = s3 = zero
+    n4 = len(a) - len(a) % 4
+    for c in range(0, n4, 4):
+        s0 += a[c] * b[c]
+        s1 += a[c + 1] * b[c + 1]
+        s2 += a[c + 2] * b[c + 2]
+        s3 += a[c + 3] * b[c + 3]
+    for c in range(n4, len(a)):
+        s0 += a[c] * b[c]
+    return (s0 + s1) + (s2 + s3)

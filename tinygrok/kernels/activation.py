@@ -12,6 +12,11 @@ The float32 kernel evaluates tanh with Eigen's rational approximation (`generic_
 absolute error below 1e-6): numba calls libm's scalar `tanhf`, which does not vectorize and made the
 kernel ten times slower than NumPy. float64 keeps the exact `np.tanh`.
 
+Both work in place: the forward turns its input h (the fresh product x W_fc) into h + b, and
+for ReLU into the output itself; the backward turns dout (the fresh product dy W_proj^T) into
+dpre. Writing a second and third (N, F) array made the ReLU pair several times slower than the
+in-place loops, which only stream h once.
+
 Shapes: N rows, F features.
 """
 
@@ -27,22 +32,26 @@ SQRT_2_OVER_PI = float(np.sqrt(2.0 / np.pi))
 
 
 def bias_act_forward_ref(h: np.ndarray, b: np.ndarray, act: str) -> tuple[np.ndarray, np.ndarray]:
-    """h (N, F), b (F,) -> pre (N, F) = h + b, out (N, F) = act(pre)."""
-    pre = h + b
+    """h (N, F), b (F,) -> out (N, F) = act(h + b), and what the backward reads (N, F): out itself
+    for ReLU (relu'(pre) = [out > 0]), pre = h + b for GELU. Overwrites h with h + b."""
+    h += b
     if act == "relu":
-        return pre, np.maximum(pre, 0)
-    c, s = pre.dtype.type(GELU_C), pre.dtype.type(SQRT_2_OVER_PI)
-    return pre, pre * pre.dtype.type(0.5) * (1 + np.tanh(s * (pre + c * pre * pre * pre)))
+        return np.maximum(h, 0, out=h), h
+    c, s = h.dtype.type(GELU_C), h.dtype.type(SQRT_2_OVER_PI)
+    return h * h.dtype.type(0.5) * (1 + np.tanh(s * (h + c * h * h * h))), h
 
 
-def bias_act_backward_ref(dout: np.ndarray, pre: np.ndarray, act: str) -> np.ndarray:
-    """dout (N, F), pre (N, F) -> dpre (N, F); the bias gradient is dpre summed over rows."""
+def bias_act_backward_ref(dout: np.ndarray, saved: np.ndarray, act: str) -> np.ndarray:
+    """dout (N, F), the forward's saved (N, F) -> dpre (N, F) = dout act'(pre), in dout's memory;
+    the bias gradient is dpre summed over rows."""
     if act == "relu":
-        return dout * (pre > 0)
+        dout *= saved > 0
+        return dout
+    pre = saved
     c, s, half = pre.dtype.type(GELU_C), pre.dtype.type(SQRT_2_OVER_PI), pre.dtype.type(0.5)
     t = np.tanh(s * (pre + c * pre * pre * pre))
-    grad = half * (1 + t) + half * pre * (1 - t * t) * s * (1 + 3 * c * pre * pre)
-    return dout * grad
+    dout *= half * (1 + t) + half * pre * (1 - t * t) * s * (1 + 3 * c * pre * pre)
+    return dout
 
 
 @njit(cache=True, fastmath=FASTMATH, inline="always")
@@ -71,56 +80,71 @@ def _tanh(u, rational):
 
 
 @njit(cache=True, parallel=True, fastmath=FASTMATH)
-def _bias_act_forward_nb(h, b, gelu, c, s, rational, pre, out):
-    """Fills pre = h + b and out = act(pre); one row per iteration (disjoint outputs)."""
+def _bias_relu_forward_nb(h, b):
+    """h = relu(h + b), in place; one row per iteration (disjoint rows)."""
     N, F = h.shape
-    one, half, zero = pre.dtype.type(1), pre.dtype.type(0.5), pre.dtype.type(0)
+    zero = h.dtype.type(0)
     for n in prange(N):
         for f in range(F):
-            x = h[n, f] + b[f]
-            pre[n, f] = x
-            if gelu:
-                out[n, f] = half * x * (one + _tanh(s * (x + c * x * x * x), rational))
-            else:
-                out[n, f] = max(x, zero)
+            h[n, f] = max(h[n, f] + b[f], zero)
 
 
 @njit(cache=True, parallel=True, fastmath=FASTMATH)
-def _bias_act_backward_nb(dout, pre, gelu, c, s, rational, dpre):
-    """Fills dpre = dout * act'(pre); one row per iteration (disjoint outputs)."""
+def _bias_gelu_forward_nb(h, b, c, s, rational, out):
+    """h += b (the pre-activation, in place) and out = gelu(h); one row per iteration."""
+    N, F = h.shape
+    one, half = h.dtype.type(1), h.dtype.type(0.5)
+    for n in prange(N):
+        for f in range(F):
+            x = h[n, f] + b[f]
+            h[n, f] = x
+            out[n, f] = half * x * (one + _tanh(s * (x + c * x * x * x), rational))
+
+
+@njit(cache=True, parallel=True, fastmath=FASTMATH)
+def _relu_backward_nb(dout, out):
+    """dout *= [out > 0], in place; one row per iteration."""
+    N, F = out.shape
+    one, zero = out.dtype.type(1), out.dtype.type(0)
+    for n in prange(N):
+        for f in range(F):
+            dout[n, f] *= one if out[n, f] > zero else zero
+
+
+@njit(cache=True, parallel=True, fastmath=FASTMATH)
+def _gelu_backward_nb(dout, pre, c, s, rational):
+    """dout *= gelu'(pre), in place; one row per iteration."""
     N, F = pre.shape
-    one, half, zero = pre.dtype.type(1), pre.dtype.type(0.5), pre.dtype.type(0)
-    three = pre.dtype.type(3)
+    one, half, three = pre.dtype.type(1), pre.dtype.type(0.5), pre.dtype.type(3)
     for n in prange(N):
         for f in range(F):
             x = pre[n, f]
-            if gelu:
-                t = _tanh(s * (x + c * x * x * x), rational)
-                g = half * (one + t) + half * x * (one - t * t) * s * (one + three * c * x * x)
-            else:
-                g = one if x > zero else zero
-            dpre[n, f] = dout[n, f] * g
+            t = _tanh(s * (x + c * x * x * x), rational)
+            g = half * (one + t) + half * x * (one - t * t) * s * (one + three * c * x * x)
+            dout[n, f] *= g
 
 
 def bias_act_forward(
     h: np.ndarray, b: np.ndarray, act: str, engine: str
 ) -> tuple[np.ndarray, np.ndarray]:
-    """Dispatch on the engine; see `bias_act_forward_ref`."""
+    """Dispatch on the engine; see `bias_act_forward_ref` (h is overwritten)."""
     if engine != "numba":
         return bias_act_forward_ref(h, b, act)
-    k = h.dtype.type
-    pre, out = np.empty_like(h), np.empty_like(h)
-    gelu, rational = act == "gelu", h.dtype == np.float32
-    _bias_act_forward_nb(h, b, gelu, k(GELU_C), k(SQRT_2_OVER_PI), rational, pre, out)
-    return pre, out
+    if act == "relu":
+        _bias_relu_forward_nb(h, b)
+        return h, h
+    k, out = h.dtype.type, np.empty_like(h)
+    _bias_gelu_forward_nb(h, b, k(GELU_C), k(SQRT_2_OVER_PI), h.dtype == np.float32, out)
+    return out, h
 
 
-def bias_act_backward(dout: np.ndarray, pre: np.ndarray, act: str, engine: str) -> np.ndarray:
-    """Dispatch on the engine; see `bias_act_backward_ref`."""
+def bias_act_backward(dout: np.ndarray, saved: np.ndarray, act: str, engine: str) -> np.ndarray:
+    """Dispatch on the engine; see `bias_act_backward_ref` (dout is overwritten)."""
     if engine != "numba":
-        return bias_act_backward_ref(dout, pre, act)
-    k = pre.dtype.type
-    dpre = np.empty_like(pre)
-    gelu, rational = act == "gelu", pre.dtype == np.float32
-    _bias_act_backward_nb(dout, pre, gelu, k(GELU_C), k(SQRT_2_OVER_PI), rational, dpre)
-    return dpre
+        return bias_act_backward_ref(dout, saved, act)
+    if act == "relu":
+        _relu_backward_nb(dout, saved)
+    else:
+        k = saved.dtype.type
+        _gelu_backward_nb(dout, saved, k(GELU_C), k(SQRT_2_OVER_PI), saved.dtype == np.float32)
+    return dout

@@ -31,7 +31,7 @@ from __future__ import annotations
 import numpy as np
 from numba import njit, prange
 
-from tinygrok.kernels import FASTMATH
+from tinygrok.kernels import FASTMATH, dot
 
 
 def _heads(x: np.ndarray, n_head: int) -> np.ndarray:
@@ -96,11 +96,7 @@ def _attention_forward_nb(q, k, v, n_head, scale, y, a):
             qi, yi, ai = q[b, i, lo:hi], y[b, i, lo:hi], a[b, h, i]  # (HS,), (HS,), (T,)
             # s[i, j] = q[i] . k[j] * scale, kept in a until the softmax is done
             for j in range(last + 1):
-                kj = k[b, j, lo:hi]
-                s = zero
-                for c in range(HS):
-                    s += qi[c] * kj[c]
-                ai[j] = s * scale
+                ai[j] = dot(qi, k[b, j, lo:hi]) * scale
             # a[i, :] = softmax(s[i, :])
             m = ai[0]
             for j in range(1, last + 1):
@@ -137,24 +133,19 @@ def _attention_backward_nb(dy, q, k, v, a, n_head, scale, dq, dk, dv):
             last = T - Tq + i
             qi, dyi, dqi, ai = q[b, i, lo:hi], dy[b, i, lo:hi], dq[b, i, lo:hi], a[b, h, i]
             # y = a @ v:  da[i, j] = dy[i] . v[j],  dv[j] += a[i, j] dy[i];
-            # and the softmax backward's dot = sum_j a[i, j] da[i, j]
-            dot = zero
+            # and the softmax backward's ada = sum_j a[i, j] da[i, j]
+            ada = zero
             for j in range(last + 1):
-                vj, dvj, aij = v[b, j, lo:hi], dv[b, j, lo:hi], ai[j]
-                da = zero
+                dvj, aij = dv[b, j, lo:hi], ai[j]
                 for c in range(HS):
-                    da += dyi[c] * vj[c]
                     dvj[c] += aij * dyi[c]
-                dot += aij * da
-            # a = softmax(s):  ds[i, j] = a[i, j] (da[i, j] - dot)
+                ada += aij * dot(dyi, v[b, j, lo:hi])
+            # a = softmax(s):  ds[i, j] = a[i, j] (da[i, j] - ada)
             # s = q k^T scale:  dq[i] = sum_j ds[i, j] k[j] scale,  dk[j] += ds[i, j] q[i] scale
             dqi[:] = zero
             for j in range(last + 1):
-                vj, kj, dkj = v[b, j, lo:hi], k[b, j, lo:hi], dk[b, j, lo:hi]
-                da = zero
-                for c in range(HS):
-                    da += dyi[c] * vj[c]
-                ds = ai[j] * (da - dot) * scale
+                kj, dkj = k[b, j, lo:hi], dk[b, j, lo:hi]
+                ds = ai[j] * (dot(dyi, v[b, j, lo:hi]) - ada) * scale
                 for c in range(HS):
                     dqi[c] += ds * kj[c]
                     dkj[c] += ds * qi[c]

@@ -6,10 +6,9 @@ Backward:  dxhat = dy w
            dw    = sum_rows dy xhat,   db = sum_rows dy
 (llm.c, doc/layernorm/layernorm.md, derives the dx line.)
 
-The numba kernels run one row per parallel iteration, except for dw and db, which sum over rows:
-there each iteration owns a fixed block of ROWS_PER_BLOCK rows and writes that block's partial
-sums, and the partials are added afterwards in block order. The blocks do not depend on the
-thread count, so neither do the results.
+The numba kernels run one block of ROWS_PER_BLOCK rows per parallel iteration. dw and db sum over
+rows: each block writes its partial sums, and the partials are added afterwards in block order.
+The blocks do not depend on the thread count, so neither do the results.
 """
 
 from __future__ import annotations
@@ -17,7 +16,7 @@ from __future__ import annotations
 import numpy as np
 from numba import njit, prange
 
-from tinygrok.kernels import FASTMATH
+from tinygrok.kernels import FASTMATH, dot
 
 EPS = 1e-5
 ROWS_PER_BLOCK = 64
@@ -48,23 +47,21 @@ def layernorm_backward_ref(
 
 
 @njit(cache=True, parallel=True, fastmath=FASTMATH)
-def _layernorm_forward_nb(x, w, b, eps, y, mean, rstd):
+def _layernorm_forward_nb(x, w, b, eps, rows_per_block, y, mean, rstd):
     """Fills y (N, C), mean (N,), rstd (N,); see `layernorm_forward_ref`."""
     N, C = x.shape
-    zero, one, n_c = x.dtype.type(0), x.dtype.type(1), x.dtype.type(C)
-    for n in prange(N):
-        xr, yr = x[n], y[n]
-        m = zero
-        for c in range(C):
-            m += xr[c]
-        m /= n_c
-        var = zero
-        for c in range(C):
-            var += (xr[c] - m) * (xr[c] - m)
-        r = one / np.sqrt(var / n_c + eps)
-        for c in range(C):
-            yr[c] = (xr[c] - m) * r * w[c] + b[c]
-        mean[n], rstd[n] = m, r
+    one, n_c = x.dtype.type(1), x.dtype.type(C)
+    for blk in prange(-(-N // rows_per_block)):
+        ones, dev = np.ones(C, dtype=x.dtype), np.empty(C, dtype=x.dtype)
+        for n in range(blk * rows_per_block, min(N, (blk + 1) * rows_per_block)):
+            xr, yr = x[n], y[n]
+            m = dot(xr, ones) / n_c  # (sums in four lanes: kernels/__init__.py)
+            for c in range(C):
+                dev[c] = xr[c] - m
+            r = one / np.sqrt(dot(dev, dev) / n_c + eps)
+            for c in range(C):
+                yr[c] = (xr[c] - m) * r * w[c] + b[c]
+            mean[n], rstd[n] = m, r
 
 
 @njit(cache=True, parallel=True, fastmath=FASTMATH)
@@ -104,7 +101,7 @@ def layernorm_forward(
     N = x.shape[0]
     y = np.empty_like(x)
     mean, rstd = np.empty(N, dtype=x.dtype), np.empty(N, dtype=x.dtype)
-    _layernorm_forward_nb(x, w, b, x.dtype.type(EPS), y, mean, rstd)
+    _layernorm_forward_nb(x, w, b, x.dtype.type(EPS), ROWS_PER_BLOCK, y, mean, rstd)
     return y, mean, rstd
 
 
