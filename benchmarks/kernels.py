@@ -42,10 +42,10 @@ def cases(cfg: Config) -> dict:
     h, b_fc, h_last = r(B * T, F), r(F), r(B, F)
     x, w = r(B * T, C), r(C)
     _, mean, rstd = layernorm_forward(x, w, w, "numpy")
-    qkv, q_last, kv = r(B, T, 3 * C), r(B, 1, C), r(B, T, 2 * C)
-    q, k, v = qkv[..., :C], qkv[..., C : 2 * C], qkv[..., 2 * C :]
-    _, a = attention_forward(q, k, v, NH, "numpy")
-    _, a_last = attention_forward(q_last, kv[..., :C], kv[..., C:], NH, "numpy")
+    q, q_last, kv = r(B, T, C), r(B, 1, C), r(B * T, 2 * C)
+    own = np.arange(B * T).reshape(B, T)  # each example's own keys and values
+    _, a = attention_forward(q, kv, own, NH, "numpy")
+    _, a_last = attention_forward(q_last, kv, own, NH, "numpy")
     dy, dy_last = r(B, T, C), r(B, 1, C)
     logits, targets = r(B, P), rng.integers(0, P, B)
     _, probs = cross_entropy_forward(logits, targets, "numpy")
@@ -70,13 +70,11 @@ def cases(cfg: Config) -> dict:
             x_few, x_few, w, mean_few, rstd_few, e
         ),
         "scatter-add (2,048 into 196)": lambda e: scatter_add_rows(d_qkv, index, DISTINCT, e),
-        "attention forward": lambda e: attention_forward(q, k, v, NH, e),
-        "attention backward": lambda e: attention_backward(dy, q, k, v, a, NH, e),
-        "attention forward (last)": lambda e: attention_forward(
-            q_last, kv[..., :C], kv[..., C:], NH, e
-        ),
+        "attention forward": lambda e: attention_forward(q, kv, own, NH, e),
+        "attention backward": lambda e: attention_backward(dy, q, kv, own, a, NH, e),
+        "attention forward (last)": lambda e: attention_forward(q_last, kv, own, NH, e),
         "attention backward (last)": lambda e: attention_backward(
-            dy_last, q_last, kv[..., :C], kv[..., C:], a_last, NH, e
+            dy_last, q_last, kv, own, a_last, NH, e
         ),
         "cross-entropy forward": lambda e: cross_entropy_forward(logits, targets, e),
         "cross-entropy backward": lambda e: cross_entropy_backward(probs, targets, np.float32, e),

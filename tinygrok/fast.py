@@ -110,7 +110,7 @@ class BlockCache(NamedTuple):
     h: np.ndarray  # (Ns, C) the attention's input
     hq: np.ndarray | None  # (Nq, C) the query rows of h, when only they are projected to queries
     qs: tuple[np.ndarray, ...]  # the queries: (qp (U, S, C), qm (B, Tm, C)) or (q (B, 1, C),)
-    kv: tuple[np.ndarray, ...]  # the keys and values they read: (kp, vp, kf, vf) or (kf, vf)
+    kv: np.ndarray  # (Ns, 2C) every source row's key and value
     a: tuple[np.ndarray, ...]  # the attention weights of each query group
     att: np.ndarray  # (Nq, C) the heads' outputs, before W_o
     w_qkv: np.ndarray
@@ -130,36 +130,33 @@ def block_forward(
     w, bias = p_att["w_qkv"], p_att["b_qkv"]
     Ns, C = xs.shape
     h, c_in = L.norm_at("pre", xs, p_ln1, cfg, engine)  # (Ns, C)
+    kv = L.affine(h, w[:, C:], bias[C:])  # (Ns, 2C) every source row's key and value
     if g.query is not None and len(g.query) < Ns:
         # fewer query rows than source rows (as in the last block): project only their queries
         hq = h[g.query]  # (Nq, C)
         q = L.affine(hq, w[:, :C], bias[:C])  # (Nq, C)
-        kv = L.affine(h, w[:, C:], bias[C:])  # (Ns, 2C)
-        k, v = (np.ascontiguousarray(kv[:, j * C : (j + 1) * C]) for j in range(2))
     else:
         # more (or as many): project every source row, then gather the queries
         hq = None
-        q, k, v = L.split_qkv(L.affine(h, w, bias))  # (Ns, C) each
-        q = _gather(q, g.query)  # (Nq, C)
-    kf, vf = k[g.keys], v[g.keys]  # (B, T, C) each example's keys and values
+        q = _gather(L.affine(h, w[:, :C], bias[:C]), g.query)  # (Nq, C)
     B = len(g.keys)
     if g.prefix is None:
-        y, a = attention.attention_forward(q.reshape(B, 1, C), kf, vf, NH, engine)  # (B, 1, C)
-        qs, kvs, weights, att = (q.reshape(B, 1, C),), (kf, vf), (a,), y.reshape(B, C)
+        q = q.reshape(B, 1, C)
+        y, a = attention.attention_forward(q, kv, g.keys, NH, engine)  # (B, 1, C)
+        qs, weights, att = (q,), (a,), y.reshape(B, C)
     else:
         U, S = g.prefix.shape
         qp, qm = q[: U * S].reshape(U, S, C), q[U * S :].reshape(B, -1, C)
-        kp, vp = k[g.prefix], v[g.prefix]  # (U, S, C)
-        yp, ap = attention.attention_forward(qp, kp, vp, NH, engine)  # (U, S, C)
-        ym, am = attention.attention_forward(qm, kf, vf, NH, engine)  # (B, Tm, C)
+        yp, ap = attention.attention_forward(qp, kv, g.prefix, NH, engine)  # (U, S, C)
+        ym, am = attention.attention_forward(qm, kv, g.keys, NH, engine)  # (B, Tm, C)
         att = np.concatenate([yp.reshape(U * S, C), ym.reshape(-1, C)])  # (R, C)
-        qs, kvs, weights = (qp, qm), (kp, vp, kf, vf), (ap, am)
+        qs, weights = (qp, qm), (ap, am)
     s = _gather(xs, g.query) + L.affine(att, p_att["w_o"], p_att["b_o"])  # (Nq, C)
     x, c_out = L.norm_at("post", s, p_ln1, cfg, engine)
     x, c_mlp = L.mlp_sublayer_forward(
         x, params.group(b + "ln2"), params.group(b + "mlp"), cfg, engine
     )
-    cache = BlockCache(g, c_in, h, hq, qs, kvs, weights, att, w, p_att["w_o"], c_out, c_mlp, engine)
+    cache = BlockCache(g, c_in, h, hq, qs, kv, weights, att, w, p_att["w_o"], c_out, c_mlp, engine)
     return x, cache
 
 
@@ -173,43 +170,41 @@ def block_backward(dx: np.ndarray, c: BlockCache, i: int) -> tuple[np.ndarray, L
     ds, g_out = L.norm_backward(dx, c.ln1_out)
     datt, dw_o, db_o = L.affine_backward(ds, c.att, c.w_o)
     if g.prefix is None:
-        # y = attention(q, kf, vf), one query per example
-        (q,), (kf, vf), (a,) = c.qs, c.kv, c.a
-        dq, dkf, dvf = attention.attention_backward(datt.reshape(q.shape), q, kf, vf, a, NH, e)
-        dq = dq.reshape(-1, C)
-        dkv_rows, kv_index = np.concatenate([dkf, dvf], axis=-1), g.keys.reshape(-1)
-    else:
-        # yp = attention(qp, kp, vp);  ym = attention(qm, kf, vf)
-        (qp, qm), (kp, vp, kf, vf), (ap, am) = c.qs, c.kv, c.a
-        P = qp.shape[0] * qp.shape[1]
-        dqp, dkp, dvp = attention.attention_backward(
-            datt[:P].reshape(qp.shape), qp, kp, vp, ap, NH, e
+        # y = attention(q, kv[keys]), one query per example
+        (q,), (a,) = c.qs, c.a
+        dq, dkv_keys = attention.attention_backward(
+            datt.reshape(q.shape), q, c.kv, g.keys, a, NH, e
         )
-        dqm, dkf, dvf = attention.attention_backward(
-            datt[P:].reshape(qm.shape), qm, kf, vf, am, NH, e
+        dq = dq.reshape(-1, C)
+        # a source row collects the gradients of the keys and values read from it
+        dkv = L.scatter_rows(dkv_keys.reshape(-1, 2 * C), g.keys.reshape(-1), Ns, e)  # (Ns, 2C)
+    else:
+        # yp = attention(qp, kv[prefix]);  ym = attention(qm, kv[keys])
+        (qp, qm), (ap, am) = c.qs, c.a
+        P = qp.shape[0] * qp.shape[1]
+        dqp, dkv_p = attention.attention_backward(
+            datt[:P].reshape(qp.shape), qp, c.kv, g.prefix, ap, NH, e
+        )
+        dqm, dkv_keys = attention.attention_backward(
+            datt[P:].reshape(qm.shape), qm, c.kv, g.keys, am, NH, e
         )
         dq = np.concatenate([dqp.reshape(P, C), dqm.reshape(-1, C)])  # (R, C)
-        dkv_rows = np.concatenate(
-            [
-                np.concatenate([dkp, dvp], axis=-1).reshape(P, 2 * C),
-                np.concatenate([dkf, dvf], axis=-1).reshape(-1, 2 * C),
-            ]
-        )
-        kv_index = np.concatenate([g.prefix.reshape(-1), g.keys.reshape(-1)])
-    # kf = k[keys], kp = k[prefix] (and v): a source row collects the gradients of its readers
-    dkv = L.scatter_rows(dkv_rows.reshape(-1, 2 * C), kv_index, Ns, e)  # (Ns, 2C)
+        dkv = L.scatter_rows(dkv_p.reshape(-1, 2 * C), g.prefix.reshape(-1), Ns, e)
+        dkv += L.scatter_rows(dkv_keys.reshape(-1, 2 * C), g.keys.reshape(-1), Ns, e)
+    # kv = h @ w_kv + b_kv
+    dh, dw_kv, db_kv = L.affine_backward(dkv, c.h, c.w_qkv[:, C:])
     if c.hq is not None:
-        # q = h[query] @ w_q + b_q;  kv = h @ w_kv + b_kv
+        # q = h[query] @ w_q + b_q
         dhq, dw_q, db_q = L.affine_backward(dq, c.hq, c.w_qkv[:, :C])
-        dh, dw_kv, db_kv = L.affine_backward(dkv, c.h, c.w_qkv[:, C:])
         dres_dhq = _gather_backward(np.concatenate([ds, dhq], axis=1), g.query, Ns, e)
         dres, dh = dres_dhq[:, :C], dh + dres_dhq[:, C:]
-        dw, db = np.concatenate([dw_q, dw_kv], axis=1), np.concatenate([db_q, db_kv])
     else:
-        # q = (h @ w_q + b_q)[query];  kv = h @ w_kv + b_kv
+        # q = (h @ w_q + b_q)[query]
         dres_dq = _gather_backward(np.concatenate([ds, dq], axis=1), g.query, Ns, e)
         dres = dres_dq[:, :C]
-        dh, dw, db = L.affine_backward(np.concatenate([dres_dq[:, C:], dkv], axis=1), c.h, c.w_qkv)
+        dhq, dw_q, db_q = L.affine_backward(dres_dq[:, C:], c.h, c.w_qkv[:, :C])
+        dh += dhq
+    dw, db = np.concatenate([dw_q, dw_kv], axis=1), np.concatenate([db_q, db_kv])
     # h = ln1(xs) (pre-norm; else h = xs);  s = xs[query] + ...
     dxs, g_in = L.norm_backward(dh, c.ln1_in)
     g_att = {"w_qkv": dw, "b_qkv": db, "w_o": dw_o, "b_o": db_o}

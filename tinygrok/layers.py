@@ -152,8 +152,8 @@ def linear_backward(dy: np.ndarray, cache: LinearCache) -> tuple[np.ndarray, Gra
 class AttentionCache(NamedTuple):
     x: np.ndarray  # (B*T, C) the input, as rows
     q: np.ndarray  # (B, T, C)
-    k: np.ndarray  # (B, T, C)
-    v: np.ndarray  # (B, T, C)
+    kv: np.ndarray  # (B*T, 2C) every row's key and value
+    index: np.ndarray  # (B, T) example b's rows: b T + t
     a: np.ndarray  # (B, NH, T, T) attention weights
     att: np.ndarray  # (B*T, C) the heads' outputs, before W_o
     w_qkv: np.ndarray
@@ -162,25 +162,21 @@ class AttentionCache(NamedTuple):
     engine: str
 
 
-def split_qkv(qkv: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """qkv (..., 3C) -> q, k, v (..., C), each contiguous: the attention kernels run about twice
-    as fast on contiguous rows."""
-    C = qkv.shape[-1] // 3
-    return tuple(np.ascontiguousarray(qkv[..., j * C : (j + 1) * C]) for j in range(3))
-
-
 def attention_forward(
     x: np.ndarray, p: dict[str, np.ndarray], n_head: int, engine: str
 ) -> tuple[np.ndarray, AttentionCache]:
     """x (B, T, C), p {w_qkv (C, 3C), b_qkv (3C,), w_o (C, C), b_o (C,)} -> y (B, T, C)."""
     B, T, C = x.shape
     x2 = x.reshape(B * T, C)
-    qkv = affine(x2, p["w_qkv"], p["b_qkv"]).reshape(B, T, 3 * C)  # (B, T, 3C)
-    q, k, v = split_qkv(qkv)  # (B, T, C) each
-    att, a = attention.attention_forward(q, k, v, n_head, engine)  # (B, T, C), (B, NH, T, T)
+    qkv = affine(x2, p["w_qkv"], p["b_qkv"])  # (B*T, 3C)
+    # contiguous copies: the attention kernels run about twice as fast on contiguous rows
+    q = np.ascontiguousarray(qkv[:, :C]).reshape(B, T, C)
+    kv = np.ascontiguousarray(qkv[:, C:])  # (B*T, 2C)
+    index = np.arange(B * T).reshape(B, T)  # each example reads its own rows
+    att, a = attention.attention_forward(q, kv, index, n_head, engine)  # (B, T, C), (B, NH, T, T)
     att2 = att.reshape(B * T, C)
     y = affine(att2, p["w_o"], p["b_o"]).reshape(B, T, C)
-    return y, AttentionCache(x2, q, k, v, a, att2, p["w_qkv"], p["w_o"], n_head, engine)
+    return y, AttentionCache(x2, q, kv, index, a, att2, p["w_qkv"], p["w_o"], n_head, engine)
 
 
 def attention_backward(dy: np.ndarray, cache: AttentionCache) -> tuple[np.ndarray, Grads]:
@@ -189,12 +185,12 @@ def attention_backward(dy: np.ndarray, cache: AttentionCache) -> tuple[np.ndarra
     B, T, C = c.q.shape
     # y = att @ w_o + b_o
     datt, dw_o, db_o = affine_backward(dy.reshape(B * T, C), c.att, c.w_o)
-    # att, a = attention(q, k, v)
-    dq, dk, dv = attention.attention_backward(
-        datt.reshape(B, T, C), c.q, c.k, c.v, c.a, c.n_head, c.engine
+    # att, a = attention(q, kv[index])
+    dq, dkv = attention.attention_backward(
+        datt.reshape(B, T, C), c.q, c.kv, c.index, c.a, c.n_head, c.engine
     )
-    # qkv = x @ w_qkv + b_qkv
-    dqkv = np.concatenate([dq, dk, dv], axis=-1).reshape(B * T, 3 * C)  # (B*T, 3C)
+    # qkv = x @ w_qkv + b_qkv (the index is the identity: no scatter)
+    dqkv = np.concatenate([dq, dkv], axis=-1).reshape(B * T, 3 * C)  # (B*T, 3C)
     dx, dw_qkv, db_qkv = affine_backward(dqkv, c.x, c.w_qkv)
     return dx.reshape(B, T, C), {"w_qkv": dw_qkv, "b_qkv": db_qkv, "w_o": dw_o, "b_o": db_o}
 
