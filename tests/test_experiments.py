@@ -291,6 +291,25 @@ def test_plan_covers_every_arm_and_seed(tmp_path):
     ]
 
 
+def test_experiment_report_draws_no_figure_before_a_run_is_done(tmp_path, capsys):
+    """With runs started and none finished, --report-only lists them and draws no (empty)
+    figure, and removes one left from an earlier state of the folder."""
+    out = tmp_path / "exp"
+    argv = ["experiment", "grokfast", "--arms", "baseline", "--seeds", "0", "--steps", "50", "-q"]
+    argv += TINY_ARGS + ["--out", str(out)]
+    code, _, err = run_cli(argv, capsys)
+    assert code == 0, err
+    assert (out / "comparison.png").exists()
+    summary_path = out / "baseline" / "seed0" / "summary.json"
+    summary = json.loads(summary_path.read_text())
+    summary_path.write_text(json.dumps(summary | {"status": "interrupted"}))
+    code, stdout, err = run_cli(argv + ["--report-only"], capsys)
+    assert code == 0, err
+    assert "Runs started and not done yet" in stdout and "- baseline, seed 0: step 50" in stdout
+    assert not (out / "comparison.png").exists()
+    assert stdout.rstrip().endswith("(table.md)")
+
+
 @pytest.mark.slow
 def test_experiment_command_writes_table_and_figure_and_skips_done_runs(tmp_path, capsys):
     out = tmp_path / "exp"

@@ -140,5 +140,6 @@ def experiment(
         )
         failures, interrupted = outcome.failures, outcome.interrupted
     click.echo(write_report(name, specs, base, out, command))
-    click.echo(f"experiment folder: {out} (table.md, comparison.png)")
+    files = "table.md, comparison.png" if (out / "comparison.png").exists() else "table.md"
+    click.echo(f"experiment folder: {out} ({files})")
     end_of_runs(failures, interrupted)

@@ -169,6 +169,12 @@ def figure_title(name: str, specs: list[Job], base: Config) -> str:
     )
 
 
+def finished(specs: list[Job]) -> list[tuple[Job, dict]]:
+    """The runs that are done, each with its summary."""
+    done = [(s, summary) for s in specs if (summary := read_summary(s.out, cfg=s.cfg)) is not None]
+    return [(s, summary) for s, summary in done if summary["status"] in DONE]
+
+
 def plot_comparison(specs: list[Job], path: Path, title: str) -> Path:
     """Left: validation accuracy of each arm's first task against steps per task, every seed.
     Right: steps per task to generalize (generalized_step / tasks), per arm and task, every seed;
@@ -183,8 +189,7 @@ def plot_comparison(specs: list[Job], path: Path, title: str) -> Path:
     arms = list(dict.fromkeys(s.label for s in specs))
     colors = {arm: f"C{i}" for i, arm in enumerate(arms)}
     # every file read before the figure exists, so a damaged one leaves no figure open
-    done = [(s, summary) for s in specs if (summary := read_summary(s.out, cfg=s.cfg)) is not None]
-    done = [(s, summary) for s, summary in done if summary["status"] in DONE]
+    done = finished(specs)
     logs = [[r for r in read_metrics(s.out) if r["step"] > 0] for s, _ in done]
     fig, (ax_curve, ax_dots) = plt.subplots(1, 2, figsize=(12, 4.8))
     labelled: set[str] = set()
@@ -257,7 +262,8 @@ def in_progress(specs: list[Job]) -> str:
 
 
 def write_report(name: str, specs: list[Job], base: Config, out: Path, command: str) -> str:
-    """table.md and comparison.png of the runs done so far; returns the table's text."""
+    """table.md and comparison.png of the runs done so far (no figure before the first is done);
+    returns the table's text."""
     seeds = ", ".join(str(s) for s in dict.fromkeys(s.seed for s in specs))
     text = (
         f"# Experiment {name}: {EXPERIMENTS[name][0]}\n\n"
@@ -273,5 +279,9 @@ def write_report(name: str, specs: list[Job], base: Config, out: Path, command: 
     if running:
         text += "\nRuns started and not done yet (`tinygrok resume` continues them):\n\n" + running
     (out / "table.md").write_text(text)
-    plot_comparison(specs, out / "comparison.png", figure_title(name, specs, base))
+    figure = out / "comparison.png"
+    if finished(specs):
+        plot_comparison(specs, figure, figure_title(name, specs, base))
+    else:  # nothing to draw yet, and no figure of an earlier state left behind
+        figure.unlink(missing_ok=True)
     return text
