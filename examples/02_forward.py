@@ -59,8 +59,9 @@ def main() -> None:
         if i == 0:  # the same attention, one step at a time
             qkv = L.affine(h.reshape(-1, C), p_att["w_qkv"], p_att["b_qkv"]).reshape(B, -1, 3 * C)
             show("  qkv = h @ w_qkv + b_qkv", qkv, "(B, T, 3C) queries, keys, values")
-            q, k, v = L.split_qkv(qkv)
-            y, a = attention_forward(q, k, v, NH, e)
+            # queries, and every row's key and value, read through each example's rows
+            q, kv = qkv[..., :C].copy(), qkv[..., C:].reshape(-1, 2 * C).copy()
+            y, a = attention_forward(q, kv, np.arange(kv.shape[0]).reshape(B, -1), NH, e)
             show("  a = softmax(q k^T / sqrt(HS))", a, "(B, NH, T, T) causal attention weights")
             show("  y = a @ v, heads merged", y, "(B, T, C)")
             y = L.affine(y.reshape(-1, C), p_att["w_o"], p_att["b_o"])

@@ -202,19 +202,29 @@ def test_scatter_add_rows(dtype, m, k, n, seed):
 
 def test_kernels_do_not_depend_on_thread_count():
     """The kernels that sum over rows (layer norm's dw, db; the scatter-adds of the embedding and
-    of the gathers) split the work into fixed blocks, so one thread and all threads give
-    identical bits."""
+    of the gathers) split the work into fixed blocks, and the others write disjoint slices with
+    sums in an order fixed by the source, so one thread and all threads give identical bits."""
     rng = np.random.default_rng(0)
     x, dy = normal(rng, (999, 64), np.float32), normal(rng, (999, 64), np.float32)
     w = normal(rng, (64,), np.float32)
     dx3, tokens = normal(rng, (500, 4, 64), np.float32), rng.integers(0, 30, (500, 4))
+    q, kv, dq = (
+        normal(rng, shape, np.float32) for shape in ((500, 2, 64), (30, 128), (500, 2, 64))
+    )
     _, mean, rstd = layernorm_forward(x, w, w, "numba")
+    _, a = attention_forward(q, kv, tokens, 4, "numba")
 
     def run() -> list[np.ndarray]:
         return [
+            *layernorm_forward(x, w, w, "numba"),
             *layernorm_backward(dy, x, w, mean, rstd, "numba"),
             *embedding_backward(dx3, tokens, 30, "numba"),
             scatter_add_rows(dy, tokens[:, 0].repeat(2)[:999], 30, "numba"),
+            *attention_forward(q, kv, tokens, 4, "numba"),
+            *attention_backward(dq, q, kv, tokens, a, 4, "numba"),
+            *bias_act_forward(x.copy(), w, "gelu", "numba"),
+            bias_act_backward(dy.copy(), x, "gelu", "numba"),
+            bias_act_backward(dy.copy(), x, "relu", "numba"),
         ]
 
     before = numba.get_num_threads()

@@ -16,8 +16,8 @@ and reassociation lets such a pass reorder sums (our reading of the mechanism; t
 what the test pins down). Without reassociation the two agree bit for bit; the price is that
 sums over a row no longer vectorize, which these short rows (C = 128, HS = 32) hardly feel.
 tests/test_kernels.py compares a cold and a warm process bit for bit. numba's cache does not
-notice edits to this file: after changing the set, touch the kernel files (or delete the cache)
-so that they recompile.
+notice edits to this file: after changing the set or `dot` (below), which the kernel files
+compile into themselves, touch the kernel files (or delete the cache) so that they recompile.
 
 The parallel kernels run on numba's `workqueue` threading layer (unless NUMBA_THREADING_LAYER
 says otherwise): its idle threads sleep, where OpenMP's spin and take the cores that BLAS needs
