@@ -3,6 +3,8 @@ delay between them, progress as a share of the budget, and None for what did not
 
 from __future__ import annotations
 
+import json
+
 import pytest
 
 from tinygrok.metrics import grokking_metrics
@@ -73,3 +75,23 @@ def test_null_and_nan_values_never_reach_a_threshold():
     m = grokking_metrics(STEPS, [0.0, nan, 1.0, 1.0, None, 1.0, 1.0], val, 1000)
     assert (m["memorized_step"], m["generalized_step"]) == (200, 200)
     assert stability(STEPS, val) == {"unstable": False, "min_val_acc_after_generalized": 0.96}
+
+
+def test_json_files_are_strict_json(tmp_path):
+    """Every JSON file a run writes (summary.json, config.json, ...) is strict JSON that any
+    parser reads: a NaN or infinite number is written as null, in nested dicts and lists too."""
+    from tinygrok.folders import write_json
+
+    path = tmp_path / "summary.json"
+    write_json(path, {"a": float("nan"), "b": [1.5, float("inf")], "c": {"d": -float("inf")}})
+    text = path.read_text()
+    assert "NaN" not in text and "Infinity" not in text
+
+    def strict(name: str) -> None:
+        raise ValueError(name)
+
+    assert json.loads(text, parse_constant=strict) == {
+        "a": None,
+        "b": [1.5, None],
+        "c": {"d": None},
+    }

@@ -48,6 +48,7 @@ from tinygrok.fields import (
     check_fields,
     check_grid,
 )
+from tinygrok.metrics import finite_or_none
 
 CONFIG = "config.json"
 METRICS = "metrics.jsonl"
@@ -82,8 +83,10 @@ def atomic_write(path: Path, write: Callable[[BinaryIO], None]) -> None:
 
 
 def write_json(path: Path, obj: dict) -> None:
-    """Write JSON atomically: a crash never leaves a half-written file as the only copy."""
-    atomic_write(path, lambda f: f.write((json.dumps(obj, indent=2) + "\n").encode()))
+    """Write strict JSON atomically (a NaN or infinite number as null, as in metrics.jsonl): a
+    crash never leaves a half-written file as the only copy."""
+    text = json.dumps(finite_or_none(obj), indent=2, allow_nan=False) + "\n"
+    atomic_write(path, lambda f: f.write(text.encode()))
 
 
 def make_folder(path: Path, name: str) -> Path:
