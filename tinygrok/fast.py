@@ -175,9 +175,7 @@ def block_backward(dx: np.ndarray, c: BlockCache, i: int) -> tuple[np.ndarray, L
         dq, dkv_keys = attention.attention_backward(
             datt.reshape(q.shape), q, c.kv, g.keys, a, NH, e
         )
-        dq = dq.reshape(-1, C)
-        # a source row collects the gradients of the keys and values read from it
-        dkv = L.scatter_rows(dkv_keys.reshape(-1, 2 * C), g.keys.reshape(-1), Ns, e)  # (Ns, 2C)
+        dq, dkv_p = dq.reshape(-1, C), None
     else:
         # yp = attention(qp, kv[prefix]);  ym = attention(qm, kv[keys])
         (qp, qm), (ap, am) = c.qs, c.a
@@ -189,8 +187,10 @@ def block_backward(dx: np.ndarray, c: BlockCache, i: int) -> tuple[np.ndarray, L
             datt[P:].reshape(qm.shape), qm, c.kv, g.keys, am, NH, e
         )
         dq = np.concatenate([dqp.reshape(P, C), dqm.reshape(-1, C)])  # (R, C)
-        dkv = L.scatter_rows(dkv_p.reshape(-1, 2 * C), g.prefix.reshape(-1), Ns, e)
-        dkv += L.scatter_rows(dkv_keys.reshape(-1, 2 * C), g.keys.reshape(-1), Ns, e)
+    # a source row collects the gradients of the keys and values read from it
+    dkv = L.scatter_rows(dkv_keys.reshape(-1, 2 * C), g.keys.reshape(-1), Ns, e)  # (Ns, 2C)
+    if dkv_p is not None:
+        dkv += L.scatter_rows(dkv_p.reshape(-1, 2 * C), g.prefix.reshape(-1), Ns, e)
     # kv = h @ w_kv + b_kv
     dh, dw_kv, db_kv = L.affine_backward(dkv, c.h, c.w_qkv[:, C:])
     if c.hq is not None:
