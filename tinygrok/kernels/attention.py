@@ -127,8 +127,9 @@ def _attention_forward_nb(q, kv, index, n_head, scale, y, a):
 
 
 @njit(cache=True, parallel=True, fastmath=FASTMATH)
-def _attention_backward_nb(dy, q, kv, index, a, n_head, scale, dq, dkv):
-    """Fills dq (B, Tq, C) and dkv (B, T, 2C); see `attention_backward_ref`."""
+def _attention_backward_nb(dy, q, kv, index, a, n_head, scale, dq, dkv, da):
+    """Fills dq (B, Tq, C) and dkv (B, T, 2C), using da (B, NH, T) as scratch; see
+    `attention_backward_ref`."""
     B, Tq, C = q.shape
     T = index.shape[1]
     HS = C // n_head
@@ -136,7 +137,7 @@ def _attention_backward_nb(dy, q, kv, index, a, n_head, scale, dq, dkv):
     for bh in prange(B * n_head):
         b, h = bh // n_head, bh % n_head
         lo, hi = h * HS, (h + 1) * HS
-        rows = index[b]
+        rows, dai = index[b], da[b, h]
         dkv[b, :, lo:hi] = zero
         dkv[b, :, C + lo : C + hi] = zero
         for i in range(Tq):
@@ -149,13 +150,14 @@ def _attention_backward_nb(dy, q, kv, index, a, n_head, scale, dq, dkv):
                 dvj, aij = dkv[b, j, C + lo : C + hi], ai[j]
                 for c in range(HS):
                     dvj[c] += aij * dyi[c]
-                ada += aij * dot(dyi, kv[rows[j], C + lo : C + hi])
+                dai[j] = dot(dyi, kv[rows[j], C + lo : C + hi])
+                ada += aij * dai[j]
             # a = softmax(s):  ds[i, j] = a[i, j] (da[i, j] - ada)
             # s = q k^T scale:  dq[i] = sum_j ds[i, j] k[j] scale,  dk[j] += ds[i, j] q[i] scale
             dqi[:] = zero
             for j in range(last + 1):
                 kj, dkj = kv[rows[j], lo:hi], dkv[b, j, lo:hi]
-                ds = ai[j] * (dot(dyi, kv[rows[j], C + lo : C + hi]) - ada) * scale
+                ds = ai[j] * (dai[j] - ada) * scale
                 for c in range(HS):
                     dqi[c] += ds * kj[c]
                     dkj[c] += ds * qi[c]
@@ -200,7 +202,9 @@ def attention_backward(
     _check_index(index, len(kv))
     B, Tq, C = q.shape
     scale = q.dtype.type(1.0 / np.sqrt(C // n_head))
-    dq, dkv = np.empty((B, Tq, C), dtype=q.dtype), np.empty((B, index.shape[1], 2 * C), q.dtype)
+    T = index.shape[1]
+    dq, dkv = np.empty((B, Tq, C), dtype=q.dtype), np.empty((B, T, 2 * C), q.dtype)
+    da = np.empty((B, n_head, T), dtype=q.dtype)  # scratch: one query's da at a time
     q, kv, dy = (np.ascontiguousarray(t) for t in (q, kv, dy))
-    _attention_backward_nb(dy, q, kv, np.ascontiguousarray(index), a, n_head, scale, dq, dkv)
+    _attention_backward_nb(dy, q, kv, np.ascontiguousarray(index), a, n_head, scale, dq, dkv, da)
     return dq, dkv
