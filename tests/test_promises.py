@@ -174,6 +174,31 @@ def run_summary(tasks: list[str], seed: int, status: str) -> dict:
     }
 
 
+def write_done(spec, generalized: int | None, steps_run: int) -> None:
+    """A finished run's summary.json: generalized at that step (or never) after steps_run."""
+    task = {
+        "memorized_step": 200,
+        "generalized_step": generalized,
+        "progress_pct": None if generalized is None else 100 * generalized / 2000,
+        "delay_steps": None if generalized is None else generalized - 200,
+        "final_train_acc": 1.0,
+        "final_val_acc": 0.1 if generalized is None else 0.99,
+        "unstable": False,
+        "min_val_acc_after_generalized": None,
+    }
+    summary = run_summary(list(spec.cfg.tasks), spec.seed, "finished") | task
+    spec.out.mkdir(parents=True, exist_ok=True)
+    (spec.out / "summary.json").write_text(
+        json.dumps(summary | {"steps_run": steps_run, "per_task": {"division": task}})
+    )
+
+
+def table_rows(specs) -> dict[str, list[str]]:
+    """The experiment table's rows: arm -> its cells after the task's."""
+    lines = table(specs).splitlines()[2:]
+    return {ln.split("|")[1].strip(): [c.strip() for c in ln.split("|")[3:-1]] for ln in lines}
+
+
 def test_experiment_table_arithmetic(tmp_path):
     """Medians and [min-max] over seeds with 'never' for a seed that did not generalize (counted
     as +inf), speedups as the baseline's median over the arm's, and '-' where either is never."""
@@ -185,28 +210,9 @@ def test_experiment_table_arithmetic(tmp_path):
         "sparse0.9-keep": [None, None, None],
     }
     for spec in specs:
-        if spec.label not in generalized:
-            continue  # scale0.1: no run done yet
-        gen = generalized[spec.label][spec.seed]
-        task = {
-            "memorized_step": 200,
-            "generalized_step": gen,
-            "progress_pct": None if gen is None else 100 * gen / 2000,
-            "delay_steps": None if gen is None else gen - 200,
-            "final_train_acc": 1.0,
-            "final_val_acc": 0.99 if gen else 0.1,
-            "unstable": False,
-            "min_val_acc_after_generalized": None,
-        }
-        spec.out.mkdir(parents=True)
-        summary = run_summary(["division"], spec.seed, "finished") | task
-        (spec.out / "summary.json").write_text(
-            json.dumps(summary | {"per_task": {"division": task}})
-        )
-    rows = {
-        line.split("|")[1].strip(): [c.strip() for c in line.split("|")[3:-1]]
-        for line in table(specs).splitlines()[2:]
-    }
+        if spec.label in generalized:  # scale0.1: no run done yet
+            write_done(spec, generalized[spec.label][spec.seed], 2000)
+    rows = table_rows(specs)
     # seeds generalized, generalized step, progress %, delay, speedups (steps, progress, delay)
     assert rows["dense"][:4] == ["3 of 3", "1,200 [1,000-1,400]", "60 [50-70]", "1,000 [800-1,200]"]
     assert rows["dense"][4:7] == ["-", "-", "-"]
@@ -218,8 +224,32 @@ def test_experiment_table_arithmetic(tmp_path):
     ]
     assert rows["sparse0.9"][4:7] == ["3x", "3x", "5x"]
     assert rows["sparse0.9-keep"][:2] == ["0 of 3", "never"]
-    assert rows["sparse0.9-keep"][4:7] == ["-", "-", "-"]
+    # never, in runs that trained past the baseline's median (1,200): slower than the baseline
+    slower = "no speed-up (> 2,000 steps)"
+    assert rows["sparse0.9-keep"][4:7] == [slower, slower, "-"]
     assert rows["scale0.1"][0] == "no run done yet"
+
+
+def test_an_arm_stopped_where_the_baseline_generalized_has_no_speedup(tmp_path):
+    """An arm whose runs never generalized is called slower only if each of them trained at
+    least to the baseline's median generalized step; stopped before it, it has no verdict. An arm
+    done before the baseline has none either (and the table is still written)."""
+    base = validate(Config(tasks=("division",), p=11, d_model=16, heads=2, d_mlp=32, steps=2000))
+    specs = {(s.label, s.seed): s for s in plan("init", base, (0, 1, 2), tmp_path)}
+
+    def rows() -> dict[str, list[str]]:
+        return table_rows(list(specs.values()))
+
+    write_done(specs["sparse0.9", 0], None, 1300)
+    assert rows()["sparse0.9"][4:7] == ["-", "-", "-"]  # no baseline run done yet
+    for seed, gen in enumerate([1000, 1400, 1200]):
+        write_done(specs["dense", seed], gen, 2000)
+    for seed, steps_run in enumerate([1300, 1250, 1500]):
+        write_done(specs["sparse0.9", seed], None, steps_run)
+    write_done(specs["scale0.1", 0], None, 1100)  # stopped before the baseline's 1,200
+    got = rows()
+    assert got["sparse0.9"][4:6] == ["no speed-up (> 1,250 steps)"] * 2
+    assert got["scale0.1"][4:7] == ["-", "-", "-"]
 
 
 def test_experiment_report_lists_the_runs_in_progress(tmp_path):

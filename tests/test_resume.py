@@ -34,6 +34,7 @@ import tinygrok.snapshots
 import tinygrok.summary
 import tinygrok.train as train_mod
 from tinygrok.checkpoint import CHECKPOINT_FORMAT, load_checkpoint
+from tinygrok.errors import ConfigError
 from tinygrok.folders import read_config
 from tinygrok.model import n_params
 from tinygrok.snapshots import list_snapshots, load_snapshot
@@ -473,3 +474,28 @@ def test_too_little_space_or_no_permission_is_one_line_before_any_work(tmp_path,
     assert r.code == 2 and "Permission denied" in r.err_lines[-1], r.err
     assert f"tinygrok resume {tmp_path / 'cut'}" in r.err_lines[-1]
     assert file_digests(tmp_path / "cut") == before
+
+
+def test_a_run_stopped_early_by_resume_steps_stays_the_planned_run(tmp_path, monkeypatch):
+    """An arm interrupted and then ended sooner with `resume --steps N` (where the baseline had
+    generalized) is done for the sweep or experiment that planned the longer budget; a run that
+    was started with another budget is still another config."""
+    from tinygrok.folders import read_config
+    from tinygrok.lab.runner import run_state
+
+    out = tmp_path / "run"
+    signal_at(monkeypatch, 30)
+    assert run_cli("run", "division", *TINY, "--steps", "60", "--out", out).code == 130
+    signal_at(monkeypatch, None)
+    planned = read_config(out)[0]
+    assert run_state(planned, out) == "resume"
+    r = run_cli("resume", out, "--steps", "45")
+    assert r.code == 0, r.err
+    assert summary(out)["steps_run"] == 45 and summary(out)["status"] == "finished"
+    assert json.loads((out / "config.json").read_text())["resumes"][-1]["steps"] == 45
+    assert run_state(planned, out) == "done"
+
+    other = tmp_path / "other"
+    assert run_cli("run", "division", *TINY, "--steps", "45", "--out", other).code == 0
+    with pytest.raises(ConfigError, match="another config"):
+        run_state(planned, other)

@@ -101,7 +101,9 @@ def resume(run: SavedRun, progress: bool = True, stop: StopFlag | None = None) -
     )
     data = make_dataset(cfg.tasks, cfg.p, cfg.train_frac, cfg.seed)
     # --steps may have changed the budget; every resume is recorded with its code and machine
-    resumes = run.config_doc.get("resumes", []) + [provenance() | {"step": ckpt.step}]
+    resumes = run.config_doc.get("resumes", []) + [
+        provenance() | {"step": ckpt.step, "steps": cfg.steps}
+    ]
     write_json(
         run.dir / "config.json", run.config_doc | {"config": cfg.to_dict(), "resumes": resumes}
     )

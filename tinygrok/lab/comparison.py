@@ -8,6 +8,12 @@ Speedups are ratios of the baseline's median to the arm's median, for the same t
     speedup (progress) = progress_pct of the baseline / progress_pct of the arm
     speedup (delay)    = delay_steps of the baseline / delay_steps of the arm
 
+An arm whose median run never generalized, while the baseline's did, has no such ratio. If each
+of its runs that never generalized trained at least as far as the baseline's median generalized
+step (the whole budget, or an arm stopped there with `tinygrok resume RUN --steps N`), it is
+slower than the baseline, and the steps and progress cells say "no speed-up (> N steps)", N the
+fewest steps such a run trained.
+
 progress_pct is generalized_step / (steps * tasks), the report's measure: with the budget scaled by
 the number of tasks, it compares the examples of each task seen before generalizing.
 """
@@ -68,8 +74,19 @@ def collect(specs: list[Job]) -> dict[str, dict[str, list[dict]]]:
         if not summary or summary.get("status") not in DONE:
             continue
         for t in spec.cfg.tasks:
-            by_task[t].append(summary["per_task"][t] | {"status": summary["status"]})
+            run = {"status": summary["status"], "steps_run": summary["steps_run"]}
+            by_task[t].append(summary["per_task"][t] | run)
     return rows
+
+
+def no_speedup(runs: list[dict], arm_median: float, base_median: float | None) -> str | None:
+    """'no speed-up (> N steps)' when the arm's median run never generalized, the baseline's
+    did, and every run of the arm that never generalized trained N >= the baseline's median
+    steps; else None."""
+    if base_median is None or not math.isfinite(base_median) or math.isfinite(arm_median):
+        return None
+    n = min(r["steps_run"] for r in runs if r["generalized_step"] is None)
+    return f"no speed-up (> {n:,} steps)" if n >= base_median else None
 
 
 TABLE_HEADER = (
@@ -113,7 +130,9 @@ def table(specs: list[Job]) -> str:
             if not runs:
                 lines.append(f"| {arm} | {task} | no run done yet | | | | | | | | |\n")
                 continue
-            s, b = stats[arm, task], stats.get((baseline, task))
+            s = stats[arm, task]
+            # the baseline's figures for this task, once it has a run done
+            b = stats[baseline, task] if arm != baseline and rows[baseline].get(task) else None
             n_gen = sum(r["generalized_step"] is not None for r in runs)
             # a run that diverged at step 0 has no final accuracy
             final = median_spread(
@@ -121,9 +140,15 @@ def table(specs: list[Job]) -> str:
             )
             stab = stability_cell(runs, specs[0].cfg.generalized_threshold)
             speed = [
-                fmt_speedup(b[key][0], s[key][0]) if b and arm != baseline else "-"
+                fmt_speedup(b[key][0], s[key][0]) if b else "-"
                 for key in ("generalized_step", "progress_pct", "delay_steps")
             ]
+            slower = b and no_speedup(runs, s["generalized_step"][0], b["generalized_step"][0])
+            if slower:
+                # progress % divides by budgets that grow with the tasks: the same verdict only
+                # for an arm of as many tasks as the baseline
+                same_tasks = len(rows[arm]) == len(rows[baseline])
+                speed[:2] = [slower, slower if same_tasks else "-"]
             lines.append(
                 f"| {arm} | {task} | {n_gen} of {len(runs)} "
                 f"| {fmt_stat(s['generalized_step'], fmt_int)} "
@@ -270,7 +295,9 @@ def write_report(name: str, specs: list[Job], base: Config, out: Path, command: 
         f"Command: `{command}`\n\n"
         f"Regime: {regime(base, specs)}; seeds {seeds}; step budget {base.steps:,} per "
         f"task, patience {base.patience}. Cells: median [min-max] over seeds; 'never': did not "
-        f"reach validation accuracy {base.generalized_threshold:g} within the budget. Stability: "
+        f"reach validation accuracy {base.generalized_threshold:g} in the steps it trained (the "
+        "budget, or fewer for an arm stopped where the baseline had generalized, whose speed-up "
+        "then says 'no speed-up (> N steps)'). Stability: "
         "how many runs that generalized fell back below that threshold at a later evaluation "
         "(summary `unstable`), the lowest validation accuracy after generalizing, and whether "
         "they ended above it again.\n\n" + table(specs)

@@ -4,7 +4,8 @@ Every run is an idempotent task (`run_task`): a folder that holds a finished (or
 the same config is left alone, one with a checkpoint is resumed (a run that had finished but lost
 its summary or figure only gets them written), anything else starts from step 0. So running the
 sweep again, a retried task, and a task moved off a lost worker all redo only the missing work.
-A folder that holds a run of another config is an error, never overwritten.
+A folder that holds a run of another config is an error, never overwritten (a budget changed by
+`tinygrok resume --steps` does not make it another).
 
 A worker of the local pool dies with the process that started it (`init_pool_worker`), so that
 a sweep killed outright leaves no worker training on and holding its runs' locks.
@@ -42,8 +43,10 @@ def run_state(cfg: Config, run_dir: Path) -> str:
     config, or a damaged config.json or summary.json."""
     if not (run_dir / CONFIG).exists():
         return "new"
-    saved, _ = read_config(run_dir)
-    diff = differences(saved, cfg)
+    saved, doc = read_config(run_dir)
+    # a resumed run may have had its budget changed by `tinygrok resume RUN --steps N` (an arm
+    # stopped where the baseline generalized, or trained longer): it is still the planned run
+    diff = differences(saved, cfg, {"steps"} if doc.get("resumes") else set())
     if diff:
         raise ConfigError(
             f"--out: {run_dir} holds a run of another config ({'; '.join(diff)}); "
