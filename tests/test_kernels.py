@@ -22,7 +22,11 @@ from tinygrok.kernels.activation import bias_act_backward, bias_act_forward
 from tinygrok.kernels.attention import attention_backward, attention_forward
 from tinygrok.kernels.crossentropy import cross_entropy_backward, cross_entropy_forward
 from tinygrok.kernels.embedding import embedding_backward, scatter_add_rows
-from tinygrok.kernels.layernorm import layernorm_backward, layernorm_forward
+from tinygrok.kernels.layernorm import (
+    add_layernorm_forward,
+    layernorm_backward,
+    layernorm_forward,
+)
 from tinygrok.kernels.optimizer import adamw_update, sgd_update
 
 DTYPES = [np.float32, np.float64]
@@ -111,6 +115,16 @@ def test_layernorm(dtype, n, c, seed):
     ref = layernorm_forward(x, w, b, "numpy")
     for got, want in zip(fwd, ref, strict=True):
         assert_close(got, want)
+    # the residual sum fused in: x + res written over x, then the same norm, bit for bit
+    res = normal(rng, (n, c), dtype)
+    s_nb, s_np = x.copy(), x.copy()
+    fused = add_layernorm_forward(res, s_nb, w, b, "numba")
+    assert np.array_equal(s_nb, x + res)
+    for got, want in zip(fused, layernorm_forward(x + res, w, b, "numba"), strict=True):
+        assert np.array_equal(got, want)
+    for got, want in zip(fused, add_layernorm_forward(res, s_np, w, b, "numpy"), strict=True):
+        assert_close(got, want)
+    assert np.array_equal(s_np, x + res)
     _, mean, rstd = ref
     for got, want in zip(
         layernorm_backward(dy, x, w, mean, rstd, "numba"),
@@ -217,6 +231,7 @@ def test_kernels_do_not_depend_on_thread_count():
     def run() -> list[np.ndarray]:
         return [
             *layernorm_forward(x, w, w, "numba"),
+            *add_layernorm_forward(dy, x.copy(), w, w, "numba"),
             *layernorm_backward(dy, x, w, mean, rstd, "numba"),
             *embedding_backward(dx3, tokens, 30, "numba"),
             scatter_add_rows(dy, tokens[:, 0].repeat(2)[:999], 30, "numba"),
@@ -274,7 +289,7 @@ from tinygrok.kernels.activation import bias_act_backward, bias_act_forward
 from tinygrok.kernels.attention import attention_backward, attention_forward
 from tinygrok.kernels.crossentropy import cross_entropy_backward, cross_entropy_forward
 from tinygrok.kernels.embedding import embedding_backward, scatter_add_rows
-from tinygrok.kernels.layernorm import layernorm_backward, layernorm_forward
+from tinygrok.kernels.layernorm import add_layernorm_forward, layernorm_backward, layernorm_forward
 from tinygrok.kernels.optimizer import adamw_update, sgd_update
 
 out, e = {}, "numba"
@@ -289,6 +304,8 @@ for dtype in (np.float32, np.float64):
     res += [*bias_act_forward(h.copy(), b, "relu", e), bias_act_backward(h.copy(), h, "relu", e)]
     res += layernorm_forward(x, w, w, e)
     res += layernorm_backward(x, x, w, res[-2], res[-1], e)
+    summed = x.copy()
+    res += [*add_layernorm_forward(x[::-1].copy(), summed, w, w, e), summed]
     kv, index = np.concatenate([k, v], axis=-1).reshape(200, 128), rng.integers(0, 200, (50, 4))
     y, a = attention_forward(q, kv, index, 4, e)
     res += [y, a, *attention_backward(dy, q, kv, index, a, 4, e)]
@@ -321,6 +338,6 @@ def test_kernels_compiled_and_cached_give_the_same_bits(tmp_path):
         runs[name] = np.load(tmp_path / f"{name}.npz")
     assert any((tmp_path / "cache").rglob("*.nbc")), "nothing was cached"
     compiled, cached = runs["compiled"], runs["cached"]
-    assert sorted(compiled.files) == sorted(cached.files) and len(compiled.files) == 2 * 26
+    assert sorted(compiled.files) == sorted(cached.files) and len(compiled.files) == 2 * 30
     differ = [k for k in compiled.files if not np.array_equal(compiled[k], cached[k])]
     assert not differ, f"kernel outputs that changed bits when loaded from the cache: {differ}"

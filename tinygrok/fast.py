@@ -129,7 +129,7 @@ def block_forward(
     p_att, p_ln1 = params.group(b + "attn"), params.group(b + "ln1")
     w, bias = p_att["w_qkv"], p_att["b_qkv"]
     Ns, C = xs.shape
-    h, c_in = L.norm_at("pre", xs, p_ln1, cfg, engine)  # (Ns, C)
+    h, c_in = L.pre_norm(xs, p_ln1, cfg, engine)  # (Ns, C)
     kv = L.affine(h, w[:, C:], bias[C:])  # (Ns, 2C) every source row's key and value
     if g.query is not None and len(g.query) < Ns:
         # fewer query rows than source rows (as in the last block): project only their queries
@@ -151,8 +151,9 @@ def block_forward(
         ym, am = attention.attention_forward(qm, kv, g.keys, NH, engine)  # (B, Tm, C)
         att = np.concatenate([yp.reshape(U * S, C), ym.reshape(-1, C)])  # (R, C)
         qs, weights = (qp, qm), (ap, am)
-    s = _gather(xs, g.query) + L.affine(att, p_att["w_o"], p_att["b_o"])  # (Nq, C)
-    x, c_out = L.norm_at("post", s, p_ln1, cfg, engine)
+    # x = ln1(s) (post-norm; else x = s),  s = xs[query] + att @ w_o + b_o  (Nq, C)
+    y = L.affine(att, p_att["w_o"], p_att["b_o"])
+    x, c_out = L.add_norm(_gather(xs, g.query), y, p_ln1, cfg, engine)
     x, c_mlp = L.mlp_sublayer_forward(
         x, params.group(b + "ln2"), params.group(b + "mlp"), cfg, engine
     )

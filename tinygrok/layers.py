@@ -234,18 +234,35 @@ def mlp_backward(dy: np.ndarray, cache: MLPCache) -> tuple[np.ndarray, Grads]:
 # the norms around a branch, and the MLP sublayer
 
 
-def norm_at(
-    where: str, x: np.ndarray, p: dict[str, np.ndarray], cfg: Config, engine: str
+def pre_norm(
+    x: np.ndarray, p: dict[str, np.ndarray], cfg: Config, engine: str
 ) -> tuple[np.ndarray, LayerNormCache | None]:
-    """ln(x) where the config's blocks put their norms, x itself elsewhere (cache None). `where`
-    is "pre" for a branch's input (x + f(ln(x))), "post" for the sum s = x + f(x) (ln(s))."""
-    if cfg.layer_norm and cfg.norm == where:
+    """A branch's input: ln(x) in pre-norm blocks (x + f(ln(x))), x itself elsewhere (cache
+    None). Post-norm blocks norm the sum instead (`add_norm`)."""
+    if cfg.layer_norm and cfg.norm == "pre":
         return layernorm_forward(x, p, engine)
     return x, None
 
 
+def add_norm(
+    x: np.ndarray, y: np.ndarray, p: dict[str, np.ndarray], cfg: Config, engine: str
+) -> tuple[np.ndarray, LayerNormCache | None]:
+    """The residual sum s = x + y (..., C), then ln(s) in post-norm blocks (the original
+    Transformer's "Add & Norm"), s itself elsewhere (cache None). y, a branch's fresh
+    (contiguous) output, is overwritten with s: the sum and the norm are one pass over the rows,
+    with no third array."""
+    if cfg.layer_norm and cfg.norm == "post":
+        C = y.shape[-1]
+        s = y.reshape(-1, C)  # (N, C) a view of y: the kernel writes the sum there
+        x2 = np.ascontiguousarray(x).reshape(-1, C)
+        out, mean, rstd = layernorm.add_layernorm_forward(x2, s, p["w"], p["b"], engine)
+        return out.reshape(y.shape), LayerNormCache(s, p["w"], mean, rstd, y.shape, engine)
+    y += x
+    return y, None
+
+
 def norm_backward(dy: np.ndarray, cache: LayerNormCache | None) -> tuple[np.ndarray, Grads]:
-    """Backward of `norm_at`: the identity's when the cache is None."""
+    """Backward of `pre_norm`'s or `add_norm`'s norm: the identity's when the cache is None."""
     return (dy, {}) if cache is None else layernorm_backward(dy, cache)
 
 
@@ -259,9 +276,9 @@ def mlp_sublayer_forward(
     x: np.ndarray, p_ln: dict[str, np.ndarray], p_mlp: dict[str, np.ndarray], cfg: Config, engine
 ) -> tuple[np.ndarray, MLPSublayerCache]:
     """x (N, C) -> x + mlp(ln2(x)) (pre-norm) or ln2(x + mlp(x)) (post-norm) (N, C)."""
-    h, c_in = norm_at("pre", x, p_ln, cfg, engine)
+    h, c_in = pre_norm(x, p_ln, cfg, engine)
     m, c_mlp = mlp_forward(h, p_mlp, cfg.activation, engine)
-    y, c_out = norm_at("post", x + m, p_ln, cfg, engine)
+    y, c_out = add_norm(x, m, p_ln, cfg, engine)
     return y, MLPSublayerCache(c_in, c_mlp, c_out)
 
 

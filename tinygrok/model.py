@@ -261,9 +261,9 @@ def block_forward(
     """Block i on x (B, T, C) -> (B, T, C)."""
     B, T, C = x.shape
     b, p_ln1 = f"blocks.{i}.", params.group(f"blocks.{i}.ln1")
-    h, c_in = L.norm_at("pre", x, p_ln1, cfg, engine)
+    h, c_in = L.pre_norm(x, p_ln1, cfg, engine)
     a, c_att = L.attention_forward(h, params.group(b + "attn"), cfg.heads, engine)  # (B, T, C)
-    x, c_out = L.norm_at("post", x + a, p_ln1, cfg, engine)
+    x, c_out = L.add_norm(x, a, p_ln1, cfg, engine)  # ln1(x + a) post-norm, else x + a
     x, c_mlp = L.mlp_sublayer_forward(
         x.reshape(B * T, C), params.group(b + "ln2"), params.group(b + "mlp"), cfg, engine
     )

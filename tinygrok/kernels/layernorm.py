@@ -6,6 +6,9 @@ Backward:  dxhat = dy w
            dw    = sum_rows dy xhat,   db = sum_rows dy
 (llm.c, doc/layernorm/layernorm.md, derives the dx line.)
 
+A residual sum s = res + x feeding a norm (post-norm's "Add & Norm") is one kernel,
+`add_layernorm_forward`: s is written over x and normalized in the same pass over the row.
+
 The numba kernels run one block of ROWS_PER_BLOCK rows per parallel iteration. dw and db sum over
 rows: each block writes its partial sums, and the partials are added afterwards in block order.
 The blocks do not depend on the thread count, so neither do the results.
@@ -47,20 +50,25 @@ def layernorm_backward_ref(
 
 
 @njit(cache=True, parallel=True, fastmath=FASTMATH)
-def _layernorm_forward_nb(x, w, b, eps, rows_per_block, y, mean, rstd):
-    """Fills y (N, C), mean (N,), rstd (N,); see `layernorm_forward_ref`."""
+def _layernorm_forward_nb(x, res, add, w, b, eps, rows_per_block, y, mean, rstd):
+    """Fills y (N, C), mean (N,), rstd (N,) of x (N, C); with `add`, x += res first (in place).
+    See `layernorm_forward_ref`."""
     N, C = x.shape
     one, n_c = x.dtype.type(1), x.dtype.type(C)
     for blk in prange(-(-N // rows_per_block)):
-        ones, dev = np.ones(C, dtype=x.dtype), np.empty(C, dtype=x.dtype)
+        ones = np.ones(C, dtype=x.dtype)
         for n in range(blk * rows_per_block, min(N, (blk + 1) * rows_per_block)):
             xr, yr = x[n], y[n]
+            if add:
+                rr = res[n]
+                for c in range(C):
+                    xr[c] += rr[c]
             m = dot(xr, ones) / n_c  # (sums in four lanes: kernels/__init__.py)
             for c in range(C):
-                dev[c] = xr[c] - m
-            r = one / np.sqrt(dot(dev, dev) / n_c + eps)
+                yr[c] = xr[c] - m  # the deviation, until the last loop scales it
+            r = one / np.sqrt(dot(yr, yr) / n_c + eps)
             for c in range(C):
-                yr[c] = (xr[c] - m) * r * w[c] + b[c]
+                yr[c] = yr[c] * r * w[c] + b[c]
             mean[n], rstd[n] = m, r
 
 
@@ -98,10 +106,26 @@ def layernorm_forward(
     """Dispatch on the engine; see `layernorm_forward_ref`."""
     if engine != "numba":
         return layernorm_forward_ref(x, w, b)
+    return _run_forward(x, x, False, w, b)
+
+
+def add_layernorm_forward(
+    res: np.ndarray, x: np.ndarray, w: np.ndarray, b: np.ndarray, engine: str
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """The residual sum and its norm in one pass: x += res (in place, x (N, C) becomes the
+    norm's input s), then `layernorm_forward` of it -> y (N, C), mean (N,), rstd (N,)."""
+    if engine != "numba":
+        x += res
+        return layernorm_forward_ref(x, w, b)
+    return _run_forward(x, res, True, w, b)
+
+
+def _run_forward(x, res, add, w, b):
+    """The numba forward's outputs, allocated and filled."""
     N = x.shape[0]
     y = np.empty_like(x)
     mean, rstd = np.empty(N, dtype=x.dtype), np.empty(N, dtype=x.dtype)
-    _layernorm_forward_nb(x, w, b, x.dtype.type(EPS), ROWS_PER_BLOCK, y, mean, rstd)
+    _layernorm_forward_nb(x, res, add, w, b, x.dtype.type(EPS), ROWS_PER_BLOCK, y, mean, rstd)
     return y, mean, rstd
 
 
