@@ -11,12 +11,16 @@ beat the numpy engine by more than
 
     numpy step / (numpy step's matrix products + everything else)
 
-however fast its kernels become; the script prints that bound.
+however fast its kernels become; the script prints that bound. It also counts the minor page
+faults of the numba engine's steps: the fresh pages the allocator had to map for a step's arrays
+(none means that every array came from memory freed by an earlier step, so reusing buffers across
+steps by hand could save only the malloc calls themselves).
 """
 
 from __future__ import annotations
 
 import argparse
+import resource
 import time
 from collections import defaultdict
 from collections.abc import Callable
@@ -31,7 +35,7 @@ from tinygrok.kernels import activation, attention, crossentropy, embedding, lay
 KINDS = {
     "matrix products (+ bias)": (layers, ["matmul", "affine", "affine_backward"]),
     "attention core": (attention, ["attention_forward", "attention_backward"]),
-    "layer norm": (layernorm, ["layernorm_forward", "layernorm_backward"]),
+    "layer norm": (layernorm, ["layernorm_forward", "add_layernorm_forward", "layernorm_backward"]),
     "bias + activation": (activation, ["bias_act_forward", "bias_act_backward"]),
     "cross-entropy": (crossentropy, ["cross_entropy_forward", "cross_entropy_backward"]),
     "scatter-adds (gathers' backward)": (embedding, ["embedding_backward", "scatter_add_rows"]),
@@ -74,12 +78,16 @@ def main() -> None:
         run.evaluate_once()
         run(3)
     samples: dict[str, dict[str, list[float]]] = {e: defaultdict(list) for e in engines}
+    faults = 0
     for _ in range(args.steps):
         for name, run in engines.items():
             spent.clear()
+            before = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
             t = time.perf_counter()
             run(1)
             step = time.perf_counter() - t
+            if name == "numba":
+                faults += resource.getrusage(resource.RUSAGE_SELF).ru_minflt - before
             for kind in KINDS:
                 samples[name][kind].append(1000 * spent[kind])
             samples[name]["everything else"].append(1000 * (step - sum(spent.values())))
@@ -99,6 +107,7 @@ def main() -> None:
         f"numba engine at most {ms['numpy']['step'] / shared:.2f}x faster "
         f"(measured {ms['numpy']['step'] / ms['numba']['step']:.2f}x)"
     )
+    print(f"minor page faults per numba step: {faults / args.steps:.2f}")
 
 
 if __name__ == "__main__":
