@@ -4,10 +4,12 @@ counts are those of the files."""
 from __future__ import annotations
 
 import importlib.util
+import json
 import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -92,3 +94,31 @@ def test_line_count_check_can_fail():
     assert f"| {real} |" in new and f"| **total** | {total} |" in new
     assert "tinygrok/model.py" not in tool.unlisted_modules(text)
     assert "tinygrok/train.py" in tool.unlisted_modules(text)
+
+
+def test_same_metrics_tells_a_recomputed_run_from_another(tmp_path):
+    """tools/same_metrics.py: equal at every shared evaluation but wall-clock -> exit 0; a loss
+    that differs in its last digit -> exit 1, naming the step."""
+    rows = [
+        {"step": s, "train_loss": 1.0 / (s + 1), "val_acc": 0.01, "elapsed_s": float(s)}
+        for s in range(0, 300, 50)
+    ]
+
+    def write(name: str, records: list[dict]) -> Path:
+        path = tmp_path / name
+        path.write_text("".join(json.dumps(r) + "\n" for r in records))
+        return path
+
+    def run(a: Path, b: Path) -> subprocess.CompletedProcess:
+        tool = str(ROOT / "tools/same_metrics.py")
+        return subprocess.run([sys.executable, tool, a, b], capture_output=True, text=True)
+
+    kept = write("kept.jsonl", rows[:4])  # a run stopped earlier
+    longer = write("again.jsonl", [r | {"elapsed_s": 2 * r["elapsed_s"]} for r in rows])
+    same = run(kept, longer)
+    assert (
+        same.returncode == 0 and "4 evaluations in common, steps 0 to 150: identical" in same.stdout
+    )
+    rows[2]["train_loss"] = np.nextafter(rows[2]["train_loss"], 1.0)
+    other = run(kept, write("other.jsonl", rows))
+    assert other.returncode == 1 and "first difference at step 100" in other.stdout
