@@ -134,6 +134,19 @@ def test_layernorm(dtype, n, c, seed):
         assert_close(got, want)
 
 
+def test_layernorm_reads_a_read_only_input_and_refuses_a_residual_of_another_shape():
+    """The plain norm never writes its input (the fused sum's branch is compiled away), and the
+    fused sum, whose kernel reads the residual's rows unchecked, does not broadcast."""
+    x = np.linspace(-1, 1, 24, dtype=np.float32).reshape(3, 8)
+    w, b = np.ones(8, np.float32), np.zeros(8, np.float32)
+    x.setflags(write=False)
+    y, _, _ = layernorm_forward(x, w, b, "numba")
+    assert np.array_equal(y, layernorm_forward(x, w, b, "numba")[0])
+    for engine in ("numba", "numpy"):
+        with pytest.raises(ValueError, match="residual of shape"):
+            add_layernorm_forward(x[:1], x.copy(), w, b, engine)
+
+
 @pytest.mark.parametrize("dtype", DTYPES)
 @SETTINGS
 @given(n=dims, p=st.integers(2, 120), seed=seeds)

@@ -247,9 +247,28 @@ def test_an_arm_stopped_where_the_baseline_generalized_has_no_speedup(tmp_path):
     for seed, steps_run in enumerate([1300, 1250, 1500]):
         write_done(specs["sparse0.9", seed], None, steps_run)
     write_done(specs["scale0.1", 0], None, 1100)  # stopped before the baseline's 1,200
+    # half of an even count never generalized: the other seed was sooner, no verdict
+    write_done(specs["sparse0.9-keep", 0], 500, 2000)
+    write_done(specs["sparse0.9-keep", 1], None, 2000)
     got = rows()
     assert got["sparse0.9"][4:6] == ["no speed-up (> 1,250 steps)"] * 2
     assert got["scale0.1"][4:7] == ["-", "-", "-"]
+    assert got["sparse0.9-keep"][1] == "never [500-never]"
+    assert got["sparse0.9-keep"][4:7] == ["-", "-", "-"]
+
+
+def test_progress_is_of_the_planned_budget_when_resume_changed_it(tmp_path):
+    """A run ended sooner with `resume --steps N` has its own progress % of N; the table's is of
+    the budget the experiment planned, as for the other runs."""
+    base = validate(Config(tasks=("division",), p=11, d_model=16, heads=2, d_mlp=32, steps=2000))
+    specs = plan("init", base, (0,), tmp_path)
+    write_done(specs[0], 1000, 2000)
+    write_done(specs[1], 500, 1000)
+    doc = json.loads((specs[1].out / "summary.json").read_text())
+    doc["per_task"]["division"]["progress_pct"] = 50.0  # of its changed budget, 1,000
+    (specs[1].out / "summary.json").write_text(json.dumps(doc))
+    got = table_rows(specs)
+    assert got["sparse0.9"][2:3] == ["25"] and got["sparse0.9"][4:6] == ["2x", "2x"]
 
 
 def test_experiment_report_lists_the_runs_in_progress(tmp_path):

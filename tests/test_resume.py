@@ -479,7 +479,7 @@ def test_too_little_space_or_no_permission_is_one_line_before_any_work(tmp_path,
 def test_a_run_stopped_early_by_resume_steps_stays_the_planned_run(tmp_path, monkeypatch):
     """An arm interrupted and then ended sooner with `resume --steps N` (where the baseline had
     generalized) is done for the sweep or experiment that planned the longer budget; a run that
-    was started with another budget is still another config."""
+    was started with another budget is still another config, resumed or not."""
     from tinygrok.folders import read_config
     from tinygrok.lab.runner import run_state
 
@@ -492,10 +492,15 @@ def test_a_run_stopped_early_by_resume_steps_stays_the_planned_run(tmp_path, mon
     r = run_cli("resume", out, "--steps", "45")
     assert r.code == 0, r.err
     assert summary(out)["steps_run"] == 45 and summary(out)["status"] == "finished"
-    assert json.loads((out / "config.json").read_text())["resumes"][-1]["steps"] == 45
+    resumed = json.loads((out / "config.json").read_text())["resumes"][-1]
+    assert (resumed["steps_before"], resumed["steps"]) == (60, 45)
     assert run_state(planned, out) == "done"
 
+    # started with 45 steps, interrupted and resumed as it was: another run than the planned
     other = tmp_path / "other"
-    assert run_cli("run", "division", *TINY, "--steps", "45", "--out", other).code == 0
+    signal_at(monkeypatch, 30)
+    assert run_cli("run", "division", *TINY, "--steps", "45", "--out", other).code == 130
+    signal_at(monkeypatch, None)
+    assert run_cli("resume", other).code == 0
     with pytest.raises(ConfigError, match="another config"):
         run_state(planned, other)

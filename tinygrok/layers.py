@@ -252,6 +252,7 @@ def add_norm(
     (contiguous) output, is overwritten with s: the sum and the norm are one pass over the rows,
     with no third array."""
     if cfg.layer_norm and cfg.norm == "post":
+        assert y.flags.c_contiguous, "add_norm writes the sum over y, which must be contiguous"
         C = y.shape[-1]
         s = y.reshape(-1, C)  # (N, C) a view of y: the kernel writes the sum there
         x2 = np.ascontiguousarray(x).reshape(-1, C)

@@ -100,9 +100,11 @@ def resume(run: SavedRun, progress: bool = True, stop: StopFlag | None = None) -
         f"then continue with `tinygrok resume {run.dir}`",
     )
     data = make_dataset(cfg.tasks, cfg.p, cfg.train_frac, cfg.seed)
-    # --steps may have changed the budget; every resume is recorded with its code and machine
+    # --steps may have changed the budget; every resume is recorded with its code and machine,
+    # and the budget before and after it
+    before = run.config_doc["config"]["steps"]
     resumes = run.config_doc.get("resumes", []) + [
-        provenance() | {"step": ckpt.step, "steps": cfg.steps}
+        provenance() | {"step": ckpt.step, "steps_before": before, "steps": cfg.steps}
     ]
     write_json(
         run.dir / "config.json", run.config_doc | {"config": cfg.to_dict(), "resumes": resumes}

@@ -50,16 +50,17 @@ def layernorm_backward_ref(
 
 
 @njit(cache=True, parallel=True, fastmath=FASTMATH)
-def _layernorm_forward_nb(x, res, add, w, b, eps, rows_per_block, y, mean, rstd):
-    """Fills y (N, C), mean (N,), rstd (N,) of x (N, C); with `add`, x += res first (in place).
-    See `layernorm_forward_ref`."""
+def _layernorm_forward_nb(x, res, w, b, eps, rows_per_block, y, mean, rstd):
+    """Fills y (N, C), mean (N,), rstd (N,) of x (N, C); given a res (N, C), x += res first, in
+    place (numba compiles the branch away for res None, so x may then be read-only). See
+    `layernorm_forward_ref`."""
     N, C = x.shape
     one, n_c = x.dtype.type(1), x.dtype.type(C)
     for blk in prange(-(-N // rows_per_block)):
         ones = np.ones(C, dtype=x.dtype)
         for n in range(blk * rows_per_block, min(N, (blk + 1) * rows_per_block)):
             xr, yr = x[n], y[n]
-            if add:
+            if res is not None:
                 rr = res[n]
                 for c in range(C):
                     xr[c] += rr[c]
@@ -106,7 +107,7 @@ def layernorm_forward(
     """Dispatch on the engine; see `layernorm_forward_ref`."""
     if engine != "numba":
         return layernorm_forward_ref(x, w, b)
-    return _run_forward(x, x, False, w, b)
+    return _run_forward(x, None, w, b)
 
 
 def add_layernorm_forward(
@@ -114,18 +115,20 @@ def add_layernorm_forward(
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """The residual sum and its norm in one pass: x += res (in place, x (N, C) becomes the
     norm's input s), then `layernorm_forward` of it -> y (N, C), mean (N,), rstd (N,)."""
+    if res.shape != x.shape:  # the kernel reads res[n] unchecked: no broadcasting
+        raise ValueError(f"residual of shape {res.shape} for a sum of shape {x.shape}")
     if engine != "numba":
         x += res
         return layernorm_forward_ref(x, w, b)
-    return _run_forward(x, res, True, w, b)
+    return _run_forward(x, res, w, b)
 
 
-def _run_forward(x, res, add, w, b):
+def _run_forward(x, res, w, b):
     """The numba forward's outputs, allocated and filled."""
     N = x.shape[0]
     y = np.empty_like(x)
     mean, rstd = np.empty(N, dtype=x.dtype), np.empty(N, dtype=x.dtype)
-    _layernorm_forward_nb(x, res, add, w, b, x.dtype.type(EPS), ROWS_PER_BLOCK, y, mean, rstd)
+    _layernorm_forward_nb(x, res, w, b, x.dtype.type(EPS), ROWS_PER_BLOCK, y, mean, rstd)
     return y, mean, rstd
 
 

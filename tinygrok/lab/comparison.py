@@ -8,11 +8,12 @@ Speedups are ratios of the baseline's median to the arm's median, for the same t
     speedup (progress) = progress_pct of the baseline / progress_pct of the arm
     speedup (delay)    = delay_steps of the baseline / delay_steps of the arm
 
-An arm whose median run never generalized, while the baseline's did, has no such ratio. If each
-of its runs that never generalized trained at least as far as the baseline's median generalized
-step (the whole budget, or an arm stopped there with `tinygrok resume RUN --steps N`), it is
-slower than the baseline, and the steps and progress cells say "no speed-up (> N steps)", N the
-fewest steps such a run trained.
+An arm most of whose runs never generalized, while the baseline's median run did, has no such
+ratio. If each of its runs that never generalized trained at least as far as the baseline's
+median generalized step (the whole budget, or an arm ended there with `tinygrok resume RUN
+--steps N`), it is slower than the baseline, and the steps and progress cells say "no speed-up
+(> N steps)", N the fewest steps such a run trained. Progress % is always of the budget the
+experiment planned, whatever budget a resume gave a run.
 
 progress_pct is generalized_step / (steps * tasks), the report's measure: with the budget scaled by
 the number of tasks, it compares the examples of each task seen before generalizing.
@@ -74,19 +75,24 @@ def collect(specs: list[Job]) -> dict[str, dict[str, list[dict]]]:
         if not summary or summary.get("status") not in DONE:
             continue
         for t in spec.cfg.tasks:
-            run = {"status": summary["status"], "steps_run": summary["steps_run"]}
-            by_task[t].append(summary["per_task"][t] | run)
+            row = summary["per_task"][t] | {"status": summary["status"]}
+            # a budget changed by `resume --steps` changes the run's own progress %: the
+            # experiment's is of the budget it planned
+            gen = row["generalized_step"]
+            row["progress_pct"] = None if gen is None else 100.0 * gen / spec.cfg.step_budget
+            by_task[t].append(row | {"steps_run": summary["steps_run"]})
     return rows
 
 
-def no_speedup(runs: list[dict], arm_median: float, base_median: float | None) -> str | None:
-    """'no speed-up (> N steps)' when the arm's median run never generalized, the baseline's
-    did, and every run of the arm that never generalized trained N >= the baseline's median
-    steps; else None."""
-    if base_median is None or not math.isfinite(base_median) or math.isfinite(arm_median):
+def no_speedup(runs: list[dict], base_median: float | None) -> str | None:
+    """'no speed-up (> N steps)' when more than half of the arm's runs never generalized, the
+    baseline's median run did, and every run of the arm that never generalized trained N >= the
+    baseline's median steps; else None."""
+    never = [r["steps_run"] for r in runs if r["generalized_step"] is None]
+    # more than half never generalized (with an even count, a median of inf may rest on half)
+    if base_median is None or not math.isfinite(base_median) or 2 * len(never) <= len(runs):
         return None
-    n = min(r["steps_run"] for r in runs if r["generalized_step"] is None)
-    return f"no speed-up (> {n:,} steps)" if n >= base_median else None
+    return f"no speed-up (> {min(never):,} steps)" if min(never) >= base_median else None
 
 
 TABLE_HEADER = (
@@ -143,7 +149,7 @@ def table(specs: list[Job]) -> str:
                 fmt_speedup(b[key][0], s[key][0]) if b else "-"
                 for key in ("generalized_step", "progress_pct", "delay_steps")
             ]
-            slower = b and no_speedup(runs, s["generalized_step"][0], b["generalized_step"][0])
+            slower = b and no_speedup(runs, b["generalized_step"][0])
             if slower:
                 # progress % divides by budgets that grow with the tasks: the same verdict only
                 # for an arm of as many tasks as the baseline

@@ -36,6 +36,14 @@ KERNEL_FIELDS = ("engine", "dtype", "activation", "layer_norm", "optimizer", "gr
 PR_SET_PDEATHSIG = 1  # prctl(2): the signal this process gets when its parent ends (Linux)
 
 
+def started_budget(doc: dict, saved: Config) -> int:
+    """The steps per task a run started with: its first resume's budget before that resume, or
+    (never resumed, or resumed before resumes recorded budgets) the config's own."""
+    first = (doc.get("resumes") or [{}])[0]
+    steps = first.get("steps_before") if isinstance(first, dict) else None
+    return steps if isinstance(steps, int) and steps > 0 else saved.steps
+
+
 def run_state(cfg: Config, run_dir: Path) -> str:
     """What a run folder needs: "new" (start at step 0), "resume" (continue from its checkpoint,
     or only write the summary and figure of a run killed after its final checkpoint) or "done"
@@ -44,9 +52,10 @@ def run_state(cfg: Config, run_dir: Path) -> str:
     if not (run_dir / CONFIG).exists():
         return "new"
     saved, doc = read_config(run_dir)
-    # a resumed run may have had its budget changed by `tinygrok resume RUN --steps N` (an arm
-    # stopped where the baseline generalized, or trained longer): it is still the planned run
-    diff = differences(saved, cfg, {"steps"} if doc.get("resumes") else set())
+    # `tinygrok resume RUN --steps N` may have changed the budget since (an arm ended where the
+    # baseline generalized, or trained longer): the run is the planned one if it started with
+    # the planned budget
+    diff = differences(saved.replace(steps=started_budget(doc, saved)), cfg)
     if diff:
         raise ConfigError(
             f"--out: {run_dir} holds a run of another config ({'; '.join(diff)}); "
