@@ -15,6 +15,12 @@ however fast its kernels become; the script prints that bound. It also counts th
 faults of the numba engine's steps: the fresh pages the allocator had to map for a step's arrays
 (none means that every array came from memory freed by an earlier step, so reusing buffers across
 steps by hand could save only the malloc calls themselves).
+
+Last, a floor for each kind of numba kernel work: the time to read its arrays and write its
+results once each, at the speed this machine copies a 1 MiB array that is already in cache,
+plus one parallel-loop launch per call (both measured here, in this run). No implementation of
+the same kernels, with the same inputs and outputs, can beat it; fusing kernels so that fewer
+arrays pass between them could.
 """
 
 from __future__ import annotations
@@ -25,7 +31,9 @@ import time
 from collections import defaultdict
 from collections.abc import Callable
 
+import numpy as np
 from _common import TinygrokSteps, machine_line, median, set_all_threads
+from numba import njit, prange
 
 from tinygrok import layers, optim
 from tinygrok.config import PRESETS, from_preset
@@ -42,13 +50,42 @@ KINDS = {
     "AdamW update": (optim, ["adamw_update"]),
 }
 SHARED = ("matrix products (+ bias)", "everything else")
+KERNELS = [kind for kind in KINDS if kind != "matrix products (+ bias)"]
 
 
-def install_timers(spent: dict[str, float]) -> None:
-    """Wrap every function of KINDS so that each call adds its seconds to spent[kind]."""
+def arrays(value) -> list[np.ndarray]:
+    """The arrays in value (an array, or a tuple or list of values)."""
+    if isinstance(value, np.ndarray):
+        return [value]
+    if isinstance(value, tuple | list):
+        return [a for v in value for a in arrays(v)]
+    return []
+
+
+def bytes_moved(f: Callable, args: tuple, kwargs: dict):
+    """Call f; return its result and the bytes it read and wrote at the least: every argument
+    array read once, every argument it changed written once, and every result that is not an
+    argument's memory written once."""
+    given = arrays(args) + arrays(list(kwargs.values()))
+    before = [a.copy() for a in given]
+    out = f(*args, **kwargs)
+    changed = [a for a, b in zip(given, before, strict=True) if not np.array_equal(a, b)]
+    fresh = [r for r in arrays(out) if not any(np.shares_memory(r, a) for a in given)]
+    return out, sum(a.nbytes for a in given + changed + fresh)
+
+
+def install_timers(spent: dict[str, float], moved: dict[str, list[int]]) -> None:
+    """Wrap every function of KINDS so that each call adds its seconds to spent[kind]; while
+    `moved` holds a "count" key (during one step that is not timed), each call instead adds
+    itself and its `bytes_moved` to moved[kind] = [calls, bytes]."""
 
     def timed(kind: str, f: Callable) -> Callable:
         def call(*args, **kwargs):
+            if "count" in moved:
+                out, nbytes = bytes_moved(f, args, kwargs)
+                moved[kind][0] += 1
+                moved[kind][1] += nbytes
+                return out
             t = time.perf_counter()
             try:
                 return f(*args, **kwargs)
@@ -62,6 +99,56 @@ def install_timers(spent: dict[str, float]) -> None:
             setattr(module, name, timed(kind, getattr(module, name)))
 
 
+@njit(parallel=True)
+def _empty_parallel_loop(x):
+    for i in prange(x.shape[0]):
+        x[i] += 1
+
+
+def launch_seconds() -> float:
+    """Median seconds of one call of an empty parallel numba loop: the launch every numba
+    kernel pays (the same on one thread: numba's pool runs the loop)."""
+    x = np.zeros(2)
+    _empty_parallel_loop(x)
+    times = []
+    for _ in range(500):
+        t = time.perf_counter()
+        _empty_parallel_loop(x)
+        times.append(time.perf_counter() - t)
+    return median(times)
+
+
+def copy_bytes_per_second(nbytes: int = 1 << 20) -> float:
+    """Bytes read plus written per second by np.copyto of an nbytes array, warm, median."""
+    src = np.ones(nbytes // 4, dtype=np.float32)
+    dst = np.empty_like(src)
+    times = []
+    for _ in range(200):
+        t = time.perf_counter()
+        np.copyto(dst, src)
+        times.append(time.perf_counter() - t)
+    return 2 * nbytes / median(times)
+
+
+def print_floor(ms: dict[str, float], moved: dict[str, list[int]]) -> None:
+    """The numba engine's kernel time per kind beside its floor (see the module docstring)."""
+    speed, launch = copy_bytes_per_second(), launch_seconds()
+    print(
+        f"numba kernels beside their floor: arrays read and written once at {speed / 1e9:.1f} "
+        f"GB/s (1 MiB copy, warm), {1e6 * launch:.0f} us per parallel launch"
+    )
+    print(f"{'':34s} {'numba':>8s} {'floor':>8s} {'MB':>6s} {'calls':>6s}")
+    total = [0.0, 0.0, 0, 0]
+    for kind in KERNELS:
+        calls, nbytes = moved[kind]
+        floor = 1000 * (nbytes / speed + calls * launch)
+        print(f"{kind:34s} {ms[kind]:8.1f} {floor:8.1f} {nbytes / 1e6:6.1f} {calls:6d}")
+        total = [total[0] + ms[kind], total[1] + floor, total[2] + nbytes, total[3] + calls]
+    print(
+        f"{'all kernels':34s} {total[0]:8.1f} {total[1]:8.1f} {total[2] / 1e6:6.1f} {total[3]:6d}"
+    )
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--threads", type=int, default=1, help="BLAS and numba threads")
@@ -71,12 +158,16 @@ def main() -> None:
     counts = set_all_threads(args.threads)
 
     spent: dict[str, float] = defaultdict(float)
-    install_timers(spent)
+    moved: dict[str, list[int]] = defaultdict(lambda: [0, 0])
+    install_timers(spent, moved)
     cfg = from_preset(args.preset)
     engines = {name: TinygrokSteps(cfg.replace(engine=name)) for name in ("numba", "numpy")}
     for run in engines.values():
         run.evaluate_once()
         run(3)
+    moved["count"] = [1, 0]
+    engines["numba"](1)
+    del moved["count"]
     samples: dict[str, dict[str, list[float]]] = {e: defaultdict(list) for e in engines}
     faults = 0
     for _ in range(args.steps):
@@ -108,6 +199,7 @@ def main() -> None:
         f"(measured {ms['numpy']['step'] / ms['numba']['step']:.2f}x)"
     )
     print(f"minor page faults per numba step: {faults / args.steps:.2f}")
+    print_floor(ms["numba"], moved)
 
 
 if __name__ == "__main__":

@@ -150,7 +150,7 @@ def test_matches_pytorch_autograd():
 @pytest.mark.slow
 def test_profile_step_times_every_kind_of_work():
     """benchmarks/profile_step.py's timers reach every function the step calls: no kind of work
-    reads 0 ms in either engine (a renamed layer function would)."""
+    reads 0 ms in either engine (a renamed layer function would), nor moves no bytes."""
     root = Path(__file__).parents[1]
     out = subprocess.run(
         [sys.executable, "benchmarks/profile_step.py", "--steps", "1"],
@@ -165,6 +165,13 @@ def test_profile_step_times_every_kind_of_work():
     for row in rows:
         numba_ms, numpy_ms = map(float, row.split()[-2:])
         assert numba_ms > 0 and numpy_ms > 0, row
+    # the floor table: every kind of kernel work moved bytes and made calls
+    start = next(i for i, line in enumerate(out) if line.split()[:2] == ["numba", "floor"]) + 1
+    floors = out[start : start + 7]  # six kinds of kernel work, all kernels
+    assert floors[-1].startswith("all kernels")
+    for row in floors:
+        _, floor, megabytes, calls = map(float, row.split()[-4:])
+        assert floor > 0 and megabytes > 0 and calls >= 1, row
 
 
 def test_set_threads_sets_blas_and_numba():
