@@ -18,8 +18,8 @@ import numpy as np
 from tinygrok import fast
 from tinygrok.config import Config
 from tinygrok.fast import evaluate, loss_and_grads
-from tinygrok.model import Params, init_params
 from tinygrok.optim import learning_rate, make_optimizer
+from tinygrok.params import Params, init_params
 from tinygrok.provenance import cpu_model
 from tinygrok.tasks import SEQ_LEN, Batches, make_dataset, vocab_size
 from tinygrok.threads import set_threads

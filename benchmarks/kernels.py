@@ -26,7 +26,7 @@ from tinygrok.kernels.crossentropy import cross_entropy_backward, cross_entropy_
 from tinygrok.kernels.embedding import embedding_backward, scatter_add_rows
 from tinygrok.kernels.layernorm import layernorm_backward, layernorm_forward
 from tinygrok.kernels.optimizer import adamw_update, sgd_update
-from tinygrok.model import n_params
+from tinygrok.params import n_params
 from tinygrok.tasks import SEQ_LEN, vocab_size
 
 

@@ -28,7 +28,7 @@ from _common import machine_line
 FIRST_STEP = """
 from tinygrok.config import Config
 from tinygrok.fast import evaluate, loss_and_grads
-from tinygrok.model import Params, init_params
+from tinygrok.params import Params, init_params
 from tinygrok.optim import make_optimizer
 from tinygrok.tasks import Batches, make_dataset
 import tinygrok.train  # what the CLI imports

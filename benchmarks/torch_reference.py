@@ -41,8 +41,8 @@ except ImportError:
 from tinygrok import fast, model
 from tinygrok import layers as L
 from tinygrok.config import Config
-from tinygrok.model import Params
 from tinygrok.optim import learning_rate
+from tinygrok.params import Params
 from tinygrok.tasks import SEQ_LEN, Batches, make_dataset, vocab_size
 
 
@@ -264,7 +264,7 @@ class TorchSteps:
 def main() -> None:
     """Check both reference models against tinygrok's, from tinygrok's initial parameters."""
     from tinygrok.config import from_preset
-    from tinygrok.model import init_params
+    from tinygrok.params import init_params
 
     for label, cfg in (("default model", Config()), ("--preset report", from_preset("report"))):
         params, _ = init_params(cfg)

@@ -34,8 +34,8 @@ from torch_reference import ReportModel
 
 from tinygrok.config import from_preset
 from tinygrok.fast import evaluate, loss_and_grads
-from tinygrok.model import Params, init_params
 from tinygrok.optim import make_optimizer
+from tinygrok.params import Params, init_params
 from tinygrok.tasks import Batches, make_dataset
 
 

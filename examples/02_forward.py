@@ -1,8 +1,9 @@
 """A forward pass through the default model, layer by layer, printing every tensor's shape.
 
-The same calls the textbook model, `model.forward`, makes (token + position embedding, then per
-block `x = x + attention(ln1(x))` and `x = x + mlp(ln2(x))`, then the final layer norm and the
-unembedding), made one at a time from `tinygrok.layers`. Inside the first block's attention the
+The textbook model's steps (`model.forward`: token + position embedding, then per block
+`x = x + attention(ln1(x))` and `x = x + mlp(ln2(x))`, then the final layer norm and the
+unembedding), taken one at a time with the layers of `tinygrok.layers` that its sublayers wrap
+(`pre_norm` is the layer norm and `add_norm` the residual sum in this pre-norm model). Inside the first block's attention the
 projection, the per-head attention weights and the output projection are shown too. At the end the
 logits are compared with `model.forward` and with the fast model that training uses
 (`fast.logits`, which computes only what reaches the loss, each shared row once).
@@ -23,7 +24,7 @@ from tinygrok import fast, model
 from tinygrok import layers as L
 from tinygrok.config import ENGINES, Config, validate
 from tinygrok.kernels.attention import attention_forward
-from tinygrok.model import init_params, n_params
+from tinygrok.params import init_params, n_params
 from tinygrok.tasks import make_dataset
 
 

@@ -22,7 +22,7 @@ from pathlib import Path
 import numpy as np
 
 from tinygrok.config import Config, validate
-from tinygrok.model import init_params, matrix_sparsity
+from tinygrok.params import init_params, matrix_sparsity
 from tinygrok.runlock import RunLock
 from tinygrok.threads import set_threads
 from tinygrok.train import train

@@ -18,7 +18,7 @@ import tinygrok
 import tinygrok.train as train_mod
 from tinygrok import fast, model
 from tinygrok.errors import ConfigError
-from tinygrok.model import Params, param_shapes
+from tinygrok.params import Params, param_shapes
 
 # the tests' tiny model, its task given by each test
 TINY = {k: v for k, v in TINY_FIELDS.items() if k != "tasks"}

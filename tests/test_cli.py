@@ -15,7 +15,7 @@ import numpy as np
 import pytest
 
 from tinygrok.config import Config
-from tinygrok.model import Params, is_matrix, param_shapes
+from tinygrok.params import Params, is_matrix, param_shapes
 
 SCRIPT = shutil.which("tinygrok", path=str(Path(sys.executable).parent)) or shutil.which("tinygrok")
 # Without the console script (an unusual install), run the same entry point it would call.

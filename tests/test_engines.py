@@ -15,8 +15,8 @@ import pytest
 
 from tinygrok.config import Config, validate
 from tinygrok.fast import evaluate, loss_and_grads
-from tinygrok.model import Params, init_params
 from tinygrok.optim import learning_rate, make_optimizer
+from tinygrok.params import Params, init_params
 from tinygrok.tasks import Batches, make_dataset
 from tinygrok.threads import set_threads
 

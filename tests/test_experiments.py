@@ -17,7 +17,7 @@ from tinygrok.grokfast import EMAFilter, MAFilter, make_grad_filter
 from tinygrok.lab.comparison import stability_cell
 from tinygrok.lab.experiments import noise_arms, plan
 from tinygrok.metrics import stability
-from tinygrok.model import init_params, is_matrix, matrix_sparsity
+from tinygrok.params import init_params, is_matrix, matrix_sparsity
 from tinygrok.summary import run_summary
 from tinygrok.tasks import Batches, make_dataset
 from tinygrok.train import train

@@ -18,7 +18,7 @@ from hypothesis import strategies as st
 from tinygrok import fast, model
 from tinygrok import layers as L
 from tinygrok.config import ENGINES, Config, validate
-from tinygrok.model import Params, init_params
+from tinygrok.params import Params, init_params
 from tinygrok.tasks import Batches, make_dataset
 
 H = 1e-6  # finite-difference step

@@ -14,7 +14,7 @@ from tinygrok.gradcheck import (
     relative_error,
     small_config,
 )
-from tinygrok.model import param_shapes
+from tinygrok.params import param_shapes
 
 
 def run_cli(argv: list[str], capsys) -> tuple[int, str, str]:

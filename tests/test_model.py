@@ -12,8 +12,8 @@ from tinygrok import fast, gradcheck, model
 from tinygrok import layers as L
 from tinygrok.config import Config, from_preset, validate
 from tinygrok.grokfast import make_grad_filter
-from tinygrok.model import Params, init_params, is_matrix, n_params, param_shapes
 from tinygrok.optim import make_optimizer
+from tinygrok.params import Params, init_params, is_matrix, n_params, param_shapes
 from tinygrok.tasks import make_dataset
 
 pytestmark = pytest.mark.usefixtures("single_thread")

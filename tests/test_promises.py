@@ -20,7 +20,7 @@ from tinygrok.folders import read_config
 from tinygrok.interrupt import StopFlag
 from tinygrok.lab.comparison import in_progress, table
 from tinygrok.lab.experiments import plan
-from tinygrok.model import Params, init_params, param_shapes
+from tinygrok.params import Params, init_params, param_shapes
 from tinygrok.tasks import SPLIT_STREAM, Batches, make_dataset
 from tinygrok.train import resume, train
 

@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 
 from tinygrok.config import from_preset
-from tinygrok.model import init_params, is_matrix, n_params, report_linear
+from tinygrok.params import init_params, is_matrix, n_params, report_linear
 
 pytestmark = pytest.mark.usefixtures("single_thread")
 

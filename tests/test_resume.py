@@ -36,7 +36,7 @@ import tinygrok.train as train_mod
 from tinygrok.checkpoint import CHECKPOINT_FORMAT, load_checkpoint
 from tinygrok.errors import ConfigError
 from tinygrok.folders import read_config
-from tinygrok.model import n_params
+from tinygrok.params import n_params
 from tinygrok.snapshots import list_snapshots, load_snapshot
 
 REAL_LEARNING_RATE = train_mod.learning_rate

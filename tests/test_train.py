@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 
 from tinygrok.config import ENGINES, Config, validate
-from tinygrok.model import n_params
+from tinygrok.params import n_params
 from tinygrok.train import train
 
 RECORD_KEYS = {"step", "lr", "train_loss", "train_acc", "val_loss", "val_acc", "weight_norm"}

@@ -36,7 +36,7 @@ from tinygrok.checkpoint import load_checkpoint
 from tinygrok.config import EVAL_CHUNK, Config, from_preset, validate
 from tinygrok.errors import ConfigError
 from tinygrok.folders import CONFIG, make_folder, read_config, read_metrics, read_summary
-from tinygrok.model import Params, param_shapes
+from tinygrok.params import Params, param_shapes
 from tinygrok.tasks import OPERATIONS, SEQ_LEN, canonical_task, describe_tasks, make_dataset
 
 if TYPE_CHECKING:
@@ -124,7 +124,7 @@ class Run:
     step      optimizer steps done by the checkpoint
     summary   summary.json, or None while the run has not stopped
     metrics   metrics.jsonl: one dict per evaluation
-    params    name -> read-only array of the parameter table (model.param_shapes), e.g.
+    params    name -> read-only array of the parameter table (params.param_shapes), e.g.
               "wte" (V, C), "blocks.0.attn.w_qkv" (C, 3C), "head.w" (C, P)
     """
 

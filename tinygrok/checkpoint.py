@@ -45,8 +45,8 @@ from tinygrok.folders import (
     read_summary,
 )
 from tinygrok.grokfast import make_grad_filter
-from tinygrok.model import n_params
 from tinygrok.optim import make_optimizer
+from tinygrok.params import n_params
 
 CHECKPOINT_FORMAT = 1
 STATUSES = ("running", "interrupted", "finished")

@@ -36,7 +36,8 @@ import numpy as np
 from tinygrok import layers as L
 from tinygrok.config import EVAL_CHUNK, Config
 from tinygrok.kernels import attention
-from tinygrok.model import Params, final_norm, numerics, prefixed
+from tinygrok.model import final_norm, numerics
+from tinygrok.params import Params
 
 PREFIX = 2  # S: positions [a, op], shared by every example with that prefix
 
@@ -109,9 +110,11 @@ class BlockCache(NamedTuple):
     ln1_in: L.LayerNormCache | None
     h: np.ndarray  # (Ns, C) the attention's input
     hq: np.ndarray | None  # (Nq, C) the query rows of h, when only they are projected to queries
-    qs: tuple[np.ndarray, ...]  # the queries: (qp (U, S, C), qm (B, Tm, C)) or (q (B, 1, C),)
+    qp: np.ndarray | None  # (U, S, C) the prefixes' queries; None in the last block
+    qm: np.ndarray  # (B, Tq, C) each example's own queries: Tq = Tm, or 1 in the last block
     kv: np.ndarray  # (Ns, 2C) every source row's key and value
-    a: tuple[np.ndarray, ...]  # the attention weights of each query group
+    ap: np.ndarray | None  # (U, NH, S, S) the prefixes' attention weights; None with qp
+    am: np.ndarray  # (B, NH, Tq, T) the examples' attention weights
     att: np.ndarray  # (Nq, C) the heads' outputs, before W_o
     w_qkv: np.ndarray
     w_o: np.ndarray
@@ -121,15 +124,16 @@ class BlockCache(NamedTuple):
 
 
 def block_forward(
-    xs: np.ndarray, params: Params, i: int, g: Gather, cfg: Config, engine: str
+    xs: np.ndarray, p: dict[str, np.ndarray], g: Gather, cfg: Config
 ) -> tuple[np.ndarray, BlockCache]:
-    """Block i on source rows xs (Ns, C) -> its query rows (Nq, C): the stream rows (R, C) before
-    the last block, each example's last position (B, C) in it."""
-    b, NH = f"blocks.{i}.", cfg.heads
-    p_att, p_ln1 = params.group(b + "attn"), params.group(b + "ln1")
+    """One block, p its tensors (`Params.group("blocks.i")`), on source rows xs (Ns, C) -> its
+    query rows (Nq, C): the stream rows (R, C) before the last block, each example's last
+    position (B, C) in it."""
+    NH, engine = cfg.heads, cfg.engine
+    p_att, p_ln1 = L.group(p, "attn"), L.group(p, "ln1")
     w, bias = p_att["w_qkv"], p_att["b_qkv"]
     Ns, C = xs.shape
-    h, c_in = L.pre_norm(xs, p_ln1, cfg, engine)  # (Ns, C)
+    h, c_in = L.pre_norm(xs, p_ln1, cfg)  # (Ns, C)
     kv = L.affine(h, w[:, C:], bias[C:])  # (Ns, 2C) every source row's key and value
     if g.query is not None and len(g.query) < Ns:
         # fewer query rows than source rows (as in the last block): project only their queries
@@ -141,56 +145,48 @@ def block_forward(
         q = _gather(L.affine(h, w[:, :C], bias[:C]), g.query)  # (Nq, C)
     B = len(g.keys)
     if g.prefix is None:
-        q = q.reshape(B, 1, C)
-        y, a = attention.attention_forward(q, kv, g.keys, NH, engine)  # (B, 1, C)
-        qs, weights, att = (q,), (a,), y.reshape(B, C)
+        qp = ap = None
+        qm = q.reshape(B, 1, C)
+        ym, am = attention.attention_forward(qm, kv, g.keys, NH, engine)  # (B, 1, C)
+        att = ym.reshape(B, C)
     else:
         U, S = g.prefix.shape
         qp, qm = q[: U * S].reshape(U, S, C), q[U * S :].reshape(B, -1, C)
         yp, ap = attention.attention_forward(qp, kv, g.prefix, NH, engine)  # (U, S, C)
         ym, am = attention.attention_forward(qm, kv, g.keys, NH, engine)  # (B, Tm, C)
         att = np.concatenate([yp.reshape(U * S, C), ym.reshape(-1, C)])  # (R, C)
-        qs, weights = (qp, qm), (ap, am)
     # x = ln1(s) (post-norm; else x = s),  s = xs[query] + att @ w_o + b_o  (Nq, C)
     y = L.affine(att, p_att["w_o"], p_att["b_o"])
-    x, c_out = L.add_norm(_gather(xs, g.query), y, p_ln1, cfg, engine)
-    x, c_mlp = L.mlp_sublayer_forward(
-        x, params.group(b + "ln2"), params.group(b + "mlp"), cfg, engine
+    x, c_out = L.add_norm(_gather(xs, g.query), y, p_ln1, cfg)
+    x, c_mlp = L.mlp_sublayer_forward(x, p, cfg)
+    cache = BlockCache(
+        g, c_in, h, hq, qp, qm, kv, ap, am, att, w, p_att["w_o"], c_out, c_mlp, engine
     )
-    cache = BlockCache(g, c_in, h, hq, qs, kv, weights, att, w, p_att["w_o"], c_out, c_mlp, engine)
     return x, cache
 
 
-def block_backward(dx: np.ndarray, c: BlockCache, i: int) -> tuple[np.ndarray, L.Grads]:
-    """dx (Nq, C) -> dxs (Ns, C) and block i's grads, keyed like the table."""
-    b, g, e, NH = f"blocks.{i}.", c.gather, c.engine, c.a[0].shape[1]
+def block_backward(dx: np.ndarray, c: BlockCache) -> tuple[np.ndarray, L.Grads]:
+    """dx (Nq, C) -> dxs (Ns, C) and the block's grads, keyed like its tensors."""
+    g, e, NH = c.gather, c.engine, c.am.shape[1]
     Ns, C = c.h.shape
     # x = mlp sublayer of x
-    dx, g_ln2, g_mlp = L.mlp_sublayer_backward(dx, c.mlp)
+    dx, g_mlp = L.mlp_sublayer_backward(dx, c.mlp)
     # x = ln1(s) (post-norm; else x = s),  s = xs[query] + att @ w_o + b_o
     ds, g_out = L.norm_backward(dx, c.ln1_out)
     datt, dw_o, db_o = L.affine_backward(ds, c.att, c.w_o)
-    if g.prefix is None:
-        # y = attention(q, kv[keys]), one query per example
-        (q,), (a,) = c.qs, c.a
-        dq, dkv_keys = attention.attention_backward(
-            datt.reshape(q.shape), q, c.kv, g.keys, a, NH, e
-        )
-        dq, dkv_p = dq.reshape(-1, C), None
-    else:
-        # yp = attention(qp, kv[prefix]);  ym = attention(qm, kv[keys])
-        (qp, qm), (ap, am) = c.qs, c.a
-        P = qp.shape[0] * qp.shape[1]
-        dqp, dkv_p = attention.attention_backward(
-            datt[:P].reshape(qp.shape), qp, c.kv, g.prefix, ap, NH, e
-        )
-        dqm, dkv_keys = attention.attention_backward(
-            datt[P:].reshape(qm.shape), qm, c.kv, g.keys, am, NH, e
-        )
-        dq = np.concatenate([dqp.reshape(P, C), dqm.reshape(-1, C)])  # (R, C)
+    # ym = attention(qm, kv[keys]);  yp = attention(qp, kv[prefix]) before the last block
+    P = 0 if c.qp is None else c.qp.shape[0] * c.qp.shape[1]
+    dqm, dkv_keys = attention.attention_backward(
+        datt[P:].reshape(c.qm.shape), c.qm, c.kv, g.keys, c.am, NH, e
+    )
+    dq = dqm.reshape(-1, C)  # (Nq, C)
     # a source row collects the gradients of the keys and values read from it
     dkv = L.scatter_rows(dkv_keys.reshape(-1, 2 * C), g.keys.reshape(-1), Ns, e)  # (Ns, 2C)
-    if dkv_p is not None:
+    if c.qp is not None:
+        dqp, dkv_p = attention.attention_backward(
+            datt[:P].reshape(c.qp.shape), c.qp, c.kv, g.prefix, c.ap, NH, e
+        )
+        dq = np.concatenate([dqp.reshape(P, C), dq])  # (R, C)
         dkv += L.scatter_rows(dkv_p.reshape(-1, 2 * C), g.prefix.reshape(-1), Ns, e)
     # kv = h @ w_kv + b_kv
     dh, dw_kv, db_kv = L.affine_backward(dkv, c.h, c.w_qkv[:, C:])
@@ -209,8 +205,7 @@ def block_backward(dx: np.ndarray, c: BlockCache, i: int) -> tuple[np.ndarray, L
     # h = ln1(xs) (pre-norm; else h = xs);  s = xs[query] + ...
     dxs, g_in = L.norm_backward(dh, c.ln1_in)
     g_att = {"w_qkv": dw, "b_qkv": db, "w_o": dw_o, "b_o": db_o}
-    grads = prefixed(b + "ln1", g_in | g_out) | prefixed(b + "attn", g_att)
-    return dxs + dres, grads | prefixed(b + "ln2", g_ln2) | prefixed(b + "mlp", g_mlp)
+    return dxs + dres, L.prefixed("ln1", g_in | g_out) | L.prefixed("attn", g_att) | g_mlp
 
 
 # ----------------------------------------------------------------------------------------------
@@ -239,10 +234,10 @@ def forward(
     blocks = []
     for i in range(cfg.layers):
         g = lay.first if i == 0 else (lay.last if i == cfg.layers - 1 else lay.later)
-        x, c = block_forward(x, params, i, g, cfg, engine)  # (R, C), then (B, C) in the last
+        x, c = block_forward(x, params.group(f"blocks.{i}"), g, cfg)  # (R, C), then (B, C)
         if keep:
             blocks.append(c)
-    h, c_lnf = final_norm(x, params, cfg, engine)  # (B, C)
+    h, c_lnf = final_norm(x, params, cfg)  # (B, C)
     logits, c_head = L.linear_forward(h, params.group("head"))  # (B, P)
     if not keep:
         return logits, None
@@ -256,10 +251,10 @@ def backward(dlogits: np.ndarray, cache: FastCache) -> L.Grads:
     dh, g_head = L.linear_backward(dlogits, cache.head)
     # h = ln_f(x) (with a final norm; else h = x)
     dx, g_lnf = L.norm_backward(dh, cache.ln_f)
-    grads = prefixed("head", g_head) | prefixed("ln_f", g_lnf)
+    grads = L.prefixed("head", g_head) | L.prefixed("ln_f", g_lnf)
     for i in reversed(range(len(cache.blocks))):
-        dx, g = block_backward(dx, cache.blocks[i], i)  # into the block's source rows
-        grads |= g
+        dx, g = block_backward(dx, cache.blocks[i])  # into the block's source rows
+        grads |= L.prefixed(f"blocks.{i}", g)
     # x = wte[etok] + wpe[epos]
     grads["wte"] = L.scatter_rows(dx, lay.etok, cache.n_vocab, e)
     grads["wpe"] = L.scatter_rows(dx, lay.epos, cache.n_pos, e)

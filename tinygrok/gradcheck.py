@@ -26,7 +26,7 @@ import numpy as np
 from tinygrok import layers as L
 from tinygrok.config import SMALL_MODEL, Config, validate
 from tinygrok.fast import logits, loss_and_grads
-from tinygrok.model import Params, init_params
+from tinygrok.params import Params, init_params
 from tinygrok.tasks import Batches, make_dataset
 
 STEP = 1e-5  # h: balances the O(h^2) truncation against the O(eps / h) round-off in float64

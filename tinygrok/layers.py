@@ -234,18 +234,25 @@ def mlp_backward(dy: np.ndarray, cache: MLPCache) -> tuple[np.ndarray, Grads]:
 # the norms around a branch, and the MLP sublayer
 
 
+def group(p: dict[str, np.ndarray], prefix: str) -> dict[str, np.ndarray]:
+    """The tensors of p under `prefix.`, named without it: group(p, "ln2") -> {"w": ..., "b": ...};
+    {} when there are none (a norm without --layer-norm)."""
+    n = len(prefix) + 1
+    return {k[n:]: v for k, v in p.items() if k.startswith(prefix + ".")}
+
+
 def pre_norm(
-    x: np.ndarray, p: dict[str, np.ndarray], cfg: Config, engine: str
+    x: np.ndarray, p: dict[str, np.ndarray], cfg: Config
 ) -> tuple[np.ndarray, LayerNormCache | None]:
     """A branch's input: ln(x) in pre-norm blocks (x + f(ln(x))), x itself elsewhere (cache
     None). Post-norm blocks norm the sum instead (`add_norm`)."""
     if cfg.layer_norm and cfg.norm == "pre":
-        return layernorm_forward(x, p, engine)
+        return layernorm_forward(x, p, cfg.engine)
     return x, None
 
 
 def add_norm(
-    x: np.ndarray, y: np.ndarray, p: dict[str, np.ndarray], cfg: Config, engine: str
+    x: np.ndarray, y: np.ndarray, p: dict[str, np.ndarray], cfg: Config
 ) -> tuple[np.ndarray, LayerNormCache | None]:
     """The residual sum s = x + y (..., C), then ln(s) in post-norm blocks (the original
     Transformer's "Add & Norm"), s itself elsewhere (cache None). y, a branch's fresh
@@ -256,8 +263,8 @@ def add_norm(
         C = y.shape[-1]
         s = y.reshape(-1, C)  # (N, C) a view of y: the kernel writes the sum there
         x2 = np.ascontiguousarray(x).reshape(-1, C)
-        out, mean, rstd = layernorm.add_layernorm_forward(x2, s, p["w"], p["b"], engine)
-        return out.reshape(y.shape), LayerNormCache(s, p["w"], mean, rstd, y.shape, engine)
+        out, mean, rstd = layernorm.add_layernorm_forward(x2, s, p["w"], p["b"], cfg.engine)
+        return out.reshape(y.shape), LayerNormCache(s, p["w"], mean, rstd, y.shape, cfg.engine)
     y += x
     return y, None
 
@@ -274,19 +281,19 @@ class MLPSublayerCache(NamedTuple):
 
 
 def mlp_sublayer_forward(
-    x: np.ndarray, p_ln: dict[str, np.ndarray], p_mlp: dict[str, np.ndarray], cfg: Config, engine
+    x: np.ndarray, p: dict[str, np.ndarray], cfg: Config
 ) -> tuple[np.ndarray, MLPSublayerCache]:
-    """x (N, C) -> x + mlp(ln2(x)) (pre-norm) or ln2(x + mlp(x)) (post-norm) (N, C)."""
-    h, c_in = pre_norm(x, p_ln, cfg, engine)
-    m, c_mlp = mlp_forward(h, p_mlp, cfg.activation, engine)
-    y, c_out = add_norm(x, m, p_ln, cfg, engine)
+    """x (N, C), p a block's tensors (it reads "ln2.*" and "mlp.*") -> x + mlp(ln2(x))
+    (pre-norm) or ln2(x + mlp(x)) (post-norm) (N, C)."""
+    p_ln = group(p, "ln2")
+    h, c_in = pre_norm(x, p_ln, cfg)
+    m, c_mlp = mlp_forward(h, group(p, "mlp"), cfg.activation, cfg.engine)
+    y, c_out = add_norm(x, m, p_ln, cfg)
     return y, MLPSublayerCache(c_in, c_mlp, c_out)
 
 
-def mlp_sublayer_backward(
-    dy: np.ndarray, cache: MLPSublayerCache
-) -> tuple[np.ndarray, Grads, Grads]:
-    """dy (N, C) -> dx (N, C), the layer norm's grads, the MLP's grads.
+def mlp_sublayer_backward(dy: np.ndarray, cache: MLPSublayerCache) -> tuple[np.ndarray, Grads]:
+    """dy (N, C) -> dx (N, C), {"ln2.w", "ln2.b" (with a norm), "mlp.w_fc", ...}.
 
     One of the two norm caches is None (the identity), so one backward serves both placements."""
     # y = ln2(s) (post-norm; else y = s),  s = x + mlp(h)
@@ -294,7 +301,12 @@ def mlp_sublayer_backward(
     dh, g_mlp = mlp_backward(ds, cache.mlp)
     # h = ln2(x) (pre-norm; else h = x)
     dx, g_in = norm_backward(dh, cache.ln_in)
-    return ds + dx, g_in | g_out, g_mlp
+    return ds + dx, prefixed("ln2", g_in | g_out) | prefixed("mlp", g_mlp)
+
+
+def prefixed(prefix: str, grads: Grads) -> Grads:
+    """A layer's grads {"w": ...} under its table names {"prefix.w": ...}."""
+    return {f"{prefix}.{k}": g for k, g in grads.items()}
 
 
 # ----------------------------------------------------------------------------------------------

@@ -78,7 +78,7 @@ import numpy as np
 from tinygrok import fast
 from tinygrok.config import EVAL_CHUNK, Config
 from tinygrok.kernels.crossentropy import cross_entropy_forward_ref
-from tinygrok.model import Params
+from tinygrok.params import Params
 from tinygrok.tasks import FIXED_ELEMENTS, OPERATIONS, is_prime, make_dataset
 
 KEY_GAP = 2.0

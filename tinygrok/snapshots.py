@@ -2,7 +2,7 @@
 
 With `--snapshot-every N` the run folder gets `snapshots/step_0000123.npz` at step 0, at every
 evaluation whose step is a multiple of N, and at the last step: each file holds the step and the
-flat parameter vector (N_params,) in the order of `model.param_shapes(cfg)`; no pickled objects.
+flat parameter vector (N_params,) in the order of `params.param_shapes(cfg)`; no pickled objects.
 One file per snapshot, written atomically, so an interrupted or resumed run never leaves a torn
 one. Size: 4 bytes per parameter each (0.9 MB for Nanda et al.'s model), so choose N with the
 step budget in mind.

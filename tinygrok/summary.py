@@ -18,7 +18,7 @@ from tinygrok.config import Config
 from tinygrok.errors import ConfigError
 from tinygrok.folders import atomic_write, read_metrics, write_json
 from tinygrok.metrics import grokking_metrics, json_line, stability
-from tinygrok.model import Params, matrix_sparsity, param_shapes
+from tinygrok.params import Params, matrix_sparsity, param_shapes
 
 
 def run_summary(

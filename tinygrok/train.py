@@ -46,8 +46,8 @@ from tinygrok.grokfast import EMAFilter, MAFilter, make_grad_filter
 from tinygrok.interrupt import EvaluationAbandoned, StopFlag
 from tinygrok.measures import live_measures, pair_grid
 from tinygrok.metrics import generalized_since, json_line
-from tinygrok.model import Params, init_params, param_shapes
 from tinygrok.optim import SGD, AdamW, learning_rate, make_optimizer
+from tinygrok.params import Params, init_params, param_shapes
 from tinygrok.provenance import provenance
 from tinygrok.snapshots import clear_snapshots, prune_snapshots, save_snapshot
 from tinygrok.status import Progress

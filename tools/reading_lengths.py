@@ -13,6 +13,7 @@ tests/test_examples.py runs the check.
 
 from __future__ import annotations
 
+import argparse
 import re
 import sys
 from pathlib import Path
@@ -62,7 +63,9 @@ def unlisted_modules(text: str) -> list[str]:
 
 
 def main() -> None:
-    check = "--check" in sys.argv[1:]
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--check", action="store_true", help="only compare; exit 1 if a count is stale")
+    check = ap.parse_args().check
     failed = False
     for doc in DOCS:
         name = doc.relative_to(ROOT).as_posix()

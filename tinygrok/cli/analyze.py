@@ -17,7 +17,7 @@ from tinygrok.errors import ConfigError
     metavar="K1,K2,...",
     help="key frequencies to restrict to  [default: found in the last snapshot]",
 )
-@threads_option("BLAS threads")
+@threads_option(default=1, shown="1")
 def analyze(run_dir, key_freqs, threads) -> None:
     """Progress measures of a run trained with --snapshot-every (Nanda et al. 2023).
 

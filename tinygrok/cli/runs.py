@@ -95,7 +95,7 @@ def run(tasks, out, force, threads, quiet, **options) -> None:
     cfg = build_config(tasks, options)
     refuse_unused(set(given_options(options)), [cfg])
     out = make_folder(out or default_out(cfg), "--out")
-    from tinygrok.model import n_params
+    from tinygrok.params import n_params
     from tinygrok.runlock import RunLock
     from tinygrok.threads import set_threads
     from tinygrok.train import train, writes_reported

@@ -28,7 +28,7 @@ from tinygrok.measures import (
     spectrum_measures,
 )
 from tinygrok.metrics import grokking_metrics
-from tinygrok.model import Params, n_params, param_shapes
+from tinygrok.params import Params, n_params, param_shapes
 from tinygrok.snapshots import list_snapshots, load_snapshot
 from tinygrok.tasks import describe_tasks
 
