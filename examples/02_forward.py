@@ -2,9 +2,9 @@
 
 The textbook model's steps (`model.forward`: token + position embedding, then per block
 `x = x + attention(ln1(x))` and `x = x + mlp(ln2(x))`, then the final layer norm and the
-unembedding), taken one at a time with the layers of `tinygrok.layers` that its sublayers wrap
-(`pre_norm` is the layer norm and `add_norm` the residual sum in this pre-norm model). Inside the first block's attention the
-projection, the per-head attention weights and the output projection are shown too. At the end the
+unembedding), taken one at a time with the layers of `tinygrok.layers` that its blocks are made
+of. Inside the first block's attention the projection, the per-head attention weights and the
+output projection are shown too. At the end the
 logits are compared with `model.forward` and with the fast model that training uses
 (`fast.logits`, which computes only what reaches the loss, each shared row once).
 

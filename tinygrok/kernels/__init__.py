@@ -29,7 +29,8 @@ does).
 Without reassociation a plain `s += a[c] * b[c]` stays one chain of dependent additions, each
 waiting for the one before. The kernels' row sums use `dot`, which keeps four independent chains
 (element c in lane c % 4, the lanes added at the end, in an order fixed by the source): the layer
-norm's forward and the attention kernels ran 1.4 to 2 times as fast.
+norm's forward and the attention kernels ran 1.4 to 2 times as fast. The layer norm's backward
+sums two things per row the same way, eight chains in all (`layernorm._dxhat_sums`).
 """
 
 from __future__ import annotations
