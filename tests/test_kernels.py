@@ -227,6 +227,34 @@ def test_scatter_add_rows(dtype, m, k, n, seed):
     assert_close(scatter_add_rows(dy, index, n, "numba"), scatter_add_rows(dy, index, n, "numpy"))
 
 
+def test_an_index_out_of_range_is_an_index_error_in_both_engines():
+    """The numba kernels read and write through their indices unchecked: a row outside the
+    table must raise, as NumPy's indexing does, and not touch memory beyond the array; a
+    negative row counts from the end in both engines."""
+    rng = np.random.default_rng(0)
+    q, kv = normal(rng, (1, 4, 8), np.float32), normal(rng, (5, 16), np.float32)
+    dx = normal(rng, (1, 4, 8), np.float32)
+
+    def run(rows: np.ndarray, engine: str) -> list[np.ndarray]:
+        return [
+            scatter_add_rows(dx.reshape(4, 8), rows, 5, engine),
+            *embedding_backward(dx, rows.reshape(1, 4), 5, engine),
+            *attention_forward(q, kv, rows.reshape(1, 4), 2, engine),
+        ]
+
+    for bad in (5, -6):
+        for engine in ("numba", "numpy"):
+            with pytest.raises(IndexError):
+                scatter_add_rows(dx.reshape(4, 8), np.array([0, 1, bad, 2]), 5, engine)
+            with pytest.raises(IndexError):
+                embedding_backward(dx, np.array([[0, 1, bad, 2]]), 5, engine)
+            with pytest.raises(IndexError):
+                attention_forward(q, kv, np.array([[0, 1, bad, 2]]), 2, engine)
+    from_end = np.array([0, 1, -1, 2])
+    for a, b in zip(run(from_end, "numba"), run(from_end, "numpy"), strict=True):
+        assert_close(a, b)
+
+
 def test_kernels_do_not_depend_on_thread_count():
     """The kernels that sum over rows (layer norm's dw, db; the scatter-adds of the embedding and
     of the gathers) split the work into fixed blocks, and the others write disjoint slices with

@@ -39,6 +39,7 @@ import os
 import sys
 
 import numba
+import numpy as np
 from numba import njit
 from numba.core import event
 
@@ -69,6 +70,14 @@ class _CompileNotice(event.Listener):
 
 
 event.register("numba:compile", _CompileNotice())
+
+
+def check_index(index: np.ndarray, n: int, what: str) -> None:
+    """The numba kernels read and write rows through an index without bounds checks: a row
+    outside [-n, n) must fail here, as NumPy's indexing does in the references, not reach memory
+    that is not the array's (a negative row counts from the end in both engines)."""
+    if index.size and (index.min() < -n or index.max() >= n):
+        raise IndexError(f"{what} index out of range for {n} rows")
 
 
 @njit(cache=True, fastmath=FASTMATH, inline="always")

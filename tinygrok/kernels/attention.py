@@ -37,7 +37,7 @@ from __future__ import annotations
 import numpy as np
 from numba import njit, prange
 
-from tinygrok.kernels import FASTMATH, dot
+from tinygrok.kernels import FASTMATH, check_index, dot
 
 
 def _heads(x: np.ndarray, n_head: int) -> np.ndarray:
@@ -163,20 +163,13 @@ def _attention_backward_nb(dy, q, kv, index, a, n_head, scale, dq, dkv, da):
                     dkj[c] += ds * qi[c]
 
 
-def _check_index(index: np.ndarray, n: int) -> None:
-    """The numba kernels read kv[index] without bounds checks: a bad row must fail here, as
-    NumPy's indexing does in the reference."""
-    if index.size and (index.min() < 0 or index.max() >= n):
-        raise IndexError(f"attention index out of range for {n} key/value rows")
-
-
 def attention_forward(
     q: np.ndarray, kv: np.ndarray, index: np.ndarray, n_head: int, engine: str
 ) -> tuple[np.ndarray, np.ndarray]:
     """Dispatch on the engine; see `attention_forward_ref` for shapes."""
     if engine != "numba":
         return attention_forward_ref(q, kv, index, n_head)
-    _check_index(index, len(kv))
+    check_index(index, len(kv), "attention")
     B, Tq, C = q.shape
     scale = q.dtype.type(1.0 / np.sqrt(C // n_head))
     y = np.empty((B, Tq, C), dtype=q.dtype)
@@ -199,7 +192,7 @@ def attention_backward(
     """Dispatch on the engine; see `attention_backward_ref` for shapes."""
     if engine != "numba":
         return attention_backward_ref(dy, q, kv, index, a, n_head)
-    _check_index(index, len(kv))
+    check_index(index, len(kv), "attention")
     B, Tq, C = q.shape
     scale = q.dtype.type(1.0 / np.sqrt(C // n_head))
     T = index.shape[1]
