@@ -72,25 +72,38 @@ class _CompileNotice(event.Listener):
 event.register("numba:compile", _CompileNotice())
 
 
-def check_index(index: np.ndarray, n: int, what: str) -> None:
-    """The numba kernels read and write rows through an index without bounds checks: a row
-    outside [-n, n) must fail here, as NumPy's indexing does in the references, not reach memory
-    that is not the array's (a negative row counts from the end in both engines)."""
-    if index.size and (index.min() < -n or index.max() >= n):
+def checked_rows(index: np.ndarray, n: int, what: str) -> np.ndarray:
+    """index, checked and in [0, n), for kernels that read and write rows through it without
+    bounds checks: a row outside [-n, n) fails here, as NumPy's indexing does in the references,
+    instead of reaching memory that is not the array's; a negative row counts from the end, as
+    in NumPy (the kernels' flat offsets would not)."""
+    if index.size == 0:
+        return index
+    low, high = index.min(), index.max()
+    if low < -n or high >= n:
         raise IndexError(f"{what} index out of range for {n} rows")
+    return index % n if low < 0 else index
+
+
+@njit(cache=True, fastmath=FASTMATH, inline="always")
+def dot_at(x, i, y, j, n):
+    """sum_c x.flat[i + c] y.flat[j + c] over c < n, in four lanes, in x's dtype: a dot product
+    of two runs of n numbers inside C-contiguous arrays of any shape, read at flat offsets
+    (cheaper than slicing a view of each run in an inner loop)."""
+    zero = x.dtype.type(0)
+    s0 = s1 = s2 = s3 = zero
+    n4 = n - n % 4
+    for c in range(0, n4, 4):
+        s0 += x.flat[i + c] * y.flat[j + c]
+        s1 += x.flat[i + c + 1] * y.flat[j + c + 1]
+        s2 += x.flat[i + c + 2] * y.flat[j + c + 2]
+        s3 += x.flat[i + c + 3] * y.flat[j + c + 3]
+    for c in range(n4, n):
+        s0 += x.flat[i + c] * y.flat[j + c]
+    return (s0 + s1) + (s2 + s3)
 
 
 @njit(cache=True, fastmath=FASTMATH, inline="always")
 def dot(a, b):
-    """a, b (n,) -> sum_c a[c] b[c] in four lanes, in a's dtype."""
-    zero = a.dtype.type(0)
-    s0 = s1 = s2 = s3 = zero
-    n4 = len(a) - len(a) % 4
-    for c in range(0, n4, 4):
-        s0 += a[c] * b[c]
-        s1 += a[c + 1] * b[c + 1]
-        s2 += a[c + 2] * b[c + 2]
-        s3 += a[c + 3] * b[c + 3]
-    for c in range(n4, len(a)):
-        s0 += a[c] * b[c]
-    return (s0 + s1) + (s2 + s3)
+    """a, b (n,) -> sum_c a[c] b[c] in four lanes (`dot_at` from the start of each)."""
+    return dot_at(a, 0, b, 0, len(a))

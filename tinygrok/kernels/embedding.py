@@ -21,7 +21,7 @@ import numba
 import numpy as np
 from numba import njit, prange
 
-from tinygrok.kernels import FASTMATH, check_index
+from tinygrok.kernels import FASTMATH, checked_rows
 
 CHANNELS_PER_BLOCK = 16
 
@@ -81,7 +81,7 @@ def embedding_backward(
     """Dispatch on the engine; see `embedding_backward_ref`."""
     if engine != "numba":
         return embedding_backward_ref(dx, tokens, n_vocab)
-    check_index(tokens, n_vocab, "token")
+    tokens = checked_rows(tokens, n_vocab, "token")
     B, T, C = dx.shape
     dwte, dwpe = np.empty((n_vocab, C), dtype=dx.dtype), np.empty((T, C), dtype=dx.dtype)
     _embedding_backward_nb(np.ascontiguousarray(dx), tokens, CHANNELS_PER_BLOCK, dwte, dwpe)
@@ -92,7 +92,7 @@ def scatter_add_rows(dy: np.ndarray, index: np.ndarray, n: int, engine: str) -> 
     """Dispatch on the engine; see `scatter_add_rows_ref`."""
     if engine != "numba":
         return scatter_add_rows_ref(dy, index, n)
-    check_index(index, n, "scatter")
+    index = checked_rows(index, n, "scatter")
     K = dy.shape[1]
     # one block of columns per thread (a multiple of 16, so each row's add stays vectorized)
     columns = -(-K // numba.get_num_threads() // 16) * 16
