@@ -263,3 +263,14 @@ def test_evaluation_in_chunks_equals_one_pass():
     chunked = fast.evaluate(params, d.val_x, d.val_y, cfg, chunk=7)
     assert chunked[1] == whole[1]
     assert chunked[0] == pytest.approx(whole[0], rel=1e-6)  # float32 products of other shapes
+
+
+def test_an_unknown_engine_is_refused_not_run_as_numpy():
+    """Every kernel runs NumPy for an engine name other than "numba": a misspelt engine in a
+    Config built without `validate` must fail at the model, not train on the wrong engine."""
+    cfg = Config(engine="nmuba")
+    params, _ = init_params(cfg)
+    tokens = np.zeros((2, 4), dtype=np.int64)
+    for forward in (model.forward, fast.forward):
+        with pytest.raises(ValueError, match="nmuba"):
+            forward(params, tokens, cfg)

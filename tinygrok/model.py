@@ -34,7 +34,7 @@ from typing import NamedTuple
 import numpy as np
 
 from tinygrok import layers as L
-from tinygrok.config import Config
+from tinygrok.config import ENGINES, Config
 from tinygrok.params import Params
 
 
@@ -42,6 +42,8 @@ def numerics(params: Params, cfg: Config) -> str:
     """The engine that `cfg` names, after checking that the parameters are in its dtype. Engine
     and dtype come from the config alone: no model, optimizer, gradient filter or gradient check
     takes them as arguments, and the layers' backward passes read the engine from their caches."""
+    if cfg.engine not in ENGINES:  # the kernels run NumPy for any name but "numba"
+        raise ValueError(f"engine {cfg.engine!r}: must be one of {', '.join(ENGINES)}")
     if params.flat.dtype != np.dtype(cfg.dtype):
         raise ValueError(f"parameters are {params.flat.dtype}, the config says {cfg.dtype}")
     return cfg.engine
