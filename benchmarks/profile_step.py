@@ -19,10 +19,10 @@ steps by hand could save only the malloc calls themselves).
 Last, an estimate of the least each kind of numba kernel work could take: the time to read
 its arrays and write its results once each (of a table read through an index, only the rows
 the index names), at the fastest speed this machine copies an array already in cache (64 KiB
-to 1 MiB, one thread, times the numba threads), plus one parallel-loop launch per call (both
-measured here, in this run). It is an estimate, not a strict bound: a kernel that mostly reads
-can move bytes faster than a copy, which writes as much as it reads. Fusing kernels, so that
-fewer arrays pass between them, would lower it.
+to 1 MiB, one thread, times the numba threads), plus the cost of calling an empty kernel once
+per call (both measured here, in this run). It is an estimate, not a strict bound: a kernel
+that mostly reads can move bytes faster than a copy, which writes as much as it reads. Fusing
+kernels, so that fewer arrays pass between them, would lower it.
 """
 
 from __future__ import annotations
@@ -36,11 +36,11 @@ from collections.abc import Callable
 import numba
 import numpy as np
 from _common import TinygrokSteps, machine_line, median, set_all_threads
-from numba import njit, prange
+from numba import prange
 
 from tinygrok import layers, optim
 from tinygrok.config import PRESETS, from_preset
-from tinygrok.kernels import activation, attention, crossentropy, embedding, layernorm
+from tinygrok.kernels import activation, attention, crossentropy, embedding, kernel, layernorm
 
 # what the model calls, by the module it looks them up in, grouped as the table shows them
 KINDS = {
@@ -111,21 +111,22 @@ def install_timers(spent: dict[str, float], moved: dict[str, list[int]]) -> None
             setattr(module, name, timed(kind, getattr(module, name)))
 
 
-@njit(parallel=True)
-def _empty_parallel_loop(x):
+@kernel
+def _empty_loop(x):
     for i in prange(x.shape[0]):
         x[i] += 1
 
 
 def launch_seconds() -> float:
-    """Median seconds of one call of an empty parallel numba loop: the launch every numba
-    kernel pays (the same on one thread: numba's pool runs the loop)."""
+    """Median seconds of one call of an empty kernel compiled as tinygrok's are
+    (`kernels.kernel`): the cost of the call itself that every numba kernel pays, a plain call
+    of the serial twin on one thread, a launch on numba's thread pool on more."""
     x = np.zeros(2)
-    _empty_parallel_loop(x)
+    _empty_loop(x)
     times = []
     for _ in range(500):
         t = time.perf_counter()
-        _empty_parallel_loop(x)
+        _empty_loop(x)
         times.append(time.perf_counter() - t)
     return median(times)
 
@@ -151,7 +152,7 @@ def print_floor(ms: dict[str, float], moved: dict[str, list[int]]) -> None:
     speed, launch = copy_bytes_per_second(), launch_seconds()
     print(
         f"numba kernels beside their floor: arrays read and written once at {speed / 1e9:.1f} "
-        f"GB/s (copy in cache), {1e6 * launch:.0f} us per parallel launch"
+        f"GB/s (copy in cache), {1e6 * launch:.1f} us per kernel call"
     )
     print(f"{'':34s} {'numba':>8s} {'floor':>8s} {'MB':>6s} {'calls':>6s}")
     total = [0.0, 0.0, 0, 0]

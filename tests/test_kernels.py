@@ -258,7 +258,9 @@ def test_an_index_out_of_range_is_an_index_error_in_both_engines():
 def test_kernels_do_not_depend_on_thread_count():
     """The kernels that sum over rows (layer norm's dw, db; the scatter-adds of the embedding and
     of the gathers) split the work into fixed blocks, and the others write disjoint slices with
-    sums in an order fixed by the source, so one thread and all threads give identical bits."""
+    sums in an order fixed by the source, so one thread and all threads give identical bits; on
+    one thread the serial twins run (kernels.kernel), so this also holds them to the parallel
+    kernels."""
     rng = np.random.default_rng(0)
     x, dy = normal(rng, (999, 64), np.float32), normal(rng, (999, 64), np.float32)
     w = normal(rng, (64,), np.float32)
@@ -279,9 +281,20 @@ def test_kernels_do_not_depend_on_thread_count():
             *attention_forward(q, kv, tokens, 4, "numba"),
             *attention_backward(dq, q, kv, tokens, a, 4, "numba"),
             *bias_act_forward(x.copy(), w, "gelu", "numba"),
+            *bias_act_forward(x.copy(), w, "relu", "numba"),
             bias_act_backward(dy.copy(), x, "gelu", "numba"),
             bias_act_backward(dy.copy(), x, "relu", "numba"),
+            *cross_entropy_forward(x, tokens[:, 0].repeat(2)[:999] % 64, "numba"),
+            cross_entropy_backward(np.abs(x), tokens[:, 0].repeat(2)[:999] % 64, x.dtype, "numba"),
+            *updated(),
         ]
+
+    def updated() -> list[np.ndarray]:
+        p, m, s = x.copy().reshape(-1), dy.copy().reshape(-1), np.abs(dy).reshape(-1)
+        adamw_update(p, x.reshape(-1), m, s, 1e-3, 0.9, 0.98, 1e-8, 1.0, 3, "numba")
+        q, buf = x.copy().reshape(-1), dy.copy().reshape(-1)
+        sgd_update(q, dy.reshape(-1), buf, 0.1, 0.9, 0.5, 2, "numba")
+        return [p, m, s, q, buf]
 
     before = numba.get_num_threads()
     try:
@@ -291,8 +304,9 @@ def test_kernels_do_not_depend_on_thread_count():
         every = run()
     finally:
         numba.set_num_threads(before)
-    for a, b in zip(one, every, strict=True):
-        assert np.array_equal(a, b)
+    pairs = enumerate(zip(one, every, strict=True))
+    differ = [i for i, (a, b) in pairs if not np.array_equal(a, b)]
+    assert not differ, f"outputs {differ} differ between one thread and all"
 
 
 def test_float32_tanh_holds_its_documented_bound():
@@ -333,8 +347,10 @@ from tinygrok.kernels.embedding import embedding_backward, scatter_add_rows
 from tinygrok.kernels.layernorm import add_layernorm_forward, layernorm_backward, layernorm_forward
 from tinygrok.kernels.optimizer import adamw_update, sgd_update
 
+import numba
 out, e = {}, "numba"
-for dtype in (np.float32, np.float64):
+for threads, dtype in [(t, d) for t in (1, 2) for d in (np.float32, np.float64)]:
+    numba.set_num_threads(threads)  # 1: the serial twins (kernels.kernel); 2: the parallel ones
     rng = np.random.default_rng(0)
     r = lambda *shape: (3 * rng.standard_normal(shape)).astype(dtype)
     h, b, x, w = r(300, 257), r(257), r(301, 64), r(64)
@@ -356,7 +372,7 @@ for dtype in (np.float32, np.float64):
     adamw_update(p, g, m, s, 1e-3, 0.9, 0.98, 1e-8, 1.0, 3, e)
     sgd_update(g, p, m, 0.1, 0.9, 0.5, 2, e)
     res += [p, m, s, g]
-    out |= {f"{dtype.__name__}.{i}": t for i, t in enumerate(res)}
+    out |= {f"{threads}.{dtype.__name__}.{i}": t for i, t in enumerate(res)}
 np.savez(sys.argv[1], **out)
 """
 
@@ -379,6 +395,6 @@ def test_kernels_compiled_and_cached_give_the_same_bits(tmp_path):
         runs[name] = np.load(tmp_path / f"{name}.npz")
     assert any((tmp_path / "cache").rglob("*.nbc")), "nothing was cached"
     compiled, cached = runs["compiled"], runs["cached"]
-    assert sorted(compiled.files) == sorted(cached.files) and len(compiled.files) == 2 * 30
+    assert sorted(compiled.files) == sorted(cached.files) and len(compiled.files) == 2 * 2 * 30
     differ = [k for k in compiled.files if not np.array_equal(compiled[k], cached[k])]
     assert not differ, f"kernel outputs that changed bits when loaded from the cache: {differ}"

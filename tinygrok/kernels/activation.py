@@ -25,7 +25,7 @@ from __future__ import annotations
 import numpy as np
 from numba import njit, prange
 
-from tinygrok.kernels import FASTMATH
+from tinygrok.kernels import FASTMATH, kernel
 
 GELU_C = 0.044715
 SQRT_2_OVER_PI = float(np.sqrt(2.0 / np.pi))
@@ -79,7 +79,7 @@ def _tanh(u, rational):
     return np.float32(1) if u >= clamp else (np.float32(-1) if u <= -clamp else t)
 
 
-@njit(cache=True, parallel=True, fastmath=FASTMATH)
+@kernel
 def _bias_relu_forward_nb(h, b):
     """h = relu(h + b), in place; one row per iteration (disjoint rows)."""
     N, F = h.shape
@@ -89,7 +89,7 @@ def _bias_relu_forward_nb(h, b):
             h[n, f] = max(h[n, f] + b[f], zero)
 
 
-@njit(cache=True, parallel=True, fastmath=FASTMATH)
+@njit(cache=True, parallel=True, fastmath=FASTMATH)  # parallel only: kernels/__init__.py
 def _bias_gelu_forward_nb(h, b, c, s, rational, out):
     """h += b (the pre-activation, in place) and out = gelu(h); one row per iteration."""
     N, F = h.shape
@@ -101,7 +101,7 @@ def _bias_gelu_forward_nb(h, b, c, s, rational, out):
             out[n, f] = half * x * (one + _tanh(s * (x + c * x * x * x), rational))
 
 
-@njit(cache=True, parallel=True, fastmath=FASTMATH)
+@kernel
 def _relu_backward_nb(dout, out):
     """dout *= [out > 0], in place; one row per iteration."""
     N, F = out.shape
@@ -111,7 +111,7 @@ def _relu_backward_nb(dout, out):
             dout[n, f] *= one if out[n, f] > zero else zero
 
 
-@njit(cache=True, parallel=True, fastmath=FASTMATH)
+@njit(cache=True, parallel=True, fastmath=FASTMATH)  # parallel only: kernels/__init__.py
 def _gelu_backward_nb(dout, pre, c, s, rational):
     """dout *= gelu'(pre), in place; one row per iteration."""
     N, F = pre.shape

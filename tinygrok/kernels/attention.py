@@ -39,9 +39,9 @@ same bits).
 from __future__ import annotations
 
 import numpy as np
-from numba import njit, prange
+from numba import prange
 
-from tinygrok.kernels import FASTMATH, checked_rows, dot_at
+from tinygrok.kernels import checked_rows, dot_at, kernel
 
 
 def _heads(x: np.ndarray, n_head: int) -> np.ndarray:
@@ -93,7 +93,7 @@ def attention_backward_ref(
     return merge(dqh, Tq), np.concatenate([merge(dkh, T), merge(dvh, T)], axis=-1)
 
 
-@njit(cache=True, parallel=True, fastmath=FASTMATH)
+@kernel
 def _attention_forward_nb(q, kv, index, n_head, scale, y, a):
     """Fills y (B, Tq, C) and a (B, NH, Tq, T); see `attention_forward_ref`."""
     B, Tq, C = q.shape
@@ -131,7 +131,7 @@ def _attention_forward_nb(q, kv, index, n_head, scale, y, a):
                     y.flat[qi + c] += aij * kv.flat[vj + c]
 
 
-@njit(cache=True, parallel=True, fastmath=FASTMATH)
+@kernel
 def _attention_backward_nb(dy, q, kv, index, a, n_head, scale, dq, dkv, da):
     """Fills dq (B, Tq, C) and dkv (B, T, 2C), using da (B, NH, T) as scratch; see
     `attention_backward_ref`."""

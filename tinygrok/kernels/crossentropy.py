@@ -13,9 +13,9 @@ The numba kernels run one row per parallel iteration.
 from __future__ import annotations
 
 import numpy as np
-from numba import njit, prange
+from numba import prange
 
-from tinygrok.kernels import FASTMATH
+from tinygrok.kernels import kernel
 
 
 def cross_entropy_forward_ref(
@@ -39,7 +39,7 @@ def cross_entropy_backward_ref(
     return (d / len(targets)).astype(dtype)
 
 
-@njit(cache=True, parallel=True, fastmath=FASTMATH)
+@kernel
 def _cross_entropy_forward_nb(logits, targets, loss, probs):
     """Fills loss (N,) and probs (N, P), both float64; see `cross_entropy_forward_ref`."""
     N, P = logits.shape
@@ -57,7 +57,7 @@ def _cross_entropy_forward_nb(logits, targets, loss, probs):
         loss[n] = np.log(total) - (np.float64(zr[targets[n]]) - m)
 
 
-@njit(cache=True, parallel=True, fastmath=FASTMATH)
+@kernel
 def _cross_entropy_backward_nb(probs, targets, inv_n, dlogits):
     """Fills dlogits (N, P) = (probs - onehot(targets)) / N in dlogits' dtype."""
     N, P = probs.shape

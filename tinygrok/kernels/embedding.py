@@ -19,9 +19,9 @@ from __future__ import annotations
 
 import numba
 import numpy as np
-from numba import njit, prange
+from numba import prange
 
-from tinygrok.kernels import FASTMATH, checked_rows
+from tinygrok.kernels import checked_rows, kernel
 
 CHANNELS_PER_BLOCK = 16
 
@@ -43,7 +43,7 @@ def scatter_add_rows_ref(dy: np.ndarray, index: np.ndarray, n: int) -> np.ndarra
     return dtable
 
 
-@njit(cache=True, parallel=True, fastmath=FASTMATH)
+@kernel
 def _scatter_add_rows_nb(dy, index, columns_per_block, dtable):
     """Fills dtable (n, K); see `scatter_add_rows_ref`. Each block of columns adds the rows in
     order, so every sum has the same order whatever the blocks and threads. Rows are read and
@@ -61,7 +61,7 @@ def _scatter_add_rows_nb(dy, index, columns_per_block, dtable):
                 dtable.flat[out + c] += dy.flat[row + c]
 
 
-@njit(cache=True, parallel=True, fastmath=FASTMATH)
+@kernel
 def _embedding_backward_nb(dx, tokens, channels_per_block, dwte, dwpe):
     """Fills dwte (V, C) and dwpe (T, C); see `embedding_backward_ref`."""
     B, T, C = dx.shape

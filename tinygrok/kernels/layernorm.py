@@ -19,7 +19,7 @@ from __future__ import annotations
 import numpy as np
 from numba import njit, prange
 
-from tinygrok.kernels import FASTMATH, dot
+from tinygrok.kernels import FASTMATH, dot, kernel
 
 EPS = 1e-5
 ROWS_PER_BLOCK = 64
@@ -49,7 +49,7 @@ def layernorm_backward_ref(
     return dx, (dy * xhat).sum(axis=0), dy.sum(axis=0)
 
 
-@njit(cache=True, parallel=True, fastmath=FASTMATH)
+@njit(cache=True, parallel=True, fastmath=FASTMATH)  # parallel only: kernels/__init__.py
 def _layernorm_forward_nb(x, res, w, b, eps, rows_per_block, y, mean, rstd):
     """Fills y (N, C), mean (N,), rstd (N,) of x (N, C); given a res (N, C), x += res first, in
     place (numba compiles the branch away for res None, so x may then be read-only). See
@@ -101,7 +101,7 @@ def _dxhat_sums(dy, w, xhat):
     return (a0 + a1) + (a2 + a3), (b0 + b1) + (b2 + b3)
 
 
-@njit(cache=True, parallel=True, fastmath=FASTMATH)
+@kernel
 def _layernorm_backward_nb(dy, x, w, mean, rstd, rows_per_block, dx, dw_part, db_part):
     """Fills dx (N, C) and the per-block partial sums dw_part, db_part (blocks, C)."""
     N, C = x.shape

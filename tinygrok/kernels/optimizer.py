@@ -26,7 +26,7 @@ import math
 import numpy as np
 from numba import njit, prange
 
-from tinygrok.kernels import FASTMATH
+from tinygrok.kernels import FASTMATH, kernel
 
 
 def adamw_update_ref(
@@ -70,7 +70,7 @@ def sgd_update_ref(
     p -= lr * buf
 
 
-@njit(cache=True, parallel=True, fastmath=FASTMATH)
+@njit(cache=True, parallel=True, fastmath=FASTMATH)  # parallel only: kernels/__init__.py
 def _adamw_update_nb(p, g, m, v, decay, beta1, c1, beta2, c2, step_size, sqrt_bc2, eps):
     """p, g, m, v (N,); decay = 1 - lr wd, c1 = 1 - beta1, c2 = 1 - beta2,
     step_size = lr / (1 - beta1^t), sqrt_bc2 = sqrt(1 - beta2^t)."""
@@ -81,7 +81,7 @@ def _adamw_update_nb(p, g, m, v, decay, beta1, c1, beta2, c2, step_size, sqrt_bc
         p[i] -= step_size * m[i] / (np.sqrt(v[i]) / sqrt_bc2 + eps)
 
 
-@njit(cache=True, parallel=True, fastmath=FASTMATH)
+@kernel
 def _sgd_update_nb(p, g, buf, lr, momentum, weight_decay, first):
     """p, g, buf (N,); `first` starts the momentum buffer at the first step's gradient."""
     for i in prange(p.size):
