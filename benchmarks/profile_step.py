@@ -159,10 +159,10 @@ def print_floor(ms: dict[str, float], moved: dict[str, list[int]]) -> None:
     for kind in KERNELS:
         calls, nbytes = moved[kind]
         floor = 1000 * (nbytes / speed + calls * launch)
-        print(f"{kind:34s} {ms[kind]:8.1f} {floor:8.1f} {nbytes / 1e6:6.1f} {calls:6d}")
+        print(f"{kind:34s} {ms[kind]:8.1f} {floor:8.2f} {nbytes / 1e6:6.1f} {calls:6d}")
         total = [total[0] + ms[kind], total[1] + floor, total[2] + nbytes, total[3] + calls]
     print(
-        f"{'all kernels':34s} {total[0]:8.1f} {total[1]:8.1f} {total[2] / 1e6:6.1f} {total[3]:6d}"
+        f"{'all kernels':34s} {total[0]:8.1f} {total[1]:8.2f} {total[2] / 1e6:6.1f} {total[3]:6d}"
     )
 
 

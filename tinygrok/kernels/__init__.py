@@ -25,10 +25,11 @@ its loop to numba's thread pool and waits for it even with one thread: on this p
 virtual machine that cost about 0.2 ms a call (the pool's thread wakes on a sleeping core), 28
 calls a step, and the serial twins made the report preset's step 1.4 times as fast. The two
 compute the same bits (tests/test_kernels.py runs every kernel at one thread and at two, and
-compares both, compiled and cached). Four kernels stay parallel only: the GELU pair, whose
-loops did not vectorize when compiled serially (ten times slower), and the layer norm's forward
-and the AdamW update, whose square roots and reciprocals the two compilations rounded
-differently in the last bit ("afn" and "arcp" allow either).
+compares both, compiled and cached). The layer norm's forward and the AdamW update are compiled
+with no flags (`EXACT`): with FASTMATH the two compilations rounded them differently in the last
+bit (the square root and reciprocal of "afn" and "arcp", and which product "contract" fused
+into an addition). The GELU pair stays parallel only: compiled serially,
+its loops did not vectorize (ten times slower).
 
 The parallel kernels run on numba's `workqueue` threading layer (unless NUMBA_THREADING_LAYER
 says otherwise): its idle threads sleep, where OpenMP's spin and take the cores that BLAS needs
@@ -60,6 +61,9 @@ if "NUMBA_THREADING_LAYER" not in os.environ:
     numba.config.THREADING_LAYER = "workqueue"
 
 FASTMATH = {"arcp", "contract", "afn"}
+# no flags, IEEE arithmetic as written: for kernels whose two compilations (`kernel`) rounded
+# differently with FASTMATH
+EXACT: set[str] = set()
 
 
 class _CompileNotice(event.Listener):
@@ -85,14 +89,17 @@ class _CompileNotice(event.Listener):
 event.register("numba:compile", _CompileNotice())
 
 
-def kernel(f: Callable) -> Callable:
-    """f compiled in parallel and serially (the `parallel` and `serial` attributes); a call runs
-    the serial one when numba has one thread."""
-    parallel = njit(cache=True, parallel=True, fastmath=FASTMATH)(f)
+def kernel(f: Callable | None = None, *, fastmath: set[str] = FASTMATH) -> Callable:
+    """f compiled in parallel and serially (the `parallel` and `serial` attributes), with the
+    `fastmath` flags; a call runs the serial one when numba has one thread. `@kernel` or
+    `@kernel(fastmath=EXACT)`."""
+    if f is None:
+        return lambda g: kernel(g, fastmath=fastmath)
+    parallel = njit(cache=True, parallel=True, fastmath=fastmath)(f)
     # a copy of the function under its own name: numba names its cache files after it
     twin = types.FunctionType(f.__code__, f.__globals__, f.__name__, f.__defaults__)
     twin.__qualname__ = f.__qualname__ + "_serial"
-    serial = njit(cache=True, fastmath=FASTMATH)(twin)
+    serial = njit(cache=True, fastmath=fastmath)(twin)
 
     def call(*args):
         return (serial if numba.get_num_threads() == 1 else parallel)(*args)

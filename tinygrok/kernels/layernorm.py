@@ -19,7 +19,7 @@ from __future__ import annotations
 import numpy as np
 from numba import njit, prange
 
-from tinygrok.kernels import FASTMATH, dot, kernel
+from tinygrok.kernels import EXACT, FASTMATH, dot, kernel
 
 EPS = 1e-5
 ROWS_PER_BLOCK = 64
@@ -49,7 +49,7 @@ def layernorm_backward_ref(
     return dx, (dy * xhat).sum(axis=0), dy.sum(axis=0)
 
 
-@njit(cache=True, parallel=True, fastmath=FASTMATH)  # parallel only: kernels/__init__.py
+@kernel(fastmath=EXACT)  # rounds alike serially and in parallel: kernels/__init__.py
 def _layernorm_forward_nb(x, res, w, b, eps, rows_per_block, y, mean, rstd):
     """Fills y (N, C), mean (N,), rstd (N,) of x (N, C); given a res (N, C), x += res first, in
     place (numba compiles the branch away for res None, so x may then be read-only). See

@@ -24,9 +24,9 @@ from __future__ import annotations
 import math
 
 import numpy as np
-from numba import njit, prange
+from numba import prange
 
-from tinygrok.kernels import FASTMATH, kernel
+from tinygrok.kernels import EXACT, kernel
 
 
 def adamw_update_ref(
@@ -70,7 +70,7 @@ def sgd_update_ref(
     p -= lr * buf
 
 
-@njit(cache=True, parallel=True, fastmath=FASTMATH)  # parallel only: kernels/__init__.py
+@kernel(fastmath=EXACT)  # rounds alike serially and in parallel: kernels/__init__.py
 def _adamw_update_nb(p, g, m, v, decay, beta1, c1, beta2, c2, step_size, sqrt_bc2, eps):
     """p, g, m, v (N,); decay = 1 - lr wd, c1 = 1 - beta1, c2 = 1 - beta2,
     step_size = lr / (1 - beta1^t), sqrt_bc2 = sqrt(1 - beta2^t)."""
