@@ -5,19 +5,20 @@ Every numba kernel is compiled with `@njit(cache=True)`, so it is compiled once 
 from the on-disk cache (`__pycache__/*.nbi`, `*.nbc` beside this file). The first time a tinygrok
 kernel compiles in a process, one line on stderr says so: the first run takes a while.
 
-FASTMATH is the one flag set every kernel uses: contract multiply-adds into FMAs, approximate
-reciprocals and functions. It keeps the no-NaN and no-inf assumptions off, so a NaN or inf still
-shows in the loss, and it leaves out reassociation ("reassoc", with "nsz"): a kernel compiled
-with those and `parallel=True` computed other bits when numba loaded it from its on-disk cache
-than when it had just compiled it (the GELU backward, the cross-entropy forward, the layer-norm
-backward; numba 0.68). The freshly compiled parallel kernel equals the serial one, the cached
-one does not; numba links a parallel loop's body into its caller and optimizes the result again,
-and reassociation lets such a pass reorder sums (our reading of the mechanism; the symptom is
-what the test pins down). Without reassociation the two agree bit for bit; the price is that
-sums over a row no longer vectorize, which these short rows (C = 128, HS = 32) hardly feel.
-tests/test_kernels.py compares a cold and a warm process bit for bit. numba's cache does not
-notice edits to this file: after changing the set or `dot` (below), which the kernel files
-compile into themselves, touch the kernel files (or delete the cache) so that they recompile.
+FASTMATH is the flag set the kernels use (two use none, `EXACT`, below): contract multiply-adds
+into FMAs, approximate reciprocals and functions. It keeps the no-NaN and no-inf assumptions
+off, so a NaN or inf still shows in the loss, and it leaves out reassociation ("reassoc", with
+"nsz"): a kernel compiled with those and `parallel=True` computed other bits when numba loaded
+it from its on-disk cache than when it had just compiled it (the GELU backward, the cross-
+entropy forward, the layer-norm backward; numba 0.68). The freshly compiled parallel kernel
+equals the serial one, the cached one does not; numba links a parallel loop's body into its
+caller and optimizes the result again, and reassociation lets such a pass reorder sums (our
+reading of the mechanism; the symptom is what the test pins down). Without reassociation the two
+agree bit for bit; the price is that sums over a row no longer vectorize, which these short rows
+(C = 128, HS = 32) hardly feel. tests/test_kernels.py compares a cold and a warm process bit for
+bit. numba's cache does not notice edits to this file: after changing the set or `dot` (below),
+which the kernel files compile into themselves, touch the kernel files (or delete the cache) so
+that they recompile.
 
 Most kernels are compiled twice (`kernel`): with `parallel=True`, and serially from the same
 source; on one numba thread (tinygrok's default) the serial one runs. A parallel kernel hands
