@@ -28,9 +28,11 @@ calls a step, and the serial twins made the report preset's step 1.4 times as fa
 compute the same bits (tests/test_kernels.py runs every kernel at one thread and at two, and
 compares both, compiled and cached). The layer norm's forward and the AdamW update are compiled
 with no flags (`EXACT`): with FASTMATH the two compilations rounded them differently in the last
-bit (the square root and reciprocal of "afn" and "arcp", and which product "contract" fused
-into an addition). The GELU pair stays parallel only: compiled serially,
-its loops did not vectorize (ten times slower).
+bit (the square root and reciprocal of "afn" and "arcp", and which product "contract" fused into
+an addition), as a parallel kernel's vector loop and its scalar remainder may, wherever the
+threads split the rows. Three kernels stay parallel only, because compiled serially their loops
+did not vectorize: the GELU pair (ten times slower) and AdamW (four times: its launch costs
+less).
 
 The parallel kernels run on numba's `workqueue` threading layer (unless NUMBA_THREADING_LAYER
 says otherwise): its idle threads sleep, where OpenMP's spin and take the cores that BLAS needs
