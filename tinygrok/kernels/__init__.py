@@ -50,6 +50,7 @@ sums two things per row the same way, eight chains in all (`layernorm._dxhat_sum
 
 from __future__ import annotations
 
+import functools
 import os
 import sys
 import types
@@ -100,14 +101,15 @@ def kernel(f: Callable | None = None, *, fastmath: set[str] = FASTMATH) -> Calla
         return lambda g: kernel(g, fastmath=fastmath)
     parallel = njit(cache=True, parallel=True, fastmath=fastmath)(f)
     # a copy of the function under its own name: numba names its cache files after it
-    twin = types.FunctionType(f.__code__, f.__globals__, f.__name__, f.__defaults__)
-    twin.__qualname__ = f.__qualname__ + "_serial"
+    twin = types.FunctionType(f.__code__, f.__globals__, f.__name__, f.__defaults__, f.__closure__)
+    twin.__qualname__, twin.__kwdefaults__ = f.__qualname__ + "_serial", f.__kwdefaults__
     serial = njit(cache=True, fastmath=fastmath)(twin)
 
+    @functools.wraps(f)
     def call(*args):
         return (serial if numba.get_num_threads() == 1 else parallel)(*args)
 
-    call.__doc__, call.parallel, call.serial = f.__doc__, parallel, serial
+    call.parallel, call.serial = parallel, serial
     return call
 
 

@@ -172,6 +172,17 @@ def _attention_backward_nb(dy, q, kv, index, a, n_head, scale, dq, dkv, da):
                     dkv.flat[dkj + c] += ds * q.flat[qi + c]
 
 
+def _check_shapes(q: np.ndarray, kv: np.ndarray, index: np.ndarray, n_head: int) -> None:
+    """The numba kernels index their arrays at flat offsets, unchecked: shapes that do not fit
+    (B, Tq <= T, C = NH HS, kv (Ns, 2C), index (B, T)) must fail here, not read or write beyond
+    them."""
+    B, Tq, C = q.shape
+    if index.ndim != 2 or index.shape[0] != B or not 1 <= Tq <= index.shape[1]:
+        raise ValueError(f"attention: index {index.shape} for queries {q.shape}")
+    if kv.ndim != 2 or kv.shape[1] != 2 * C or C % n_head:
+        raise ValueError(f"attention: kv {kv.shape} for queries {q.shape} and {n_head} heads")
+
+
 def attention_forward(
     q: np.ndarray, kv: np.ndarray, index: np.ndarray, n_head: int, engine: str
 ) -> tuple[np.ndarray, np.ndarray]:
@@ -179,6 +190,7 @@ def attention_forward(
     if engine != "numba":
         return attention_forward_ref(q, kv, index, n_head)
     index = checked_rows(index, len(kv), "attention")
+    _check_shapes(q, kv, index, n_head)
     B, Tq, C = q.shape
     scale = q.dtype.type(1.0 / np.sqrt(C // n_head))
     y = np.empty((B, Tq, C), dtype=q.dtype)
@@ -202,7 +214,10 @@ def attention_backward(
     if engine != "numba":
         return attention_backward_ref(dy, q, kv, index, a, n_head)
     index = checked_rows(index, len(kv), "attention")
+    _check_shapes(q, kv, index, n_head)
     B, Tq, C = q.shape
+    if dy.shape != q.shape or a.shape != (B, n_head, Tq, index.shape[1]):
+        raise ValueError(f"attention backward: dy {dy.shape} and a {a.shape} for q {q.shape}")
     scale = q.dtype.type(1.0 / np.sqrt(C // n_head))
     T = index.shape[1]
     dq, dkv = np.empty((B, Tq, C), dtype=q.dtype), np.empty((B, T, 2 * C), q.dtype)
