@@ -20,7 +20,8 @@ Last, an estimate of the least each kind of numba kernel work could take: the ti
 its arrays and write its results once each (of a table read through an index, only the rows
 the index names), at the fastest speed this machine copies an array already in cache (64 KiB
 to 1 MiB, one thread, times the numba threads), plus the cost of calling an empty kernel once
-per call (both measured here, in this run). It is an estimate, not a strict bound: a kernel
+per call: a serial twin's, or, for the kernels compiled in parallel only, a launch on numba's
+thread pool (all measured here, in this run). It is an estimate, not a strict bound: a kernel
 that mostly reads can move bytes faster than a copy, which writes as much as it reads. Fusing
 kernels, so that fewer arrays pass between them, would lower it.
 """
@@ -36,11 +37,19 @@ from collections.abc import Callable
 import numba
 import numpy as np
 from _common import TinygrokSteps, machine_line, median, set_all_threads
-from numba import prange
+from numba import njit, prange
 
 from tinygrok import layers, optim
 from tinygrok.config import PRESETS, from_preset
-from tinygrok.kernels import activation, attention, crossentropy, embedding, kernel, layernorm
+from tinygrok.kernels import (
+    activation,
+    attention,
+    crossentropy,
+    embedding,
+    kernel,
+    layernorm,
+    optimizer,
+)
 
 # what the model calls, by the module it looks them up in, grouped as the table shows them
 KINDS = {
@@ -89,14 +98,17 @@ def bytes_moved(f: Callable, args: tuple, kwargs: dict):
 def install_timers(spent: dict[str, float], moved: dict[str, list[int]]) -> None:
     """Wrap every function of KINDS so that each call adds its seconds to spent[kind]; while
     `moved` holds a "count" key (during one step that is not timed), each call instead adds
-    itself and its `bytes_moved` to moved[kind] = [calls, bytes]."""
+    itself, its `bytes_moved` and its calls of parallel-only kernels to moved[kind] = [calls,
+    bytes, pool launches]."""
 
     def timed(kind: str, f: Callable) -> Callable:
         def call(*args, **kwargs):
             if "count" in moved:
+                launches = POOL_LAUNCHES[0]
                 out, nbytes = bytes_moved(f, args, kwargs)
                 moved[kind][0] += 1
                 moved[kind][1] += nbytes
+                moved[kind][2] += POOL_LAUNCHES[0] - launches
                 return out
             t = time.perf_counter()
             try:
@@ -117,16 +129,41 @@ def _empty_loop(x):
         x[i] += 1
 
 
-def launch_seconds() -> float:
-    """Median seconds of one call of an empty kernel compiled as tinygrok's are
-    (`kernels.kernel`): the cost of the call itself that every numba kernel pays, a plain call
-    of the serial twin on one thread, a launch on numba's thread pool on more."""
+@njit(parallel=True)
+def _empty_parallel_loop(x):
+    for i in prange(x.shape[0]):
+        x[i] += 1
+
+
+POOL_LAUNCHES = [0]  # calls of the kernels compiled in parallel only, while counting
+
+
+def count_pool_launches() -> None:
+    """Wrap the kernels that are compiled in parallel only (numba dispatchers with
+    parallel=True, not `kernels.kernel` twins) so that each call adds to POOL_LAUNCHES."""
+
+    def counted(f: Callable) -> Callable:
+        def call(*args):
+            POOL_LAUNCHES[0] += 1
+            return f(*args)
+
+        return call
+
+    for module in (activation, attention, crossentropy, embedding, layernorm, optimizer):
+        for name, f in vars(module).copy().items():
+            if getattr(f, "targetoptions", {}).get("parallel"):
+                setattr(module, name, counted(f))
+
+
+def call_seconds(f: Callable) -> float:
+    """Median seconds of one call of the empty kernel f: what every numba kernel call pays
+    besides its work (a plain call of a serial twin, or a launch on numba's thread pool)."""
     x = np.zeros(2)
-    _empty_loop(x)
+    f(x)
     times = []
     for _ in range(500):
         t = time.perf_counter()
-        _empty_loop(x)
+        f(x)
         times.append(time.perf_counter() - t)
     return median(times)
 
@@ -149,16 +186,20 @@ def copy_bytes_per_second() -> float:
 
 def print_floor(ms: dict[str, float], moved: dict[str, list[int]]) -> None:
     """The numba engine's kernel time per kind beside its floor (see the module docstring)."""
-    speed, launch = copy_bytes_per_second(), launch_seconds()
+    speed = copy_bytes_per_second()
+    call, launch = call_seconds(_empty_loop), call_seconds(_empty_parallel_loop)
     print(
-        f"numba kernels beside their floor: arrays read and written once at {speed / 1e9:.1f} "
-        f"GB/s (copy in cache), {1e6 * launch:.1f} us per kernel call"
+        f"numba kernels beside their floor: arrays read and written once at {speed / 1e9:.1f} GB/s"
+    )
+    print(
+        f"(copy in cache); an empty kernel's call {1e6 * call:.1f} us, "
+        f"parallel-only {1e6 * launch:.1f} us"
     )
     print(f"{'':34s} {'numba':>8s} {'floor':>8s} {'MB':>6s} {'calls':>6s}")
     total = [0.0, 0.0, 0, 0]
     for kind in KERNELS:
-        calls, nbytes = moved[kind]
-        floor = 1000 * (nbytes / speed + calls * launch)
+        calls, nbytes, pool = moved[kind]
+        floor = 1000 * (nbytes / speed + (calls - pool) * call + pool * launch)
         print(f"{kind:34s} {ms[kind]:8.1f} {floor:8.2f} {nbytes / 1e6:6.1f} {calls:6d}")
         total = [total[0] + ms[kind], total[1] + floor, total[2] + nbytes, total[3] + calls]
     print(
@@ -175,14 +216,15 @@ def main() -> None:
     counts = set_all_threads(args.threads)
 
     spent: dict[str, float] = defaultdict(float)
-    moved: dict[str, list[int]] = defaultdict(lambda: [0, 0])
+    moved: dict[str, list[int]] = defaultdict(lambda: [0, 0, 0])
     install_timers(spent, moved)
+    count_pool_launches()
     cfg = from_preset(args.preset)
     engines = {name: TinygrokSteps(cfg.replace(engine=name)) for name in ("numba", "numpy")}
     for run in engines.values():
         run.evaluate_once()
         run(3)
-    moved["count"] = [1, 0]
+    moved["count"] = [1, 0, 0]
     engines["numba"](1)
     del moved["count"]
     samples: dict[str, dict[str, list[float]]] = {e: defaultdict(list) for e in engines}
