@@ -37,7 +37,7 @@ from collections.abc import Callable
 import numba
 import numpy as np
 from _common import TinygrokSteps, machine_line, median, set_all_threads
-from numba import njit, prange
+from numba import prange
 
 from tinygrok import layers, optim
 from tinygrok.config import PRESETS, from_preset
@@ -129,12 +129,6 @@ def _empty_loop(x):
         x[i] += 1
 
 
-@njit(parallel=True)
-def _empty_parallel_loop(x):
-    for i in prange(x.shape[0]):
-        x[i] += 1
-
-
 POOL_LAUNCHES = [0]  # calls of the kernels compiled in parallel only, while counting
 
 
@@ -187,7 +181,7 @@ def copy_bytes_per_second() -> float:
 def print_floor(ms: dict[str, float], moved: dict[str, list[int]]) -> None:
     """The numba engine's kernel time per kind beside its floor (see the module docstring)."""
     speed = copy_bytes_per_second()
-    call, launch = call_seconds(_empty_loop), call_seconds(_empty_parallel_loop)
+    call, launch = call_seconds(_empty_loop), call_seconds(_empty_loop.parallel)
     print(
         f"numba kernels beside their floor: arrays read and written once at {speed / 1e9:.1f} GB/s"
     )
