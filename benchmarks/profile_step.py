@@ -20,8 +20,8 @@ Last, an estimate of the least each kind of numba kernel work could take: the ti
 its arrays and write its results once each (of a table read through an index, only the rows
 the index names), at the fastest speed this machine copies an array already in cache (64 KiB
 to 1 MiB, one thread, times the numba threads), plus the cost of calling an empty kernel once
-per call: a serial twin's, or, for the kernels compiled in parallel only, a launch on numba's
-thread pool (all measured here, in this run). It is an estimate, not a strict bound: a kernel
+per call: at one thread its serial twin's, at more a launch on numba's thread pool (all measured
+here, in this run). It is an estimate, not a strict bound: a kernel
 that mostly reads can move bytes faster than a copy, which writes as much as it reads. Fusing
 kernels, so that fewer arrays pass between them, would lower it.
 """
@@ -48,7 +48,6 @@ from tinygrok.kernels import (
     embedding,
     kernel,
     layernorm,
-    optimizer,
 )
 
 # what the model calls, by the module it looks them up in, grouped as the table shows them
@@ -98,17 +97,14 @@ def bytes_moved(f: Callable, args: tuple, kwargs: dict):
 def install_timers(spent: dict[str, float], moved: dict[str, list[int]]) -> None:
     """Wrap every function of KINDS so that each call adds its seconds to spent[kind]; while
     `moved` holds a "count" key (during one step that is not timed), each call instead adds
-    itself, its `bytes_moved` and its calls of parallel-only kernels to moved[kind] = [calls,
-    bytes, pool launches]."""
+    itself and its `bytes_moved` to moved[kind] = [calls, bytes]."""
 
     def timed(kind: str, f: Callable) -> Callable:
         def call(*args, **kwargs):
             if "count" in moved:
-                launches = POOL_LAUNCHES[0]
                 out, nbytes = bytes_moved(f, args, kwargs)
                 moved[kind][0] += 1
                 moved[kind][1] += nbytes
-                moved[kind][2] += POOL_LAUNCHES[0] - launches
                 return out
             t = time.perf_counter()
             try:
@@ -129,29 +125,10 @@ def _empty_loop(x):
         x[i] += 1
 
 
-POOL_LAUNCHES = [0]  # calls of the kernels compiled in parallel only, while counting
-
-
-def count_pool_launches() -> None:
-    """Wrap the kernels that are compiled in parallel only (numba dispatchers with
-    parallel=True, not `kernels.kernel` twins) so that each call adds to POOL_LAUNCHES."""
-
-    def counted(f: Callable) -> Callable:
-        def call(*args):
-            POOL_LAUNCHES[0] += 1
-            return f(*args)
-
-        return call
-
-    for module in (activation, attention, crossentropy, embedding, layernorm, optimizer):
-        for name, f in vars(module).copy().items():
-            if getattr(f, "targetoptions", {}).get("parallel"):
-                setattr(module, name, counted(f))
-
-
 def call_seconds(f: Callable) -> float:
     """Median seconds of one call of the empty kernel f: what every numba kernel call pays
-    besides its work (a plain call of a serial twin, or a launch on numba's thread pool)."""
+    besides its work (a plain call of its serial twin at one thread, else a launch on numba's
+    thread pool)."""
     x = np.zeros(2)
     f(x)
     times = []
@@ -181,19 +158,19 @@ def copy_bytes_per_second() -> float:
 def print_floor(ms: dict[str, float], moved: dict[str, list[int]]) -> None:
     """The numba engine's kernel time per kind beside its floor (see the module docstring)."""
     speed = copy_bytes_per_second()
-    call, launch = call_seconds(_empty_loop), call_seconds(_empty_loop.parallel)
+    call = call_seconds(_empty_loop)
     print(
         f"numba kernels beside their floor: arrays read and written once at {speed / 1e9:.1f} GB/s"
     )
     print(
-        f"(copy in cache); an empty kernel's call {1e6 * call:.1f} us, "
-        f"parallel-only {1e6 * launch:.1f} us"
+        f"(copy in cache); an empty kernel's call {1e6 * call:.1f} us at "
+        f"{numba.get_num_threads()} thread(s)"
     )
     print(f"{'':34s} {'numba':>8s} {'floor':>8s} {'MB':>6s} {'calls':>6s}")
     total = [0.0, 0.0, 0, 0]
     for kind in KERNELS:
-        calls, nbytes, pool = moved[kind]
-        floor = 1000 * (nbytes / speed + (calls - pool) * call + pool * launch)
+        calls, nbytes = moved[kind]
+        floor = 1000 * (nbytes / speed + calls * call)
         print(f"{kind:34s} {ms[kind]:8.1f} {floor:8.2f} {nbytes / 1e6:6.1f} {calls:6d}")
         total = [total[0] + ms[kind], total[1] + floor, total[2] + nbytes, total[3] + calls]
     print(
@@ -210,15 +187,14 @@ def main() -> None:
     counts = set_all_threads(args.threads)
 
     spent: dict[str, float] = defaultdict(float)
-    moved: dict[str, list[int]] = defaultdict(lambda: [0, 0, 0])
+    moved: dict[str, list[int]] = defaultdict(lambda: [0, 0])
     install_timers(spent, moved)
-    count_pool_launches()
     cfg = from_preset(args.preset)
     engines = {name: TinygrokSteps(cfg.replace(engine=name)) for name in ("numba", "numpy")}
     for run in engines.values():
         run.evaluate_once()
         run(3)
-    moved["count"] = [1, 0, 0]
+    moved["count"] = [1, 0]
     engines["numba"](1)
     del moved["count"]
     samples: dict[str, dict[str, list[float]]] = {e: defaultdict(list) for e in engines}

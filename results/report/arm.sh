@@ -1,10 +1,13 @@
 #!/usr/bin/env bash
-# One run of the report experiment from the pinned checkout: start it, or resume it if it has a
-# checkpoint. usage: arm.sh ARM SEED [run options of the arm...]
+# One run of the report experiment from the pinned checkout, trained to BUDGET steps (default the
+# report's 400,000): start it, or resume it from its checkpoint, raising the budget of a run that
+# finished a smaller one. usage: [BUDGET=N] arm.sh ARM SEED [run options of the arm...]
 set -u
 T=/work/pinned/.venv/bin/tinygrok
+budget=${BUDGET:-400000}
 out=/work/runs/report/$1/seed$2
 if [ -f "$out/checkpoint.npz" ]; then
-  exec $T resume "$out" --threads 1
+  exec $T resume "$out" --threads 1 --steps "$budget"
 fi
-exec $T run division --preset report --seed "$2" --threads 1 --snapshot-every 5000 "${@:3}" --out "$out"
+exec $T run division --preset report --seed "$2" --threads 1 --snapshot-every 5000 \
+  --steps "$budget" "${@:3}" --out "$out"

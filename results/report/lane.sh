@@ -1,18 +1,29 @@
 #!/usr/bin/env bash
-# One lane of the report experiment: its arms one after another, each started or resumed by
-# arm.sh, skipping those already done. It stops when a run stops without being done (interrupted:
-# the next `lane.sh` with the same list resumes it). Two lanes run at a time, one per core.
-# usage: lane.sh "ARM SEED [options]" "ARM SEED [options]" ...
+# One lane of the report experiment: its arms one after another, each trained to BUDGET steps
+# (default 400,000) by arm.sh, skipping those already done (finished that budget, or diverged).
+# It stops when a run stops without being done (interrupted: the next `lane.sh` with the same
+# list resumes it). Two lanes run at a time, one per core.
+# usage: [BUDGET=N] lane.sh "ARM SEED [options]" "ARM SEED [options]" ...
 set -u
 here=$(cd "$(dirname "$0")" && pwd)
 runs=/work/runs/report
+budget=${BUDGET:-400000}
+done_() {
+  python3 - "$1" "$budget" <<'PY'
+import json, sys
+try:
+    s = json.load(open(sys.argv[1]))
+except (OSError, ValueError):
+    sys.exit(1)
+ok = s["status"] == "diverged" or (s["status"] == "finished" and s["step_budget"] >= int(sys.argv[2]))
+sys.exit(0 if ok else 1)
+PY
+}
 for spec in "$@"; do
   read -r arm seed opts <<< "$spec"
   summary="$runs/$arm/seed$seed/summary.json"
-  if [ -f "$summary" ] && grep -Eq '"status": "(finished|diverged)"' "$summary"; then
-    continue
-  fi
+  done_ "$summary" && continue
   # shellcheck disable=SC2086
-  "$here/arm.sh" "$arm" "$seed" $opts >> "$runs/$arm-seed$seed.log" 2>&1
-  grep -Eq '"status": "(finished|diverged)"' "$summary" 2>/dev/null || exit 1
+  BUDGET=$budget "$here/arm.sh" "$arm" "$seed" $opts >> "$runs/$arm-seed$seed.log" 2>&1
+  done_ "$summary" || exit 1
 done

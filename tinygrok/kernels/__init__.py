@@ -30,9 +30,12 @@ compares both, compiled and cached). The layer norm's forward and the AdamW upda
 with no flags (`EXACT`): with FASTMATH the two compilations rounded them differently in the last
 bit (the square root and reciprocal of "afn" and "arcp", and which product "contract" fused into
 an addition), as a parallel kernel's vector loop and its scalar remainder may, wherever the
-threads split the rows. Three kernels stay parallel only, because compiled serially their loops
-did not vectorize: the GELU pair (ten times slower) and AdamW (four times: its launch costs
-less).
+threads split the rows. Both compilations use NumPy's error model (`error_model="numpy"`): a
+float division by zero gives inf or NaN, as in the NumPy references, instead of Python's
+ZeroDivisionError. Numba's parallel loops already compile that way; with Python's model a serial
+loop that divides carries a test and a possible exception on every element, and LLVM left it
+unvectorized (AdamW's update ran four times slower serially than in parallel on one thread, the
+GELU pair ten times).
 
 The parallel kernels run on numba's `workqueue` threading layer (unless NUMBA_THREADING_LAYER
 says otherwise): its idle threads sleep, where OpenMP's spin and take the cores that BLAS needs
@@ -95,15 +98,16 @@ event.register("numba:compile", _CompileNotice())
 
 def kernel(f: Callable | None = None, *, fastmath: set[str] = FASTMATH) -> Callable:
     """f compiled in parallel and serially (the `parallel` and `serial` attributes), with the
-    `fastmath` flags; a call runs the serial one when numba has one thread. `@kernel` or
-    `@kernel(fastmath=EXACT)`."""
+    `fastmath` flags and NumPy's error model; a call runs the serial one when numba has one
+    thread. `@kernel` or `@kernel(fastmath=EXACT)`."""
     if f is None:
         return lambda g: kernel(g, fastmath=fastmath)
-    parallel = njit(cache=True, parallel=True, fastmath=fastmath)(f)
+    options = {"cache": True, "fastmath": fastmath, "error_model": "numpy"}
+    parallel = njit(parallel=True, **options)(f)
     # a copy of the function under its own name: numba names its cache files after it
     twin = types.FunctionType(f.__code__, f.__globals__, f.__name__, f.__defaults__, f.__closure__)
     twin.__qualname__, twin.__kwdefaults__ = f.__qualname__ + "_serial", f.__kwdefaults__
-    serial = njit(cache=True, fastmath=fastmath)(twin)
+    serial = njit(**options)(twin)
 
     @functools.wraps(f)
     def call(*args):

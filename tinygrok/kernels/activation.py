@@ -89,7 +89,7 @@ def _bias_relu_forward_nb(h, b):
             h[n, f] = max(h[n, f] + b[f], zero)
 
 
-@njit(cache=True, parallel=True, fastmath=FASTMATH)  # parallel only: kernels/__init__.py
+@kernel
 def _bias_gelu_forward_nb(h, b, c, s, rational, out):
     """h += b (the pre-activation, in place) and out = gelu(h); one row per iteration."""
     N, F = h.shape
@@ -111,7 +111,7 @@ def _relu_backward_nb(dout, out):
             dout[n, f] *= one if out[n, f] > zero else zero
 
 
-@njit(cache=True, parallel=True, fastmath=FASTMATH)  # parallel only: kernels/__init__.py
+@kernel
 def _gelu_backward_nb(dout, pre, c, s, rational):
     """dout *= gelu'(pre), in place; one row per iteration."""
     N, F = pre.shape

@@ -24,7 +24,7 @@ from __future__ import annotations
 import math
 
 import numpy as np
-from numba import njit, prange
+from numba import prange
 
 from tinygrok.kernels import EXACT, kernel
 
@@ -70,8 +70,7 @@ def sgd_update_ref(
     p -= lr * buf
 
 
-# parallel only, with no fastmath flags: kernels/__init__.py
-@njit(cache=True, parallel=True, fastmath=EXACT)
+@kernel(fastmath=EXACT)  # no fastmath flags: kernels/__init__.py
 def _adamw_update_nb(p, g, m, v, decay, beta1, c1, beta2, c2, step_size, sqrt_bc2, eps):
     """p, g, m, v (N,); decay = 1 - lr wd, c1 = 1 - beta1, c2 = 1 - beta2,
     step_size = lr / (1 - beta1^t), sqrt_bc2 = sqrt(1 - beta2^t)."""
