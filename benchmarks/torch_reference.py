@@ -202,7 +202,7 @@ def check_same_model(cfg: Config, params: Params, tol: float = 2e-4) -> float:
     worst = 0.0
     for ours in (model, fast):
         logits, cache = ours.forward(params, tokens, cfg)
-        loss, c_ce = L.cross_entropy_forward(logits, targets, cfg.engine)
+        loss, c_ce = L.cross_entropy_forward(logits, targets, cfg.engine, cfg.loss_dtype)
         grads = ours.backward(L.cross_entropy_backward(1.0, c_ce)[0], cache)
         for theirs in reference_models(cfg):
             load_tinygrok(theirs, params, cfg)

@@ -43,6 +43,7 @@ def test_preset_is_the_reports_recipe():
     assert (cfg.batch_size, cfg.epoch_batches, cfg.train_frac, cfg.seed) == (512, True, 0.5, 42)
     # the report's 422,627 less the fifth row of its position table, which no input reaches
     assert n_params(cfg) == 422_627 - 128
+    assert cfg.loss_dtype == "float32"  # PyTorch's loss of a float32 model
     assert from_preset("report", ("division", "multiplication")).step_budget == 800_000
 
 
@@ -157,3 +158,33 @@ def test_report_norm_matches_the_sparse_start_in_size_not_in_form():
             np.testing.assert_allclose(ratio, ratio.flat[0], err_msg=name)  # the same draw, scaled
         else:
             np.testing.assert_array_equal(w, base[name], name)
+
+
+@pytest.mark.parity
+def test_float32_loss_rounds_as_pytorchs():
+    """The preset's loss (float32) and its gradient against PyTorch's F.cross_entropy on float32
+    logits, from a rough fit to one beyond float32's resolution: the gradients agree within
+    float32's precision, and the rows whose target's gradient rounds to exactly zero are the same
+    (softmax collapse)."""
+    pytest.importorskip("torch")
+    import torch
+    import torch.nn.functional as F
+
+    from tinygrok import layers as L
+
+    rng = np.random.default_rng(0)
+    N = 512
+    logits = (3 * rng.standard_normal((N, 99))).astype(np.float32)
+    targets = rng.integers(0, 99, N)
+    logits[np.arange(N), targets] += rng.uniform(0, 40, N).astype(np.float32)
+    z = torch.from_numpy(logits).requires_grad_()
+    want_loss = F.cross_entropy(z, torch.from_numpy(targets))
+    want_loss.backward()
+    want = z.grad.numpy()
+    for engine in ("numba", "numpy"):
+        loss, cache = L.cross_entropy_forward(logits, targets, engine, "float32")
+        got = L.cross_entropy_backward(1.0, cache)[0]
+        assert abs(loss - want_loss.item()) < 1e-6
+        np.testing.assert_allclose(got, want, rtol=0, atol=4e-6 / N)
+        zero, want_zero = got[np.arange(N), targets] == 0, want[np.arange(N), targets] == 0
+        assert want_zero.sum() > N // 4 and (zero != want_zero).sum() <= N // 100

@@ -272,7 +272,7 @@ def loss_and_grads(
     """Mean cross-entropy of a batch (tokens (B, T), targets (B,)); every gradient goes into
     `grads`."""
     z, cache = forward(params, tokens, cfg)
-    loss, c_ce = L.cross_entropy_forward(z, targets, cfg.engine)
+    loss, c_ce = L.cross_entropy_forward(z, targets, cfg.engine, cfg.loss_dtype)
     dlogits, _ = L.cross_entropy_backward(1.0, c_ce)
     grads.set_grads(backward(dlogits, cache))
     return loss
@@ -285,7 +285,7 @@ def evaluate(
     loss_sum, correct = 0.0, 0
     for s in range(0, len(y), chunk):
         z = logits(params, x[s : s + chunk], cfg)  # (n, P)
-        loss, _ = L.cross_entropy_forward(z, y[s : s + chunk], cfg.engine)
+        loss, _ = L.cross_entropy_forward(z, y[s : s + chunk], cfg.engine, cfg.loss_dtype)
         loss_sum += loss * len(z)
         correct += int((z.argmax(axis=1) == y[s : s + chunk]).sum())
     return loss_sum / len(y), correct / len(y)

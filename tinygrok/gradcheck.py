@@ -74,7 +74,9 @@ def checked_setup(cfg: Config, noise: float = NOISE) -> tuple[Params, np.ndarray
 
 def batch_loss(params: Params, tokens: np.ndarray, targets: np.ndarray, cfg: Config) -> float:
     """Mean cross-entropy of tokens (B, 4) against targets (B,): forward pass only."""
-    loss, _ = L.cross_entropy_forward(logits(params, tokens, cfg), targets, cfg.engine)  # (B, P)
+    loss, _ = L.cross_entropy_forward(
+        logits(params, tokens, cfg), targets, cfg.engine, cfg.loss_dtype
+    )  # (B, P)
     return loss
 
 

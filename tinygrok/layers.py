@@ -314,17 +314,19 @@ def prefixed(prefix: str, grads: Grads) -> Grads:
 
 
 class CrossEntropyCache(NamedTuple):
-    probs: np.ndarray  # (N, P) float64
+    probs: np.ndarray  # (N, P) in the loss's dtype
     targets: np.ndarray  # (N,)
     dtype: np.dtype  # the logits'
     engine: str
 
 
 def cross_entropy_forward(
-    logits: np.ndarray, targets: np.ndarray, engine: str
+    logits: np.ndarray, targets: np.ndarray, engine: str, loss_dtype: str = "float64"
 ) -> tuple[float, CrossEntropyCache]:
-    """logits (N, P), targets (N,) -> mean loss (float64)."""
-    loss, probs = crossentropy.cross_entropy_forward(logits, targets, engine)
+    """logits (N, P), targets (N,) -> mean loss, computed in `loss_dtype` (the config's: float64,
+    exact; float32, rounded as PyTorch's float32 loss is; kernels/crossentropy.py)."""
+    work = np.dtype(loss_dtype).type
+    loss, probs = crossentropy.cross_entropy_forward(logits, targets, engine, work)
     return float(loss.mean()), CrossEntropyCache(probs, targets, logits.dtype, engine)
 
 

@@ -86,6 +86,9 @@ RUN_OPTIONS: dict[str, str] = {
     "generalized_threshold": "validation accuracy that counts as generalized",
     "seed": "seed of the split, the initialization and the batches",
     "dtype": "floating-point type of parameters and activations",
+    "loss_dtype": "floating-point type the softmax cross-entropy is computed in: float64 (exact "
+    "whatever --dtype) or float32 (as PyTorch computes a float32 model's loss: once the training "
+    "set is fit beyond float32's resolution, the targets' gradients round to zero)",
     "engine": "compute path",
 }
 CHOICES = {
@@ -95,6 +98,7 @@ CHOICES = {
     "init": INITS,
     "optimizer": OPTIMIZERS,
     "dtype": DTYPES,
+    "loss_dtype": DTYPES,
     "engine": ENGINES,
     "grokfast": tuple(GROKFAST_FILTERS),
 }

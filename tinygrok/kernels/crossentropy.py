@@ -1,4 +1,6 @@
-"""Softmax cross-entropy over P answer classes, computed in float64 whatever the logits' dtype.
+"""Softmax cross-entropy over P answer classes, computed in a working dtype `work` whatever the
+logits' dtype: float64 by default, so that the loss and its gradient stay exact however well the
+model fits; float32 to compute them as PyTorch does for a float32 model.
 
     logp[n, c] = z[n, c] - max_c z[n] - log sum_c' exp(z[n, c'] - max_c z[n])
     loss[n]    = -logp[n, y[n]]
@@ -6,6 +8,13 @@
 
 Shapes: N rows, P classes. (Derivation: the softmax's Jacobian diag(s) - s s^T applied to
 -onehot/s; see CS231n's notes on the softmax classifier.)
+
+The two differ once a row fits better than float32 resolves: when every other class's
+exp(z[n, c] - max) sums to less than half of float32's epsilon (6e-8), the sum rounds to 1, the
+target's probability to exactly 1, its loss and its gradient to exactly 0, while the other
+classes' gradients stay. The gradient is then no longer the loss's: Prieto et al. 2025
+("Grokking at the Edge of Numerical Stability") call this softmax collapse. In float64 the same
+happens only below 1e-16.
 
 The numba kernels run one row per parallel iteration.
 """
@@ -19,61 +28,65 @@ from tinygrok.kernels import kernel
 
 
 def cross_entropy_forward_ref(
-    logits: np.ndarray, targets: np.ndarray
+    logits: np.ndarray, targets: np.ndarray, work: type = np.float64
 ) -> tuple[np.ndarray, np.ndarray]:
-    """logits (N, P), targets (N,) -> loss (N,) float64, probs (N, P) float64."""
-    z = logits.astype(np.float64)
+    """logits (N, P), targets (N,) -> loss (N,) float64, probs (N, P) in `work`, the dtype both
+    are computed in."""
+    z = logits.astype(work)
     z = z - z.max(axis=1, keepdims=True)
     logsum = np.log(np.exp(z).sum(axis=1))  # (N,)
     loss = logsum - z[np.arange(len(targets)), targets]
     probs = np.exp(z - logsum[:, None])
-    return loss, probs
+    return loss.astype(np.float64), probs
 
 
 def cross_entropy_backward_ref(
     probs: np.ndarray, targets: np.ndarray, dtype: np.dtype
 ) -> np.ndarray:
-    """probs (N, P), targets (N,) -> dlogits (N, P) in `dtype`, the gradient of the mean loss."""
+    """probs (N, P), targets (N,) -> dlogits (N, P) in `dtype`, the gradient of the mean loss,
+    computed in probs' dtype."""
     d = probs.copy()
-    d[np.arange(len(targets)), targets] -= 1.0
-    return (d / len(targets)).astype(dtype)
+    d[np.arange(len(targets)), targets] -= 1
+    return (d * probs.dtype.type(1 / len(targets))).astype(dtype)
 
 
 @kernel
 def _cross_entropy_forward_nb(logits, targets, loss, probs):
-    """Fills loss (N,) and probs (N, P), both float64; see `cross_entropy_forward_ref`."""
+    """Fills loss (N,) float64 and probs (N, P), computed in probs' dtype; see
+    `cross_entropy_forward_ref`."""
     N, P = logits.shape
     for n in prange(N):
         zr, pr = logits[n], probs[n]
-        m = np.float64(zr[0])
+        m = pr.dtype.type(zr[0])
         for c in range(1, P):
-            m = max(m, np.float64(zr[c]))
-        total = np.float64(0)
+            m = max(m, pr.dtype.type(zr[c]))
+        total = pr.dtype.type(0)
         for c in range(P):
-            pr[c] = np.exp(np.float64(zr[c]) - m)
+            pr[c] = np.exp(pr.dtype.type(zr[c]) - m)
             total += pr[c]
         for c in range(P):
             pr[c] /= total
-        loss[n] = np.log(total) - (np.float64(zr[targets[n]]) - m)
+        loss[n] = np.log(total) - (pr.dtype.type(zr[targets[n]]) - m)
 
 
 @kernel
 def _cross_entropy_backward_nb(probs, targets, inv_n, dlogits):
-    """Fills dlogits (N, P) = (probs - onehot(targets)) / N in dlogits' dtype."""
+    """Fills dlogits (N, P) = (probs - onehot(targets)) / N, computed in probs' dtype (inv_n's)
+    and stored in dlogits'."""
     N, P = probs.shape
     for n in prange(N):
         for c in range(P):
             dlogits[n, c] = probs[n, c] * inv_n
-        dlogits[n, targets[n]] = (probs[n, targets[n]] - 1) * inv_n
+        dlogits[n, targets[n]] = (probs[n, targets[n]] - probs.dtype.type(1)) * inv_n
 
 
 def cross_entropy_forward(
-    logits: np.ndarray, targets: np.ndarray, engine: str
+    logits: np.ndarray, targets: np.ndarray, engine: str, work: type = np.float64
 ) -> tuple[np.ndarray, np.ndarray]:
     """Dispatch on the engine; see `cross_entropy_forward_ref`."""
     if engine != "numba":
-        return cross_entropy_forward_ref(logits, targets)
-    loss, probs = np.empty(len(targets)), np.empty(logits.shape)
+        return cross_entropy_forward_ref(logits, targets, work)
+    loss, probs = np.empty(len(targets)), np.empty(logits.shape, dtype=work)
     _cross_entropy_forward_nb(logits, targets, loss, probs)
     return loss, probs
 
@@ -85,5 +98,5 @@ def cross_entropy_backward(
     if engine != "numba":
         return cross_entropy_backward_ref(probs, targets, dtype)
     dlogits = np.empty(probs.shape, dtype=dtype)
-    _cross_entropy_backward_nb(probs, targets, 1.0 / len(targets), dlogits)
+    _cross_entropy_backward_nb(probs, targets, probs.dtype.type(1 / len(targets)), dlogits)
     return dlogits

@@ -32,7 +32,15 @@ from tinygrok.lab.grid import differences
 # Summary statuses that end a run for good: rerunning the same config reproduces them exactly.
 DONE = ("finished", "diverged")
 # The Config fields that pick the numba kernels a run compiles (see `warm_kernels`).
-KERNEL_FIELDS = ("engine", "dtype", "activation", "layer_norm", "optimizer", "grokfast")
+KERNEL_FIELDS = (
+    "engine",
+    "dtype",
+    "loss_dtype",
+    "activation",
+    "layer_norm",
+    "optimizer",
+    "grokfast",
+)
 PR_SET_PDEATHSIG = 1  # prctl(2): the signal this process gets when its parent ends (Linux)
 
 
