@@ -12,7 +12,8 @@ normal, dropped with probability --sparse and the survivors scaled by 1/sqrt(1 -
 tinygrok's batches (DataLoader-style epochs of 512) and split. tinygrok's side starts from its
 own initialization of the same rule and seed. Both evaluate on the full train and validation
 sets every 50 steps; the script prints the steps where each reached 95% training and validation
-accuracy, and the validation accuracy at the end.
+accuracy, and the validation accuracy at the end; every 500 steps, for PyTorch then tinygrok,
+training / validation accuracy and the training set's loss.
 """
 
 from __future__ import annotations
@@ -52,6 +53,12 @@ def report_init(model: nn.Module, sparse: float, scale: float) -> None:
                 nn.init.zeros_(module.bias)
 
 
+def row(log: dict[str, list[float]]) -> str:
+    """The last evaluation: training and validation accuracy, training loss."""
+    train, val, loss = log["train"][-1], log["val"][-1], log["loss"][-1]
+    return f"  {100 * train:5.1f}% /{100 * val:5.1f}% loss {loss:7.1e}"
+
+
 def first(steps: list[int], values: list[float], threshold: float) -> int | None:
     return next((s for s, v in zip(steps, values, strict=True) if v >= threshold), None)
 
@@ -85,11 +92,12 @@ def main() -> None:
     tg_opt = make_optimizer(cfg, params.flat.size)
 
     @torch.no_grad()
-    def torch_acc(x, y) -> float:
-        return float((model(torch.from_numpy(x)).argmax(1) == torch.from_numpy(y)).float().mean())
+    def torch_eval(x, y) -> tuple[float, float]:
+        z, t = model(torch.from_numpy(x)), torch.from_numpy(y)
+        return F.cross_entropy(z, t).item(), float((z.argmax(1) == t).float().mean())
 
     log: dict[str, dict[str, list[float]]] = {
-        side: {"train": [], "val": []} for side in ("pytorch", "tinygrok")
+        side: {"train": [], "val": [], "loss": []} for side in ("pytorch", "tinygrok")
     }
     steps = []
     for step in range(1, args.steps + 1):
@@ -103,16 +111,15 @@ def main() -> None:
         if step % cfg.eval_every == 0:
             steps.append(step)
             for split, (x, y) in sets.items():
-                log["pytorch"][split].append(torch_acc(x, y))
-                log["tinygrok"][split].append(evaluate(params, x, y, cfg)[1])
+                for side, (loss_, acc) in (
+                    ("pytorch", torch_eval(x, y)),
+                    ("tinygrok", evaluate(params, x, y, cfg)),
+                ):
+                    log[side][split].append(acc)
+                    if split == "train":
+                        log[side]["loss"].append(loss_)
             if step % 500 == 0:
-                print(
-                    f"step {step:6,}  pytorch train {100 * log['pytorch']['train'][-1]:5.1f}% "
-                    f"val {100 * log['pytorch']['val'][-1]:5.1f}%   tinygrok train "
-                    f"{100 * log['tinygrok']['train'][-1]:5.1f}% val "
-                    f"{100 * log['tinygrok']['val'][-1]:5.1f}%",
-                    flush=True,
-                )
+                print(f"step {step:6,}", *(row(log[side]) for side in log), flush=True)
     print(
         f"--init {args.init} --sparse {sparse:g} --init-scale {args.init_scale:g} "
         f"--seed {args.seed}, {args.steps:,} steps"
