@@ -122,3 +122,23 @@ def test_same_metrics_tells_a_recomputed_run_from_another(tmp_path):
     rows[2]["train_loss"] = np.nextafter(rows[2]["train_loss"], 1.0)
     other = run(kept, write("other.jsonl", rows))
     assert other.returncode == 1 and "first difference at step 100" in other.stdout
+
+
+def test_after_fit_gives_each_runs_range_in_the_window(tmp_path):
+    """tools/after_fit.py: per run, the training loss's range, the lowest training and highest
+    validation accuracy within --from/--to only; a folder without metrics: one line, exit 2."""
+    run = tmp_path / "run"
+    run.mkdir()
+    rows = [
+        {"step": 0, "train_loss": 5.0, "train_acc": 0.01, "val_acc": 0.5},
+        {"step": 100, "train_loss": 1e-8, "train_acc": 1.0, "val_acc": 0.02},
+        {"step": 200, "train_loss": 0.3, "train_acc": 0.9, "val_acc": 0.03},
+        {"step": 300, "train_loss": 1e-9, "train_acc": 0.2, "val_acc": 0.9},
+    ]
+    (run / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    tool = [sys.executable, str(ROOT / "tools/after_fit.py"), "--from", "100", "--to", "200"]
+    out = subprocess.run([*tool, run], capture_output=True, text=True)
+    assert out.returncode == 0
+    assert f"{run}: loss 1.0e-08-3.0e-01, train >= 90.0%, val <= 3.0%, step 200" in out.stdout
+    missing = subprocess.run([*tool, tmp_path / "none"], capture_output=True, text=True)
+    assert missing.returncode == 2 and len(missing.stderr.strip().splitlines()) == 1

@@ -87,3 +87,15 @@ def test_a_run_with_infinite_losses_keeps_metrics_valid_and_draws(tmp_path, monk
     assert all(strict_json(line)["val_loss"] is None for line in lines)
     assert (tmp_path / "curves.png").stat().st_size > 20_000
     assert read_metrics(tmp_path)[-1]["val_loss"] != read_metrics(tmp_path)[-1]["val_loss"]  # NaN
+
+
+@pytest.mark.usefixtures("single_thread")
+def test_curves_of_a_run_still_training_draw_without_its_summary(tmp_path):
+    """A run folder before its summary.json exists (a run in progress, or one killed before its
+    first summary) still draws, from its config and metrics."""
+    from tinygrok.plots import plot_curves
+
+    train(from_preset("tiny", steps=50, eval_every=25), tmp_path, progress=False)
+    (tmp_path / "summary.json").unlink()
+    out = plot_curves(tmp_path, tmp_path / "again.png")
+    assert out.stat().st_size > 20_000

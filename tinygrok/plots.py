@@ -59,7 +59,7 @@ def plot_curves(run_dir: Path, out: Path | None = None) -> Path:
     log_x = records[-1]["step"] > 0
     if log_x:  # step 0 has no place on a log axis
         records = [r for r in records if r["step"] > 0]
-    summary = read_summary(run_dir)
+    summary = read_summary(run_dir) or {}  # none yet while the run trains
     cfg, _ = read_config(run_dir)
     measured = [r for r in records if r.get("measures")]
     n_panels = 3 if measured else 2
@@ -120,7 +120,7 @@ def plot_curves(run_dir: Path, out: Path | None = None) -> Path:
         step_axis(ax, log_x)
         ax.grid(alpha=0.25, which="major")
     delay = summary.get("delay_steps")
-    title = f"{describe_tasks(summary['tasks'], cfg.p)}, seed {summary['seed']}"
+    title = f"{describe_tasks(list(cfg.tasks), cfg.p)}, seed {cfg.seed}"
     if delay is not None:
         title += f": delay {delay:,} steps"
     label = run_label(cfg)
