@@ -139,6 +139,6 @@ def test_after_fit_gives_each_runs_range_in_the_window(tmp_path):
     tool = [sys.executable, str(ROOT / "tools/after_fit.py"), "--from", "100", "--to", "200"]
     out = subprocess.run([*tool, run], capture_output=True, text=True)
     assert out.returncode == 0
-    assert f"{run}: loss 1.0e-08-3.0e-01, train >= 90.0%, val <= 3.0%, step 200" in out.stdout
+    assert f"{run}\n  loss 1.0e-08-3.0e-01, train >= 90.0%, val <= 3.0%, step 200" in out.stdout
     missing = subprocess.run([*tool, tmp_path / "none"], capture_output=True, text=True)
     assert missing.returncode == 2 and len(missing.stderr.strip().splitlines()) == 1

@@ -387,6 +387,11 @@ def test_report_experiment_plans_the_reports_arms_on_any_seeds(tmp_path):
     assert (by_arm["sparse0.9"].init, by_arm["sparse0.9"].sparse) == ("report-xavier", 0.9)
     assert by_arm["small0.01"].init_scale == 0.01 and not by_arm["sparse0.9"].keep_mask
     assert by_arm["sparse0.9-keep"].keep_mask
+    # the report's loss is PyTorch's float32 one; the control computes it exactly
+    assert (by_arm["baseline"].loss_dtype, by_arm["exact-loss"].loss_dtype) == (
+        "float32",
+        "float64",
+    )
     assert (by_arm["sgd-lr0.005"].optimizer, by_arm["sgd-lr0.005"].momentum) == ("sgd", 0.0)
     assert by_arm["all-four"].step_budget == 1_600_000
     assert specs[0].out == tmp_path / "baseline" / "seed42"

@@ -3,9 +3,10 @@ and highest), its lowest training accuracy and its highest validation accuracy.
 
     python tools/after_fit.py [--from 4000] [--to 20000] RUN [RUN ...]
 
-RUN is a run folder (or any folder with a metrics.jsonl, such as results/report/ARM/seedK). One
-line per run. A loss that settles shows a narrow range; one that spikes back up after fitting
-(as a float32 loss does once the training set is fit beyond float32's resolution) a wide one.
+RUN is a run folder (or any folder with a metrics.jsonl, such as results/report/ARM/seedK). Two
+lines per run: its folder, then its numbers. A loss that settles shows a narrow range; one that
+spikes back up after fitting (as a float32 loss does once the training set is fit beyond
+float32's resolution) a wide one.
 """
 
 from __future__ import annotations
@@ -42,7 +43,7 @@ def main() -> int:
             continue
         loss = [r["train_loss"] for r in rows]
         print(
-            f"{run}: loss {min(loss):.1e}-{max(loss):.1e}, "
+            f"{run}\n  loss {min(loss):.1e}-{max(loss):.1e}, "
             f"train >= {100 * min(r['train_acc'] for r in rows):.1f}%, "
             f"val <= {100 * max(r['val_acc'] for r in rows):.1f}%, step {rows[-1]['step']:,}"
         )

@@ -100,10 +100,11 @@ def report_arms(base: Config) -> list[Arm]:
 
     Its sparse and small starts redraw the linear modules Xavier-normal (`--init report-xavier`);
     xavier is that rule dense (separates "sparse" from "another distribution"), norm the default
-    start at the sparse start's weight norm, sparse0.9-keep the sparse start with its mask kept.
-    Its SGD had no momentum and PyTorch's coupled weight decay (torch.optim.SGD's defaults; the
-    report's figures print lr and weight decay 1e-3 only), so momentum is 0 and the decay the
-    preset's.
+    start at the sparse start's weight norm, sparse0.9-keep the sparse start with its mask kept,
+    exact-loss the baseline with its loss in float64 instead of PyTorch's float32 (its gradient
+    stays the loss's after the fit outruns float32, kernels/crossentropy.py). Its SGD had no
+    momentum and PyTorch's coupled weight decay (torch.optim.SGD's defaults; the report's figures
+    print lr and weight decay 1e-3 only), so momentum is 0 and the decay the preset's.
     """
     xavier = {"init": "report-xavier"}
     return [
@@ -113,6 +114,7 @@ def report_arms(base: Config) -> list[Arm]:
         Arm("xavier", xavier),
         Arm("norm", {"init": "report-norm"}),
         Arm("sparse0.9-keep", xavier | {"sparse": 0.9, "keep_mask": True}),
+        Arm("exact-loss", {"loss_dtype": "float64"}),
         Arm("sgd-lr0.005", {"optimizer": "sgd", "lr": 0.005, "momentum": 0.0}),
         Arm("sgd-lr0.01", {"optimizer": "sgd", "lr": 0.01, "momentum": 0.0}),
         Arm("div+mul", {"tasks": ("division", "multiplication")}),
