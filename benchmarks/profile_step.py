@@ -19,11 +19,10 @@ steps by hand could save only the malloc calls themselves).
 Last, an estimate of the least each kind of numba kernel work could take: the time to read
 its arrays and write its results once each (of a table read through an index, only the rows
 the index names), at the fastest speed this machine copies an array already in cache (64 KiB
-to 1 MiB, one thread, times the numba threads), plus the cost of calling an empty kernel once
-per call: at one thread its serial twin's, at more a launch on numba's thread pool (all measured
-here, in this run). It is an estimate, not a strict bound: a kernel
-that mostly reads can move bytes faster than a copy, which writes as much as it reads. Fusing
-kernels, so that fewer arrays pass between them, would lower it.
+to 1 MiB, one thread: the kernels run on the calling thread), plus the cost of calling an empty
+kernel once per call (both measured here, in this run). It is an estimate, not a strict bound:
+a kernel that mostly reads can move bytes faster than a copy, which writes as much as it reads.
+Fusing kernels, so that fewer arrays pass between them, would lower it.
 """
 
 from __future__ import annotations
@@ -34,10 +33,8 @@ import time
 from collections import defaultdict
 from collections.abc import Callable
 
-import numba
 import numpy as np
 from _common import TinygrokSteps, machine_line, median, set_all_threads
-from numba import prange
 
 from tinygrok import layers, optim
 from tinygrok.config import PRESETS, from_preset
@@ -121,14 +118,13 @@ def install_timers(spent: dict[str, float], moved: dict[str, list[int]]) -> None
 
 @kernel
 def _empty_loop(x):
-    for i in prange(x.shape[0]):
+    for i in range(x.shape[0]):
         x[i] += 1
 
 
 def call_seconds(f: Callable) -> float:
     """Median seconds of one call of the empty kernel f: what every numba kernel call pays
-    besides its work (a plain call of its serial twin at one thread, else a launch on numba's
-    thread pool)."""
+    besides its work."""
     x = np.zeros(2)
     f(x)
     times = []
@@ -141,7 +137,7 @@ def call_seconds(f: Callable) -> float:
 
 def copy_bytes_per_second() -> float:
     """Bytes read plus written per second by np.copyto (one thread) of an array already in
-    cache, the fastest median of 64 KiB, 256 KiB and 1 MiB arrays, times the numba threads."""
+    cache, the fastest median of 64 KiB, 256 KiB and 1 MiB arrays."""
     rates = []
     for nbytes in (1 << 16, 1 << 18, 1 << 20):
         src = np.ones(nbytes // 4, dtype=np.float32)
@@ -152,7 +148,7 @@ def copy_bytes_per_second() -> float:
             np.copyto(dst, src)
             times.append(time.perf_counter() - t)
         rates.append(2 * nbytes / median(times))
-    return max(rates) * numba.get_num_threads()
+    return max(rates)
 
 
 def print_floor(ms: dict[str, float], moved: dict[str, list[int]]) -> None:
@@ -162,10 +158,7 @@ def print_floor(ms: dict[str, float], moved: dict[str, list[int]]) -> None:
     print(
         f"numba kernels beside their floor: arrays read and written once at {speed / 1e9:.1f} GB/s"
     )
-    print(
-        f"(copy in cache); an empty kernel's call {1e6 * call:.1f} us at "
-        f"{numba.get_num_threads()} thread(s)"
-    )
+    print(f"(copy in cache); an empty kernel's call {1e6 * call:.1f} us")
     print(f"{'':34s} {'numba':>8s} {'floor':>8s} {'MB':>6s} {'calls':>6s}")
     total = [0.0, 0.0, 0, 0]
     for kind in KERNELS:
@@ -180,7 +173,7 @@ def print_floor(ms: dict[str, float], moved: dict[str, list[int]]) -> None:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--threads", type=int, default=1, help="BLAS and numba threads")
+    ap.add_argument("--threads", type=int, default=1, help="BLAS threads")
     ap.add_argument("--steps", type=int, default=20, help="timed steps per engine")
     ap.add_argument("--preset", default="power", choices=list(PRESETS), help="the model and recipe")
     args = ap.parse_args()

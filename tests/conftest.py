@@ -1,16 +1,13 @@
 """Shared fixtures: a small configuration that trains in well under a second, and one thread.
 
-The tests run tiny matrices, for which BLAS and numba threads only add overhead (on a busy
-2-core machine a forward pass of the gradient-check model took 16 ms on two numba threads and
-1.2 ms on one), so tests that run many small steps ask for `single_thread`. Races in the numba
-kernels are the kernel tests' business, not these.
+The tests run tiny matrices, for which BLAS threads only add overhead, so tests that run many
+small steps ask for `single_thread` (the numba kernels run on the calling thread anyway).
 """
 
 from __future__ import annotations
 
 from contextlib import contextmanager
 
-import numba
 import numpy  # noqa: F401  (loads BLAS, so that threadpool_limits finds it)
 import pytest
 from threadpoolctl import threadpool_limits
@@ -20,19 +17,14 @@ from tinygrok.config import Config, validate
 
 @contextmanager
 def one_thread():
-    """One BLAS and one numba thread inside the block; the counts before are restored."""
-    before = numba.get_num_threads()
-    numba.set_num_threads(1)
-    try:
-        with threadpool_limits(1, user_api="blas"):
-            yield
-    finally:
-        numba.set_num_threads(before)
+    """One BLAS thread inside the block; the count before is restored."""
+    with threadpool_limits(1, user_api="blas"):
+        yield
 
 
 @pytest.fixture
 def single_thread():
-    """One BLAS and one numba thread for a test."""
+    """One BLAS thread for a test."""
     with one_thread():
         yield
 

@@ -27,7 +27,7 @@ FILES = ("config.json", "metrics.jsonl", "summary.json", "checkpoint.npz", "curv
 
 @pytest.fixture(scope="module")
 def one_thread_module():
-    """One BLAS and one numba thread for this module's runs."""
+    """One BLAS thread for this module's runs."""
     with one_thread():
         yield
 

@@ -187,25 +187,28 @@ def block_backward(dx: np.ndarray, c: BlockCache) -> tuple[np.ndarray, L.Grads]:
             datt[:P].reshape(c.qp.shape), c.qp, c.kv, g.prefix, c.ap, NH, e
         )
         dq = np.concatenate([dqp.reshape(P, C), dq])  # (R, C)
-        dkv += L.scatter_rows(dkv_p.reshape(-1, 2 * C), g.prefix.reshape(-1), Ns, e)
+        L.scatter_rows(dkv_p.reshape(-1, 2 * C), g.prefix.reshape(-1), Ns, e, out=dkv)
     # kv = h @ w_kv + b_kv
     dh, dw_kv, db_kv = L.affine_backward(dkv, c.h, c.w_qkv[:, C:])
     if c.hq is not None:
-        # q = h[query] @ w_q + b_q
+        # q = h[query] @ w_q + b_q: each query row's dh goes to its source row
         dhq, dw_q, db_q = L.affine_backward(dq, c.hq, c.w_qkv[:, :C])
-        dres_dhq = _gather_backward(np.concatenate([ds, dhq], axis=1), g.query, Ns, e)
-        dres, dh = dres_dhq[:, :C], dh + dres_dhq[:, C:]
+        L.scatter_rows(dhq, g.query, Ns, e, out=dh)
     else:
         # q = (h @ w_q + b_q)[query]
-        dres_dq = _gather_backward(np.concatenate([ds, dq], axis=1), g.query, Ns, e)
-        dres = dres_dq[:, :C]
-        dhq, dw_q, db_q = L.affine_backward(dres_dq[:, C:], c.h, c.w_qkv[:, :C])
+        dq_src = _gather_backward(dq, g.query, Ns, e)  # (Ns, C)
+        dhq, dw_q, db_q = L.affine_backward(dq_src, c.h, c.w_qkv[:, :C])
         dh += dhq
     dw, db = np.concatenate([dw_q, dw_kv], axis=1), np.concatenate([db_q, db_kv])
-    # h = ln1(xs) (pre-norm; else h = xs);  s = xs[query] + ...
+    # h = ln1(xs) (pre-norm; else h = xs)
     dxs, g_in = L.norm_backward(dh, c.ln1_in)
+    # s = xs[query] + ...: the residual's ds goes to the source rows as well
+    if g.query is None:
+        dxs += ds
+    else:
+        L.scatter_rows(ds, g.query, Ns, e, out=dxs)
     g_att = {"w_qkv": dw, "b_qkv": db, "w_o": dw_o, "b_o": db_o}
-    return dxs + dres, L.prefixed("ln1", g_in | g_out) | L.prefixed("attn", g_att) | g_mlp
+    return dxs, L.prefixed("ln1", g_in | g_out) | L.prefixed("attn", g_att) | g_mlp
 
 
 # ----------------------------------------------------------------------------------------------

@@ -68,10 +68,14 @@ def embedding_backward(dx: np.ndarray, cache: EmbeddingCache) -> tuple[None, Gra
     return None, {"wte": dwte, "wpe": dwpe}
 
 
-def scatter_rows(dy: np.ndarray, index: np.ndarray, n: int, engine: str) -> np.ndarray:
+def scatter_rows(
+    dy: np.ndarray, index: np.ndarray, n: int, engine: str, out: np.ndarray | None = None
+) -> np.ndarray:
     """dy (M, ...) and index (M,) into n rows -> dtable (n, ...), the backward of table[index]:
-    each table row sums the dy rows that read it (in row order, whatever the thread count)."""
-    dtable = embedding.scatter_add_rows(dy.reshape(len(index), -1), index, n, engine)
+    each table row sums the dy rows that read it (in row order); given a C-contiguous `out`
+    (n, ...), the sums are added into it instead."""
+    flat_out = None if out is None else out.reshape(n, -1)
+    dtable = embedding.scatter_add_rows(dy.reshape(len(index), -1), index, n, engine, flat_out)
     return dtable.reshape(n, *dy.shape[1:])
 
 

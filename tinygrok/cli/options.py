@@ -199,7 +199,7 @@ def workers_option(f):
 
 
 def threads_option(
-    what: str = "BLAS and numba threads", default: int | None = None, shown: str = "all cores"
+    what: str = "BLAS threads", default: int | None = None, shown: str = "all cores"
 ):
     """--threads, the threads of this process (`what` they are), checked; `default` (None: all
     cores) is `shown` in the help."""

@@ -76,7 +76,7 @@ def describe(summary: dict, cfg: Config) -> str:
 @click.option(
     "--force", is_flag=True, help="start over in --out: the run there and its analysis go"
 )
-@threads_option("BLAS and numba threads (more help on an idle machine only)", default=1, shown="1")
+@threads_option("BLAS threads (more help on an idle machine only)", default=1, shown="1")
 @click.option("--quiet", "-q", is_flag=True, help="no progress line")
 def run(tasks, out, force, threads, quiet, **options) -> None:
     """Train one model on one or more TASKs and write a run folder.

@@ -5,72 +5,53 @@ Every numba kernel is compiled with `@njit(cache=True)`, so it is compiled once 
 from the on-disk cache (`__pycache__/*.nbi`, `*.nbc` beside this file). The first time a tinygrok
 kernel compiles in a process, one line on stderr says so: the first run takes a while.
 
-FASTMATH is the flag set the kernels use (two use none, `EXACT`, below): contract multiply-adds
-into FMAs, approximate reciprocals and functions. It keeps the no-NaN and no-inf assumptions
-off, so a NaN or inf still shows in the loss, and it leaves out reassociation ("reassoc", with
-"nsz"): a kernel compiled with those and `parallel=True` computed other bits when numba loaded
-it from its on-disk cache than when it had just compiled it (the GELU backward, the cross-
-entropy forward, the layer-norm backward; numba 0.68). The freshly compiled parallel kernel
-equals the serial one, the cached one does not; numba links a parallel loop's body into its
-caller and optimizes the result again, and reassociation lets such a pass reorder sums (our
-reading of the mechanism; the symptom is what the test pins down). Without reassociation the two
-agree bit for bit; the price is that sums over a row no longer vectorize, which these short rows
-(C = 128, HS = 32) hardly feel. tests/test_kernels.py compares a cold and a warm process bit for
-bit. numba's cache does not notice edits to this file: after changing the set or `dot` (below),
-which the kernel files compile into themselves, touch the kernel files (or delete the cache) so
-that they recompile.
+FASTMATH is the flag set every kernel uses: contract multiply-adds into FMAs, approximate
+reciprocals and functions, and reassociate sums ("reassoc", with "nsz"), so that a sum over a
+row's channels vectorizes instead of running as one chain of dependent additions (the layer
+norm's forward and backward ran 1.5 and 1.9 times as fast with it). It keeps the no-NaN and
+no-inf assumptions off, so a NaN or inf still shows in the loss. The cross-entropy kernels
+leave reassociation out (`ORDERED`): whether a float32 row's sum of exponentials rounds to
+exactly 1 decides its gradient there, and their sums run in the order of the NumPy-free loop
+that was checked against PyTorch. numba's cache does not notice
+edits to this file: after changing the set or `dot_at` (below), which the kernel files compile
+into themselves, touch the kernel files (or delete the cache) so that they recompile.
 
-Most kernels are compiled twice (`kernel`): with `parallel=True`, and serially from the same
-source; on one numba thread (tinygrok's default) the serial one runs. A parallel kernel hands
-its loop to numba's thread pool and waits for it even with one thread: on this project's idle
-virtual machine that cost about 0.2 ms a call (the pool's thread wakes on a sleeping core), 28
-calls a step, and the serial twins made the report preset's step 1.4 times as fast. The two
-compute the same bits (tests/test_kernels.py runs every kernel at one thread and at two, and
-compares both, compiled and cached). The layer norm's forward and the AdamW update are compiled
-with no flags (`EXACT`): with FASTMATH the two compilations rounded them differently in the last
-bit (the square root and reciprocal of "afn" and "arcp", and which product "contract" fused into
-an addition), as a parallel kernel's vector loop and its scalar remainder may, wherever the
-threads split the rows. Both compilations use NumPy's error model (`error_model="numpy"`): a
-float division by zero gives inf or NaN, as in the NumPy references, instead of Python's
-ZeroDivisionError. Numba's parallel loops already compile that way; with Python's model a serial
-loop that divides carries a test and a possible exception on every element, and LLVM left it
-unvectorized (AdamW's update ran four times slower serially than in parallel on one thread, the
-GELU pair ten times).
+The kernels are compiled serially, and run on the calling thread; `--threads` gives BLAS its
+threads. They were compiled in parallel too, for numba's thread pool, until measurement showed
+the pool never paid on a model this small: a parallel kernel hands its loop to the pool and
+waits for it, about 0.2 ms a call on this project's idle 2-core virtual machine, where the
+serial kernel takes 0.1 to 0.6 ms. A 2-thread training step ran 8 to 10% faster with the
+kernels serial and BLAS on two threads than with both on two (docs/PERFORMANCE.md), and an
+evaluation of both sets as fast. The parallel compilations also kept reassociation out: loaded
+from numba's on-disk cache they rounded differently from the freshly compiled ones (numba
+0.68), which the serial kernels do not (tests/test_kernels.py compares a cold and a warm
+process bit for bit). A machine with many cores is better used by one run per core (`tinygrok
+sweep`) than by one run's kernels.
 
-The parallel kernels run on numba's `workqueue` threading layer (unless NUMBA_THREADING_LAYER
-says otherwise): its idle threads sleep, where OpenMP's spin and take the cores that BLAS needs
-between two kernels. On this project's 2-core machine OpenMP made a 2-thread step four times
-slower, and worse under load (docs/PERFORMANCE.md). workqueue does not allow two Python threads
-to run tinygrok kernels at the same time; run parallel trainings as processes (as `tinygrok sweep`
-does).
+The kernels use NumPy's error model (`error_model="numpy"`): a float division by zero gives inf
+or NaN, as in the NumPy references, instead of Python's ZeroDivisionError; with Python's model a
+loop that divides carries a test and a possible exception on every element, and LLVM leaves it
+unvectorized (AdamW's update ran four times slower, the GELU pair ten times).
 
-Without reassociation a plain `s += a[c] * b[c]` stays one chain of dependent additions, each
-waiting for the one before. The kernels' row sums use `dot`, which keeps four independent chains
-(element c in lane c % 4, the lanes added at the end, in an order fixed by the source): the layer
-norm's forward and the attention kernels ran 1.4 to 2 times as fast. The layer norm's backward
-sums two things per row the same way, eight chains in all (`layernorm._dxhat_sums`).
+The attention kernels read a head's 32 numbers at flat offsets (`dot_at`): there a view per row
+costs more than the arithmetic (the forward written with row views ran at half the speed).
+Before reassociation, `dot_at` kept four independent chains of additions by hand; the plain sum,
+which reassociation vectorizes, made the attention forward 1.5 to 1.8 times as fast again.
 """
 
 from __future__ import annotations
 
-import functools
-import os
 import sys
-import types
 from collections.abc import Callable
 
-import numba
 import numpy as np
 from numba import njit
 from numba.core import event
 
-if "NUMBA_THREADING_LAYER" not in os.environ:
-    numba.config.THREADING_LAYER = "workqueue"
-
-FASTMATH = {"arcp", "contract", "afn"}
-# no flags, IEEE arithmetic as written: for kernels whose two compilations (`kernel`) rounded
-# differently with FASTMATH
-EXACT: set[str] = set()
+FASTMATH = {"arcp", "contract", "afn", "reassoc", "nsz"}
+# FASTMATH without reassociation: sums in the order written (the cross-entropy's, whose float32
+# rounding is the point: kernels/crossentropy.py)
+ORDERED = FASTMATH - {"reassoc", "nsz"}
 
 
 class _CompileNotice(event.Listener):
@@ -97,24 +78,11 @@ event.register("numba:compile", _CompileNotice())
 
 
 def kernel(f: Callable | None = None, *, fastmath: set[str] = FASTMATH) -> Callable:
-    """f compiled in parallel and serially (the `parallel` and `serial` attributes), with the
-    `fastmath` flags and NumPy's error model; a call runs the serial one when numba has one
-    thread. `@kernel` or `@kernel(fastmath=EXACT)`."""
+    """f compiled by numba (on first use, then loaded from the on-disk cache) with the `fastmath`
+    flags and NumPy's error model: `@kernel`, or `@kernel(fastmath=ORDERED)`."""
     if f is None:
         return lambda g: kernel(g, fastmath=fastmath)
-    options = {"cache": True, "fastmath": fastmath, "error_model": "numpy"}
-    parallel = njit(parallel=True, **options)(f)
-    # a copy of the function under its own name: numba names its cache files after it
-    twin = types.FunctionType(f.__code__, f.__globals__, f.__name__, f.__defaults__, f.__closure__)
-    twin.__qualname__, twin.__kwdefaults__ = f.__qualname__ + "_serial", f.__kwdefaults__
-    serial = njit(**options)(twin)
-
-    @functools.wraps(f)
-    def call(*args):
-        return (serial if numba.get_num_threads() == 1 else parallel)(*args)
-
-    call.parallel, call.serial = parallel, serial
-    return call
+    return njit(cache=True, fastmath=fastmath, error_model="numpy")(f)
 
 
 def checked_rows(index: np.ndarray, n: int, what: str) -> np.ndarray:
@@ -132,23 +100,10 @@ def checked_rows(index: np.ndarray, n: int, what: str) -> np.ndarray:
 
 @njit(cache=True, fastmath=FASTMATH, inline="always")
 def dot_at(x, i, y, j, n):
-    """sum_c x.flat[i + c] y.flat[j + c] over c < n, in four lanes, in x's dtype: a dot product
-    of two runs of n numbers inside C-contiguous arrays of any shape, read at flat offsets
-    (cheaper than slicing a view of each run in an inner loop)."""
-    zero = x.dtype.type(0)
-    s0 = s1 = s2 = s3 = zero
-    n4 = n - n % 4
-    for c in range(0, n4, 4):
-        s0 += x.flat[i + c] * y.flat[j + c]
-        s1 += x.flat[i + c + 1] * y.flat[j + c + 1]
-        s2 += x.flat[i + c + 2] * y.flat[j + c + 2]
-        s3 += x.flat[i + c + 3] * y.flat[j + c + 3]
-    for c in range(n4, n):
-        s0 += x.flat[i + c] * y.flat[j + c]
-    return (s0 + s1) + (s2 + s3)
-
-
-@njit(cache=True, fastmath=FASTMATH, inline="always")
-def dot(a, b):
-    """a, b (n,) -> sum_c a[c] b[c] in four lanes (`dot_at` from the start of each)."""
-    return dot_at(a, 0, b, 0, len(a))
+    """sum_c x.flat[i + c] y.flat[j + c] over c < n, in x's dtype: a dot product of two runs of n
+    numbers inside C-contiguous arrays of any shape, read at flat offsets (cheaper than slicing
+    a view of each run in an inner loop); FASTMATH's reassociation vectorizes the sum."""
+    s = x.dtype.type(0)
+    for c in range(n):
+        s += x.flat[i + c] * y.flat[j + c]
+    return s

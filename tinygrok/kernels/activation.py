@@ -23,7 +23,7 @@ Shapes: N rows, F features.
 from __future__ import annotations
 
 import numpy as np
-from numba import njit, prange
+from numba import njit
 
 from tinygrok.kernels import FASTMATH, kernel
 
@@ -81,20 +81,20 @@ def _tanh(u, rational):
 
 @kernel
 def _bias_relu_forward_nb(h, b):
-    """h = relu(h + b), in place; one row per iteration (disjoint rows)."""
+    """h = relu(h + b), in place."""
     N, F = h.shape
     zero = h.dtype.type(0)
-    for n in prange(N):
+    for n in range(N):
         for f in range(F):
             h[n, f] = max(h[n, f] + b[f], zero)
 
 
 @kernel
 def _bias_gelu_forward_nb(h, b, c, s, rational, out):
-    """h += b (the pre-activation, in place) and out = gelu(h); one row per iteration."""
+    """h += b (the pre-activation, in place) and out = gelu(h)."""
     N, F = h.shape
     one, half = h.dtype.type(1), h.dtype.type(0.5)
-    for n in prange(N):
+    for n in range(N):
         for f in range(F):
             x = h[n, f] + b[f]
             h[n, f] = x
@@ -103,20 +103,20 @@ def _bias_gelu_forward_nb(h, b, c, s, rational, out):
 
 @kernel
 def _relu_backward_nb(dout, out):
-    """dout *= [out > 0], in place; one row per iteration."""
+    """dout *= [out > 0], in place."""
     N, F = out.shape
     one, zero = out.dtype.type(1), out.dtype.type(0)
-    for n in prange(N):
+    for n in range(N):
         for f in range(F):
             dout[n, f] *= one if out[n, f] > zero else zero
 
 
 @kernel
 def _gelu_backward_nb(dout, pre, c, s, rational):
-    """dout *= gelu'(pre), in place; one row per iteration."""
+    """dout *= gelu'(pre), in place."""
     N, F = pre.shape
     one, half, three = pre.dtype.type(1), pre.dtype.type(0.5), pre.dtype.type(3)
-    for n in prange(N):
+    for n in range(N):
         for f in range(F):
             x = pre[n, f]
             t = _tanh(s * (x + c * x * x * x), rational)

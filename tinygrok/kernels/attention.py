@@ -28,18 +28,16 @@ collect them with a scatter-add (the backward of the gather, layers.scatter_rows
 With Tq = 1 only the last position is queried: that is all the loss needs in the last layer.
 Reference: Vaswani et al. 2017, "Attention Is All You Need", section 3.2.
 
-The numba kernels run one (batch row, head) pair per parallel iteration: each writes only its own
-slices of the outputs. The causal mask is a loop bound, so no -inf ever enters the arithmetic.
-They read and write at flat offsets (`x.flat[i]`, `kernels.dot_at`) rather than through slices:
-numba makes a view object for every slice, and in these loops over HS = 32 numbers the views
-cost more than the arithmetic (the kernels ran 1.2 to 1.8 times as fast without them, with the
-same bits).
+The numba kernels loop over (batch row, head) pairs; the causal mask is a loop bound, so no
+-inf ever enters the arithmetic. They read and write at flat offsets (`x.flat[i]`,
+`kernels.dot_at`) rather than through slices: numba makes a view object for every slice, and in
+these loops over HS = 32 numbers the views cost more than the arithmetic (the kernels ran 1.2
+to 1.8 times as fast without them, with the same bits).
 """
 
 from __future__ import annotations
 
 import numpy as np
-from numba import prange
 
 from tinygrok.kernels import checked_rows, dot_at, kernel
 
@@ -100,7 +98,7 @@ def _attention_forward_nb(q, kv, index, n_head, scale, y, a):
     T = index.shape[1]
     HS = C // n_head
     zero = q.dtype.type(0)
-    for bh in prange(B * n_head):
+    for bh in range(B * n_head):
         b, h = bh // n_head, bh % n_head
         for i in range(Tq):
             last = T - Tq + i  # query i sees keys 0..last
@@ -139,7 +137,7 @@ def _attention_backward_nb(dy, q, kv, index, a, n_head, scale, dq, dkv, da):
     T = index.shape[1]
     HS = C // n_head
     zero = q.dtype.type(0)
-    for bh in prange(B * n_head):
+    for bh in range(B * n_head):
         b, h = bh // n_head, bh % n_head
         dai = bh * T  # da[b, h, :]: one query's da at a time
         for j in range(T):

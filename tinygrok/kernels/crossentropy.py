@@ -16,15 +16,16 @@ classes' gradients stay. The gradient is then no longer the loss's: Prieto et al
 ("Grokking at the Edge of Numerical Stability") call this softmax collapse. In float64 the same
 happens only below 1e-16.
 
-The numba kernels run one row per parallel iteration.
+The numba kernels sum a row's exponentials in column order, without reassociation
+(`kernels.ORDERED`), so that the rounding that collapses a float32 row does not depend on how
+a compiler splits the sum into lanes.
 """
 
 from __future__ import annotations
 
 import numpy as np
-from numba import prange
 
-from tinygrok.kernels import kernel
+from tinygrok.kernels import ORDERED, kernel
 
 
 def cross_entropy_forward_ref(
@@ -50,12 +51,12 @@ def cross_entropy_backward_ref(
     return (d * probs.dtype.type(1 / len(targets))).astype(dtype)
 
 
-@kernel
+@kernel(fastmath=ORDERED)
 def _cross_entropy_forward_nb(logits, targets, loss, probs):
     """Fills loss (N,) float64 and probs (N, P), computed in probs' dtype; see
     `cross_entropy_forward_ref`."""
     N, P = logits.shape
-    for n in prange(N):
+    for n in range(N):
         zr, pr = logits[n], probs[n]
         m = pr.dtype.type(zr[0])
         for c in range(1, P):
@@ -69,12 +70,12 @@ def _cross_entropy_forward_nb(logits, targets, loss, probs):
         loss[n] = np.log(total) - (pr.dtype.type(zr[targets[n]]) - m)
 
 
-@kernel
+@kernel(fastmath=ORDERED)
 def _cross_entropy_backward_nb(probs, targets, inv_n, dlogits):
     """Fills dlogits (N, P) = (probs - onehot(targets)) / N, computed in probs' dtype (inv_n's)
     and stored in dlogits'."""
     N, P = probs.shape
-    for n in prange(N):
+    for n in range(N):
         for c in range(P):
             dlogits[n, c] = probs[n, c] * inv_n
         dlogits[n, targets[n]] = (probs[n, targets[n]] - probs.dtype.type(1)) * inv_n

@@ -9,20 +9,17 @@ Backward:  dxhat = dy w
 A residual sum s = res + x feeding a norm (post-norm's "Add & Norm") is one kernel,
 `add_layernorm_forward`: s is written over x and normalized in the same pass over the row.
 
-The numba kernels run one block of ROWS_PER_BLOCK rows per parallel iteration. dw and db sum over
-rows: each block writes its partial sums, and the partials are added afterwards in block order.
-The blocks do not depend on the thread count, so neither do the results.
+The numba kernels run row by row; a row's sums over its channels vectorize (kernels.FASTMATH
+reassociates them), and dw and db add up the rows in order.
 """
 
 from __future__ import annotations
 
 import numpy as np
-from numba import njit, prange
 
-from tinygrok.kernels import EXACT, FASTMATH, dot, kernel
+from tinygrok.kernels import kernel
 
 EPS = 1e-5
-ROWS_PER_BLOCK = 64
 
 
 def layernorm_forward_ref(
@@ -49,82 +46,56 @@ def layernorm_backward_ref(
     return dx, (dy * xhat).sum(axis=0), dy.sum(axis=0)
 
 
-@kernel(fastmath=EXACT)  # rounds alike serially and in parallel: kernels/__init__.py
-def _layernorm_forward_nb(x, res, w, b, eps, rows_per_block, y, mean, rstd):
+@kernel
+def _layernorm_forward_nb(x, res, w, b, eps, y, mean, rstd):
     """Fills y (N, C), mean (N,), rstd (N,) of x (N, C); given a res (N, C), x += res first, in
     place (numba compiles the branch away for res None, so x may then be read-only). See
     `layernorm_forward_ref`."""
     N, C = x.shape
-    one, n_c = x.dtype.type(1), x.dtype.type(C)
-    for blk in prange(-(-N // rows_per_block)):
-        ones = np.ones(C, dtype=x.dtype)
-        for n in range(blk * rows_per_block, min(N, (blk + 1) * rows_per_block)):
-            xr, yr = x[n], y[n]
-            if res is not None:
-                rr = res[n]
-                for c in range(C):
-                    xr[c] += rr[c]
-            m = dot(xr, ones) / n_c  # (sums in four lanes: kernels/__init__.py)
+    zero, one, n_c = x.dtype.type(0), x.dtype.type(1), x.dtype.type(C)
+    for n in range(N):
+        xr, yr = x[n], y[n]
+        if res is not None:
+            rr = res[n]
             for c in range(C):
-                yr[c] = xr[c] - m  # the deviation, until the last loop scales it
-            r = one / np.sqrt(dot(yr, yr) / n_c + eps)
-            for c in range(C):
-                yr[c] = yr[c] * r * w[c] + b[c]
-            mean[n], rstd[n] = m, r
-
-
-@njit(cache=True, fastmath=FASTMATH, inline="always")
-def _dxhat_sums(dy, w, xhat):
-    """dy, w, xhat (C,) -> (sum_c dy w, sum_c dy w xhat), each in four lanes as `dot` sums: eight
-    independent chains of additions instead of two."""
-    zero = dy.dtype.type(0)
-    a0 = a1 = a2 = a3 = b0 = b1 = b2 = b3 = zero
-    C = len(dy)
-    n4 = C - C % 4
-    for c in range(0, n4, 4):
-        g0 = dy[c] * w[c]
-        g1 = dy[c + 1] * w[c + 1]
-        g2 = dy[c + 2] * w[c + 2]
-        g3 = dy[c + 3] * w[c + 3]
-        a0 += g0
-        a1 += g1
-        a2 += g2
-        a3 += g3
-        b0 += g0 * xhat[c]
-        b1 += g1 * xhat[c + 1]
-        b2 += g2 * xhat[c + 2]
-        b3 += g3 * xhat[c + 3]
-    for c in range(n4, C):
-        g0 = dy[c] * w[c]
-        a0 += g0
-        b0 += g0 * xhat[c]
-    return (a0 + a1) + (a2 + a3), (b0 + b1) + (b2 + b3)
+                xr[c] += rr[c]
+        total = zero
+        for c in range(C):
+            total += xr[c]
+        m = total / n_c
+        square = zero
+        for c in range(C):
+            d = xr[c] - m
+            square += d * d
+        r = one / np.sqrt(square / n_c + eps)
+        for c in range(C):
+            yr[c] = (xr[c] - m) * r * w[c] + b[c]
+        mean[n], rstd[n] = m, r
 
 
 @kernel
-def _layernorm_backward_nb(dy, x, w, mean, rstd, rows_per_block, dx, dw_part, db_part):
-    """Fills dx (N, C) and the per-block partial sums dw_part, db_part (blocks, C)."""
+def _layernorm_backward_nb(dy, x, w, mean, rstd, dx, dw, db):
+    """Fills dx (N, C), dw (C,) and db (C,); see `layernorm_backward_ref`."""
     N, C = x.shape
     zero, n_c = x.dtype.type(0), x.dtype.type(C)
-    for blk in prange(dw_part.shape[0]):
-        dwp, dbp = dw_part[blk], db_part[blk]
-        dwp[:] = zero
-        dbp[:] = zero
-        for n in range(blk * rows_per_block, min(N, (blk + 1) * rows_per_block)):
-            xr, dyr, dxr, m, r = x[n], dy[n], dx[n], mean[n], rstd[n]
-            # xhat, kept in dx until the last loop;  dw += dy xhat;  db += dy
-            for c in range(C):
-                xhat = (xr[c] - m) * r
-                dxr[c] = xhat
-                dwp[c] += dyr[c] * xhat
-                dbp[c] += dyr[c]
-            # with dxhat = dy w, the row means of dxhat and of dxhat xhat
-            s1, s2 = _dxhat_sums(dyr, w, dxr)
-            s1 /= n_c
-            s2 /= n_c
-            # dx = rstd (dxhat - mean(dxhat) - xhat mean(dxhat xhat))
-            for c in range(C):
-                dxr[c] = (dyr[c] * w[c] - s1 - dxr[c] * s2) * r
+    dw[:] = zero
+    db[:] = zero
+    for n in range(N):
+        xr, dyr, dxr, m, r = x[n], dy[n], dx[n], mean[n], rstd[n]
+        # xhat;  dw += dy xhat;  db += dy;  with dxhat = dy w, the sums of dxhat and dxhat xhat
+        s1 = s2 = zero
+        for c in range(C):
+            xhat = (xr[c] - m) * r
+            dxhat = dyr[c] * w[c]
+            dw[c] += dyr[c] * xhat
+            db[c] += dyr[c]
+            s1 += dxhat
+            s2 += dxhat * xhat
+        s1 /= n_c
+        s2 /= n_c
+        # dx = rstd (dxhat - mean(dxhat) - xhat mean(dxhat xhat))
+        for c in range(C):
+            dxr[c] = (dyr[c] * w[c] - s1 - (xr[c] - m) * r * s2) * r
 
 
 def layernorm_forward(
@@ -154,7 +125,7 @@ def _run_forward(x, res, w, b):
     N = x.shape[0]
     y = np.empty_like(x)
     mean, rstd = np.empty(N, dtype=x.dtype), np.empty(N, dtype=x.dtype)
-    _layernorm_forward_nb(x, res, w, b, x.dtype.type(EPS), ROWS_PER_BLOCK, y, mean, rstd)
+    _layernorm_forward_nb(x, res, w, b, x.dtype.type(EPS), y, mean, rstd)
     return y, mean, rstd
 
 
@@ -169,9 +140,6 @@ def layernorm_backward(
     """Dispatch on the engine; see `layernorm_backward_ref`."""
     if engine != "numba":
         return layernorm_backward_ref(dy, x, w, mean, rstd)
-    N, C = x.shape
-    blocks = -(-N // ROWS_PER_BLOCK)
-    dx = np.empty_like(x)
-    dw_part, db_part = np.empty((blocks, C), dtype=x.dtype), np.empty((blocks, C), dtype=x.dtype)
-    _layernorm_backward_nb(dy, x, w, mean, rstd, ROWS_PER_BLOCK, dx, dw_part, db_part)
-    return dx, dw_part.sum(axis=0), db_part.sum(axis=0)
+    dx, dw, db = np.empty_like(x), np.empty(x.shape[1], x.dtype), np.empty(x.shape[1], x.dtype)
+    _layernorm_backward_nb(dy, x, w, mean, rstd, dx, dw, db)
+    return dx, dw, db

@@ -15,8 +15,8 @@ SGD with momentum, as torch.optim.SGD (weight decay added to the gradient, no da
     buf <- mu buf + g           after it
     p <- p - lr buf
 
-Every element is independent, so the numba kernels run over elements in parallel. Their scalars
-arrive in the parameters' dtype, as NumPy treats Python floats in the reference.
+Every element is independent; the numba kernels' scalars arrive in the parameters' dtype, as
+NumPy treats Python floats in the reference.
 """
 
 from __future__ import annotations
@@ -24,9 +24,8 @@ from __future__ import annotations
 import math
 
 import numpy as np
-from numba import prange
 
-from tinygrok.kernels import EXACT, kernel
+from tinygrok.kernels import kernel
 
 
 def adamw_update_ref(
@@ -70,11 +69,11 @@ def sgd_update_ref(
     p -= lr * buf
 
 
-@kernel(fastmath=EXACT)  # no fastmath flags: kernels/__init__.py
+@kernel
 def _adamw_update_nb(p, g, m, v, decay, beta1, c1, beta2, c2, step_size, sqrt_bc2, eps):
     """p, g, m, v (N,); decay = 1 - lr wd, c1 = 1 - beta1, c2 = 1 - beta2,
     step_size = lr / (1 - beta1^t), sqrt_bc2 = sqrt(1 - beta2^t)."""
-    for i in prange(p.size):
+    for i in range(p.size):
         p[i] *= decay
         m[i] = beta1 * m[i] + c1 * g[i]
         v[i] = beta2 * v[i] + c2 * g[i] * g[i]
@@ -84,7 +83,7 @@ def _adamw_update_nb(p, g, m, v, decay, beta1, c1, beta2, c2, step_size, sqrt_bc
 @kernel
 def _sgd_update_nb(p, g, buf, lr, momentum, weight_decay, first):
     """p, g, buf (N,); `first` starts the momentum buffer at the first step's gradient."""
-    for i in prange(p.size):
+    for i in range(p.size):
         d = g[i] + weight_decay * p[i]
         buf[i] = d if first else momentum * buf[i] + d
         p[i] -= lr * buf[i]
