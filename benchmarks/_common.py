@@ -39,7 +39,7 @@ def require_torch(script: str, alone: str = "") -> None:
 
 
 def set_all_threads(n: int) -> dict:
-    """BLAS, numba and (when the script uses it) PyTorch on n threads; returns the counts."""
+    """BLAS and (when the script uses it) PyTorch on n threads; returns the counts."""
     counts = set_threads(n)
     torch = sys.modules.get("torch")
     if torch is None:

@@ -1,6 +1,6 @@
 """Per-kernel timings, numba against its NumPy reference, on the default model's shapes.
 
-    python benchmarks/kernels.py [--threads 1,2] [--repeats 30]
+    python benchmarks/kernels.py [--threads 1] [--repeats 30]
 
 Each kernel runs on the arrays of a default training step (batch 512) in a block that works on
 every position (B * T rows), or, where named "last", in the last block, which works on the last
@@ -88,7 +88,9 @@ def cases(cfg: Config) -> dict:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--threads", default="1,2", help="comma-separated thread counts")
+    ap.add_argument(
+        "--threads", default="1", help="comma-separated BLAS thread counts (the NumPy references')"
+    )
     ap.add_argument("--repeats", type=int, default=30, help="timed calls per kernel and engine")
     args = ap.parse_args()
     cfg = Config()

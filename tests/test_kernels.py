@@ -17,6 +17,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from tinygrok import layers as L
 from tinygrok.kernels.activation import bias_act_backward, bias_act_forward
 from tinygrok.kernels.attention import attention_backward, attention_forward
 from tinygrok.kernels.crossentropy import cross_entropy_backward, cross_entropy_forward
@@ -269,6 +270,11 @@ def test_scatter_refuses_an_out_it_cannot_add_into():
         for engine in ("numba", "numpy"):
             with pytest.raises(ValueError, match="scatter: out"):
                 scatter_add_rows(dy, index, 2, engine, out=out)
+    # and layers.scatter_rows, which reshapes: a strided 3-D out would reshape into a copy
+    dy3 = np.ones((3, 4, 3), np.float32)
+    for out in (np.zeros((2, 8, 3), np.float32)[:, ::2], np.zeros((2, 12), np.float32)):
+        with pytest.raises(ValueError, match="scatter: out"):
+            L.scatter_rows(dy3, index, 2, "numba", out=out)
 
 
 def test_an_index_out_of_range_is_an_index_error_in_both_engines():

@@ -71,11 +71,11 @@ def run(
     return it loaded.
 
     progress shows the status line on stderr. A folder that already holds a run is a ConfigError
-    unless `force`, which starts it over. threads sets BLAS and the numba kernels' threads for
-    this process: 1, as `tinygrok run` does; None leaves them as they are. Ctrl-C finishes the
-    step, saves a checkpoint that `tinygrok resume` continues, and raises KeyboardInterrupt; a
-    run that diverged is returned, its status "diverged" and its parameters the last good
-    checkpoint's.
+    unless `force`, which starts it over. threads sets BLAS's threads for this process (the
+    numba kernels run serially): 1, as `tinygrok run` does; None leaves them as they are.
+    Ctrl-C finishes the step, saves a checkpoint that `tinygrok resume` continues, and raises
+    KeyboardInterrupt; a run that diverged is returned, its status "diverged" and its
+    parameters the last good checkpoint's.
     """
     from tinygrok.interrupt import StopFlag
     from tinygrok.runlock import RunLock

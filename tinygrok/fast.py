@@ -20,7 +20,7 @@ Every block runs on "source rows" (the first block: the distinct (token, positio
 blocks: the stream's rows) and a `Gather` that says which source row each query, each prefix key
 and each example's key reads; one block function serves all blocks. The backward of a gather
 y = src[index] is the scatter-add dsrc[r] = sum of dy over index == r (`layers.scatter_rows`,
-in row order, so the result does not depend on the thread count).
+in row order).
 
 Shape legend: B batch, T = 4, S = 2 prefix positions, Tm = T - S, U distinct prefixes,
 E distinct (token, position) rows, R = U*S + B*Tm stream rows, Ns source rows, Nq query rows,

@@ -74,6 +74,9 @@ def scatter_rows(
     """dy (M, ...) and index (M,) into n rows -> dtable (n, ...), the backward of table[index]:
     each table row sums the dy rows that read it (in row order); given a C-contiguous `out`
     (n, ...), the sums are added into it instead."""
+    if out is not None and (out.shape != (n, *dy.shape[1:]) or not out.flags.c_contiguous):
+        # reshaping such an out would copy it, and the sums would be lost with the copy
+        raise ValueError(f"scatter: out {out.shape} for {n} rows of {dy.shape[1:]}")
     flat_out = None if out is None else out.reshape(n, -1)
     dtable = embedding.scatter_add_rows(dy.reshape(len(index), -1), index, n, engine, flat_out)
     return dtable.reshape(n, *dy.shape[1:])

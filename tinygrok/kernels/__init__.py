@@ -11,8 +11,8 @@ row's channels vectorizes instead of running as one chain of dependent additions
 norm's forward and backward ran 1.5 and 1.9 times as fast with it). It keeps the no-NaN and
 no-inf assumptions off, so a NaN or inf still shows in the loss. The cross-entropy kernels
 leave reassociation out (`ORDERED`): whether a float32 row's sum of exponentials rounds to
-exactly 1 decides its gradient there, and their sums run in the order of the NumPy-free loop
-that was checked against PyTorch. numba's cache does not notice
+exactly 1 decides its gradient there, and their sums run in column order, as they did when
+checked against PyTorch (`benchmarks/softmax_collapse.py`). numba's cache does not notice
 edits to this file: after changing the set or `dot_at` (below), which the kernel files compile
 into themselves, touch the kernel files (or delete the cache) so that they recompile.
 
@@ -20,9 +20,10 @@ The kernels are compiled serially, and run on the calling thread; `--threads` gi
 threads. They were compiled in parallel too, for numba's thread pool, until measurement showed
 the pool never paid on a model this small: a parallel kernel hands its loop to the pool and
 waits for it, about 0.2 ms a call on this project's idle 2-core virtual machine, where the
-serial kernel takes 0.1 to 0.6 ms. A 2-thread training step ran 8 to 10% faster with the
-kernels serial and BLAS on two threads than with both on two (docs/PERFORMANCE.md), and an
-evaluation of both sets as fast. The parallel compilations also kept reassociation out: loaded
+serial kernel takes 0.1 to 0.6 ms. Before this change, a 2-thread training step already ran 8
+to 10% faster with the serial kernels and BLAS on two threads than with both on two, and an
+evaluation of both sets as fast; with reassociation (below) the 2-thread step became 1.3 to 1.4
+times as fast (docs/PERFORMANCE.md). The parallel compilations also kept reassociation out: loaded
 from numba's on-disk cache they rounded differently from the freshly compiled ones (numba
 0.68), which the serial kernels do not (tests/test_kernels.py compares a cold and a warm
 process bit for bit). A machine with many cores is better used by one run per core (`tinygrok
