@@ -228,3 +228,18 @@ def test_a_benchmark_without_pytorch_says_how_to_install_it(tmp_path, script, al
     assert r.returncode == 2 and r.stdout == ""
     hint = " (or pass --no-torch to time tinygrok alone)" if alone else ""
     assert r.stderr == f"{script}: install PyTorch to compare: pip install -e '.[parity]'{hint}\n"
+
+
+def test_compare_commits_refuses_what_it_cannot_compare(tmp_path):
+    """benchmarks/compare_commits.py needs a tinygrok checkout of another commit: a folder that
+    is none, or this checkout itself, is one line and exit code 2, before anything is timed."""
+    for other, message in [(tmp_path, "is not a tinygrok checkout"), (ROOT, "the same commit")]:
+        r = subprocess.run(
+            [sys.executable, "benchmarks/compare_commits.py", str(other)],
+            cwd=ROOT,
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
+        assert r.returncode == 2 and r.stdout == ""
+        assert len(r.stderr.splitlines()) == 1 and message in r.stderr
