@@ -5,10 +5,11 @@
 
 Every round runs one process per checkout, in turn; each imports its own checkout's tinygrok
 (ahead of this environment's installed one) and times its training step (`_common.TinygrokSteps`)
-at every thread count: a median of 4 samples of 10 steps, after 3 steps of warm-up. The other
-checkout needs no environment of its own, only the same dependencies; its kernels compile on
-its first round (not timed). Prints each round's medians, then the median of the rounds' and the
-ratio other / this (above 1: this checkout is faster).
+at every thread count, set by its own `set_threads` (what its `--threads` does): a median of 4
+samples of 10 steps, after 3 steps of warm-up. The other checkout needs no environment of its
+own, only the same dependencies; its kernels compile in a first, untimed round. Prints each
+round's medians, then the median of the rounds' and the ratio other / this (above 1: this
+checkout is faster).
 """
 
 from __future__ import annotations
@@ -31,20 +32,20 @@ import json, os, statistics, sys, time
 tree = sys.argv[1]
 sys.meta_path = [f for f in sys.meta_path if "editable" not in repr(f).lower()]
 sys.path[:0] = [tree, os.path.join(tree, "benchmarks")]
-from threadpoolctl import threadpool_limits
 from _common import TinygrokSteps
 from tinygrok.config import from_preset
+from tinygrok.threads import set_threads
 run = TinygrokSteps(from_preset(sys.argv[2], ("division",)))
 run.evaluate_once()
 out = {}
 for n in json.loads(sys.argv[3]):
-    with threadpool_limits(n, user_api="blas"):
-        run(3)
-        samples = []
-        for _ in range(4):
-            t = time.perf_counter()
-            run(10)
-            samples.append(100 * (time.perf_counter() - t))
+    set_threads(n)  # the checkout's own meaning of --threads n
+    run(3)
+    samples = []
+    for _ in range(4):
+        t = time.perf_counter()
+        run(10)
+        samples.append(100 * (time.perf_counter() - t))
     out[n] = statistics.median(samples)
 print(json.dumps(out))
 """
