@@ -8,7 +8,8 @@ kernel compiles in a process, one line on stderr says so: the first run takes a 
 FASTMATH is the flag set every kernel uses: contract multiply-adds into FMAs, approximate
 reciprocals and functions, and reassociate sums ("reassoc", with "nsz"), so that a sum over a
 row's channels vectorizes instead of running as one chain of dependent additions (the layer
-norm's forward and backward ran 1.5 and 1.9 times as fast with it). It keeps the no-NaN and
+norm's forward and backward ran about twice as fast with it as with four chains written by hand;
+`benchmarks/kernels.py`, docs/PERFORMANCE.md). It keeps the no-NaN and
 no-inf assumptions off, so a NaN or inf still shows in the loss. The cross-entropy kernels
 leave reassociation out (`ORDERED`): whether a float32 row's sum of exponentials rounds to
 exactly 1 decides its gradient there, and their sums run in column order, as they did when
@@ -20,14 +21,13 @@ The kernels are compiled serially, and run on the calling thread; `--threads` gi
 threads. They were compiled in parallel too, for numba's thread pool, until measurement showed
 the pool never paid on a model this small: a parallel kernel hands its loop to the pool and
 waits for it, about 0.2 ms a call on this project's idle 2-core virtual machine, where the
-serial kernel takes 0.1 to 0.6 ms. Before this change, a 2-thread training step already ran 8
-to 10% faster with the serial kernels and BLAS on two threads than with both on two, and an
-evaluation of both sets as fast; with reassociation (below) the 2-thread step became 1.3 to 1.4
-times as fast (docs/PERFORMANCE.md). The parallel compilations also kept reassociation out: loaded
-from numba's on-disk cache they rounded differently from the freshly compiled ones (numba
-0.68), which the serial kernels do not (tests/test_kernels.py compares a cold and a warm
-process bit for bit). A machine with many cores is better used by one run per core (`tinygrok
-sweep`) than by one run's kernels.
+serial kernel takes 0.02 to 1.6 ms for its whole work. Serial, with reassociation (above), the
+2-thread training step became 1.11 times (default preset) and 1.24 times (report preset) as
+fast as with both compilations (docs/PERFORMANCE.md, `benchmarks/compare_commits.py`). The
+parallel compilations also kept reassociation out: loaded from numba's on-disk cache they
+rounded differently from the freshly compiled ones (numba 0.68), which the serial kernels do not
+(tests/test_kernels.py compares a cold and a warm process bit for bit). A machine with many
+cores is better used by one run per core (`tinygrok sweep`) than by one run's kernels.
 
 The kernels use NumPy's error model (`error_model="numpy"`): a float division by zero gives inf
 or NaN, as in the NumPy references, instead of Python's ZeroDivisionError; with Python's model a
@@ -35,9 +35,9 @@ loop that divides carries a test and a possible exception on every element, and 
 unvectorized (AdamW's update ran four times slower, the GELU pair ten times).
 
 The attention kernels read a head's 32 numbers at flat offsets (`dot_at`): there a view per row
-costs more than the arithmetic (the forward written with row views ran at half the speed).
-Before reassociation, `dot_at` kept four independent chains of additions by hand; the plain sum,
-which reassociation vectorizes, made the attention forward 1.5 to 1.8 times as fast again.
+costs more than the arithmetic. Before reassociation, `dot_at` kept four independent chains of
+additions by hand; it is now the plain sum, which reassociation vectorizes (the attention
+kernels' times moved within the machine's noise).
 """
 
 from __future__ import annotations
