@@ -96,16 +96,12 @@ def test_attention(dtype, b, t, heads, hs, queried, shared, seed):
     assert_close(y, y_ref)
     assert_close(a, a_ref)
     dy = normal(rng, (b, tq, c), dtype)
-    dq_ref, dkv_ref = attention_backward(dy, q, kv, index, a_ref, heads, "numpy")
-    dq, dkv = attention_backward(dy, q, kv, index, a_ref, heads, "numba")
-    assert_close(dq, dq_ref)
-    assert_close(dkv, dkv_ref)
-    # given out, the keys' and values' gradients are added into it, in place, in both engines
-    base = normal(rng, kv.shape, dtype)
-    for engine in ("numba", "numpy"):
-        out = base.copy()
-        assert attention_backward(dy, q, kv, index, a_ref, heads, engine, out=out)[1] is out
-        assert_close(out, base + dkv_ref)
+    for got, want in zip(
+        attention_backward(dy, q, kv, index, a_ref, heads, "numba"),
+        attention_backward(dy, q, kv, index, a_ref, heads, "numpy"),
+        strict=True,
+    ):
+        assert_close(got, want)
 
 
 @pytest.mark.parametrize("dtype", DTYPES)
@@ -262,8 +258,8 @@ def test_scatter_add_rows(dtype, m, k, n, seed):
         assert_close(out, base + scatter_add_rows(dy, index, n, "numpy"))
 
 
-def test_scatters_refuse_an_out_they_cannot_add_into():
-    """The kernels add into out's own memory: a strided, mis-shaped or other-dtype out is an
+def test_scatter_refuses_an_out_it_cannot_add_into():
+    """The kernel adds into out's own memory: a strided, mis-shaped or other-dtype out is an
     error, not a copy that would silently lose the sums."""
     dy, index = np.ones((3, 4), np.float32), np.array([0, 1, 1])
     for out in (
@@ -274,20 +270,6 @@ def test_scatters_refuse_an_out_they_cannot_add_into():
         for engine in ("numba", "numpy"):
             with pytest.raises(ValueError, match="scatter: out"):
                 scatter_add_rows(dy, index, 2, engine, out=out)
-    # and the attention backward's, which adds the keys' and values' gradients into out
-    q, kv, index = (
-        np.ones((1, 2, 4), np.float32),
-        np.ones((3, 8), np.float32),
-        np.zeros((1, 2), int),
-    )
-    for out in (
-        np.zeros((3, 16), np.float32)[:, ::2],
-        np.zeros((2, 8), np.float32),
-        kv.astype(float),
-    ):
-        for engine in ("numba", "numpy"):
-            with pytest.raises(ValueError, match="attention backward: out"):
-                attention_backward(q, q, kv, index, np.ones((1, 2, 2, 2)), 2, engine, out=out)
     # and layers.scatter_rows, which reshapes: a strided 3-D out would reshape into a copy
     dy3 = np.ones((3, 4, 3), np.float32)
     for out in (np.zeros((2, 8, 3), np.float32)[:, ::2], np.zeros((2, 12), np.float32)):

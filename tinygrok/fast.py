@@ -20,7 +20,7 @@ Every block runs on "source rows" (the first block: the distinct (token, positio
 blocks: the stream's rows) and a `Gather` that says which source row each query, each prefix key
 and each example's key reads; one block function serves all blocks. The backward of a gather
 y = src[index] is the scatter-add dsrc[r] = sum of dy over index == r (`layers.scatter_rows`,
-in row order; the attention backward does it itself for the keys and values it read).
+in row order).
 
 Shape legend: B batch, T = 4, S = 2 prefix positions, Tm = T - S, U distinct prefixes,
 E distinct (token, position) rows, R = U*S + B*Tm stream rows, Ns source rows, Nq query rows,
@@ -176,16 +176,18 @@ def block_backward(dx: np.ndarray, c: BlockCache) -> tuple[np.ndarray, L.Grads]:
     datt, dw_o, db_o = L.affine_backward(ds, c.att, c.w_o)
     # ym = attention(qm, kv[keys]);  yp = attention(qp, kv[prefix]) before the last block
     P = 0 if c.qp is None else c.qp.shape[0] * c.qp.shape[1]
-    # (a source row collects the gradients of the keys and values read from it)
-    dqm, dkv = attention.attention_backward(
+    dqm, dkv_keys = attention.attention_backward(
         datt[P:].reshape(c.qm.shape), c.qm, c.kv, g.keys, c.am, NH, e
-    )  # (B, Tq, C), (Ns, 2C)
+    )
     dq = dqm.reshape(-1, C)  # (Nq, C)
+    # a source row collects the gradients of the keys and values read from it
+    dkv = L.scatter_rows(dkv_keys.reshape(-1, 2 * C), g.keys.reshape(-1), Ns, e)  # (Ns, 2C)
     if c.qp is not None:
-        dqp, _ = attention.attention_backward(
-            datt[:P].reshape(c.qp.shape), c.qp, c.kv, g.prefix, c.ap, NH, e, out=dkv
+        dqp, dkv_p = attention.attention_backward(
+            datt[:P].reshape(c.qp.shape), c.qp, c.kv, g.prefix, c.ap, NH, e
         )
         dq = np.concatenate([dqp.reshape(P, C), dq])  # (R, C)
+        L.scatter_rows(dkv_p.reshape(-1, 2 * C), g.prefix.reshape(-1), Ns, e, out=dkv)
     # kv = h @ w_kv + b_kv
     dh, dw_kv, db_kv = L.affine_backward(dkv, c.h, c.w_qkv[:, C:])
     if c.hq is not None:

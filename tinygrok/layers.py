@@ -197,7 +197,7 @@ def attention_backward(dy: np.ndarray, cache: AttentionCache) -> tuple[np.ndarra
         datt.reshape(B, T, C), c.q, c.kv, c.index, c.a, c.n_head, c.engine
     )
     # qkv = x @ w_qkv + b_qkv (the index is the identity: no scatter)
-    dqkv = np.concatenate([dq.reshape(B * T, C), dkv], axis=-1)  # (B*T, 3C)
+    dqkv = np.concatenate([dq, dkv], axis=-1).reshape(B * T, 3 * C)  # (B*T, 3C)
     dx, dw_qkv, db_qkv = affine_backward(dqkv, c.x, c.w_qkv)
     return dx.reshape(B, T, C), {"w_qkv": dw_qkv, "b_qkv": db_qkv, "w_o": dw_o, "b_o": db_o}
 

@@ -22,11 +22,8 @@ Backward, given dy:
     dq[i]   = sum_j ds[i, j] k[j] / sqrt(HS)
     dk[j]   = sum_i ds[i, j] q[i] / sqrt(HS)
 
-The backward returns the gradient of kv itself, dkv (Ns, 2C): each source row collects the dk
-and dv of every (example, position) that read it (the backward of the gather kv[index]), in the
-order of the flat index b T + t, as `layers.scatter_rows` would add them. The numba kernel sums
-one example's dk and dv for a head in a scratch of T rows, then adds them into their source rows
-at once: no (B, T, 2C) array of per-example gradients is written and read back.
+dk and dv are returned per example and position, as dkv (B, T, 2C); the rows they came from
+collect them with a scatter-add (the backward of the gather, layers.scatter_rows).
 
 With Tq = 1 only the last position is queried: that is all the loss needs in the last layer.
 Reference: Vaswani et al. 2017, "Attention Is All You Need", section 3.2.
@@ -71,16 +68,9 @@ def attention_forward_ref(
 
 
 def attention_backward_ref(
-    dy: np.ndarray,
-    q: np.ndarray,
-    kv: np.ndarray,
-    index: np.ndarray,
-    a: np.ndarray,
-    n_head: int,
-    out: np.ndarray | None = None,
+    dy: np.ndarray, q: np.ndarray, kv: np.ndarray, index: np.ndarray, a: np.ndarray, n_head: int
 ) -> tuple[np.ndarray, np.ndarray]:
-    """dy (B, Tq, C) and the forward's inputs and weights -> dq (B, Tq, C), dkv (Ns, 2C); given
-    `out` (Ns, 2C), dkv is added into it and returned."""
+    """dy (B, Tq, C) and the forward's inputs and weights -> dq (B, Tq, C), dkv (B, T, 2C)."""
     B, Tq, C = q.shape
     T = index.shape[1]
     k, v = kv[index, :C], kv[index, C:]
@@ -98,10 +88,7 @@ def attention_backward_ref(
     def merge(xh: np.ndarray, n: int) -> np.ndarray:
         return xh.transpose(0, 2, 1, 3).reshape(B, n, C)
 
-    dkv_read = np.concatenate([merge(dkh, T), merge(dvh, T)], axis=-1)  # (B, T, 2C)
-    dkv = np.zeros(kv.shape, dtype=kv.dtype) if out is None else out
-    np.add.at(dkv, index.reshape(-1), dkv_read.reshape(B * T, 2 * C))  # in flat index order
-    return merge(dqh, Tq), dkv
+    return merge(dqh, Tq), np.concatenate([merge(dkh, T), merge(dvh, T)], axis=-1)
 
 
 @kernel
@@ -143,17 +130,21 @@ def _attention_forward_nb(q, kv, index, n_head, scale, y, a):
 
 
 @kernel
-def _attention_backward_nb(dy, q, kv, index, a, n_head, scale, dq, dkv, da, acc):
-    """Fills dq (B, Tq, C) and adds into dkv (Ns, 2C), using da (T,) and acc (T, 2 HS) as
-    scratch for one (example, head); see `attention_backward_ref`."""
+def _attention_backward_nb(dy, q, kv, index, a, n_head, scale, dq, dkv, da):
+    """Fills dq (B, Tq, C) and dkv (B, T, 2C), using da (B, NH, T) as scratch; see
+    `attention_backward_ref`."""
     B, Tq, C = q.shape
     T = index.shape[1]
     HS = C // n_head
     zero = q.dtype.type(0)
     for bh in range(B * n_head):
         b, h = bh // n_head, bh % n_head
-        for c in range(T * 2 * HS):
-            acc.flat[c] = zero  # acc[j]: this example's dk (:HS) and dv (HS:) at key j
+        dai = bh * T  # da[b, h, :]: one query's da at a time
+        for j in range(T):
+            dkj = (b * T + j) * 2 * C + h * HS  # dk[b, j, head]; dv[b, j, head] at dkj + C
+            for c in range(HS):
+                dkv.flat[dkj + c] = zero
+                dkv.flat[dkj + C + c] = zero
         for i in range(Tq):
             last = T - Tq + i
             qi = (b * Tq + i) * C + h * HS  # q, dy and dq of [b, i, head] start here
@@ -162,27 +153,21 @@ def _attention_backward_nb(dy, q, kv, index, a, n_head, scale, dq, dkv, da, acc)
             # and the softmax backward's ada = sum_j a[i, j] da[i, j]
             ada = zero
             for j in range(last + 1):
-                dvj, aij = j * 2 * HS + HS, a.flat[ai + j]
+                dvj, aij = (b * T + j) * 2 * C + C + h * HS, a.flat[ai + j]
                 for c in range(HS):
-                    acc.flat[dvj + c] += aij * dy.flat[qi + c]
-                da[j] = dot_at(dy, qi, kv, index[b, j] * 2 * C + C + h * HS, HS)
-                ada += aij * da[j]
+                    dkv.flat[dvj + c] += aij * dy.flat[qi + c]
+                da.flat[dai + j] = dot_at(dy, qi, kv, index[b, j] * 2 * C + C + h * HS, HS)
+                ada += aij * da.flat[dai + j]
             # a = softmax(s):  ds[i, j] = a[i, j] (da[i, j] - ada)
             # s = q k^T scale:  dq[i] = sum_j ds[i, j] k[j] scale,  dk[j] += ds[i, j] q[i] scale
             for c in range(HS):
                 dq.flat[qi + c] = zero
             for j in range(last + 1):
-                kj, dkj = index[b, j] * 2 * C + h * HS, j * 2 * HS
-                ds = a.flat[ai + j] * (da[j] - ada) * scale
+                kj, dkj = index[b, j] * 2 * C + h * HS, (b * T + j) * 2 * C + h * HS
+                ds = a.flat[ai + j] * (da.flat[dai + j] - ada) * scale
                 for c in range(HS):
                     dq.flat[qi + c] += ds * kv.flat[kj + c]
-                    acc.flat[dkj + c] += ds * q.flat[qi + c]
-        # the gather's backward: key j's source row collects its dk and dv
-        for j in range(T):
-            r, aj = index[b, j] * 2 * C + h * HS, j * 2 * HS
-            for c in range(HS):
-                dkv.flat[r + c] += acc.flat[aj + c]
-                dkv.flat[r + C + c] += acc.flat[aj + HS + c]
+                    dkv.flat[dkj + c] += ds * q.flat[qi + c]
 
 
 def _check_shapes(q: np.ndarray, kv: np.ndarray, index: np.ndarray, n_head: int) -> None:
@@ -222,28 +207,19 @@ def attention_backward(
     a: np.ndarray,
     n_head: int,
     engine: str,
-    out: np.ndarray | None = None,
 ) -> tuple[np.ndarray, np.ndarray]:
     """Dispatch on the engine; see `attention_backward_ref` for shapes."""
-    if out is not None and (
-        out.shape != kv.shape or out.dtype != kv.dtype or not out.flags.c_contiguous
-    ):  # the kernel adds into out's own memory
-        raise ValueError(f"attention backward: out {out.shape} {out.dtype} for kv {kv.shape}")
     if engine != "numba":
-        return attention_backward_ref(dy, q, kv, index, a, n_head, out)
+        return attention_backward_ref(dy, q, kv, index, a, n_head)
     index = checked_rows(index, len(kv), "attention")
     _check_shapes(q, kv, index, n_head)
     B, Tq, C = q.shape
     if dy.shape != q.shape or a.shape != (B, n_head, Tq, index.shape[1]):
         raise ValueError(f"attention backward: dy {dy.shape} and a {a.shape} for q {q.shape}")
     scale = q.dtype.type(1.0 / np.sqrt(C // n_head))
-    T, HS = index.shape[1], C // n_head
-    dq = np.empty((B, Tq, C), dtype=q.dtype)
-    if out is None:
-        out = np.empty(kv.shape, dtype=kv.dtype)  # not np.zeros: see embedding.scatter_add_rows
-        out.fill(0)
-    da, acc = np.empty(T, dtype=q.dtype), np.empty((T, 2 * HS), dtype=q.dtype)  # scratch
+    T = index.shape[1]
+    dq, dkv = np.empty((B, Tq, C), dtype=q.dtype), np.empty((B, T, 2 * C), q.dtype)
+    da = np.empty((B, n_head, T), dtype=q.dtype)  # scratch: one query's da at a time
     q, kv, dy = (np.ascontiguousarray(t) for t in (q, kv, dy))
-    index = np.ascontiguousarray(index)
-    _attention_backward_nb(dy, q, kv, index, a, n_head, scale, dq, out, da, acc)
-    return dq, out
+    _attention_backward_nb(dy, q, kv, np.ascontiguousarray(index), a, n_head, scale, dq, dkv, da)
+    return dq, dkv
