@@ -142,3 +142,31 @@ def test_after_fit_gives_each_runs_range_in_the_window(tmp_path):
     assert f"{run}\n  loss 1.0e-08-3.0e-01, train >= 90.0%, val <= 3.0%, step 200" in out.stdout
     missing = subprocess.run([*tool, tmp_path / "none"], capture_output=True, text=True)
     assert missing.returncode == 2 and len(missing.stderr.strip().splitlines()) == 1
+
+
+def test_report_runs_gives_a_line_per_run_finished_or_still_training(tmp_path):
+    """tools/report_runs.py: a finished run's line from its summary.json; a run without one yet
+    (still training) from its evaluations, the same numbers with status "running"; a folder
+    with no runs: one line on stderr, exit 2."""
+    done = tmp_path / "exp" / "tiny" / "seed3"
+    cmd = [sys.executable, "-m", "tinygrok", "run", "division", "--preset", "tiny", "--seed", "3"]
+    cmd += ["--steps", "300", "-q", "--threads", "1", "--out", str(done)]
+    subprocess.run(cmd, check=True, capture_output=True)
+    training = tmp_path / "exp" / "tiny-again" / "seed3"
+    training.mkdir(parents=True)
+    for name in ("config.json", "metrics.jsonl"):
+        (training / name).write_bytes((done / name).read_bytes())
+    tool = [sys.executable, str(ROOT / "tools/report_runs.py")]
+    out = subprocess.run([*tool, tmp_path / "exp"], capture_output=True, text=True)
+    assert out.returncode == 0, out.stderr
+    header, finished, again = out.stdout.splitlines()  # in folder order
+    assert header.split() == ["arm", "seed", "status", "steps", "mem", "gen", "val", "max", "last"]
+    summary = json.loads((done / "summary.json").read_text())
+    assert finished.split()[:3] == ["tiny", "3", "finished"]
+    assert again.split()[:3] == ["tiny-again", "3", "running"]
+    assert finished.split()[3:] == again.split()[3:]  # the same steps, thresholds, accuracies
+    assert finished.split()[3] == "300/300" and finished.split()[4] == str(
+        summary["memorized_step"]
+    )
+    empty = subprocess.run([*tool, tmp_path / "none"], capture_output=True, text=True)
+    assert empty.returncode == 2 and len(empty.stderr.strip().splitlines()) == 1

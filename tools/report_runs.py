@@ -1,0 +1,82 @@
+"""Where each run of an experiment's folder stands, for division: one line per ARM/seedK run.
+
+    python tools/report_runs.py [FOLDER]          (default: results/report)
+
+FOLDER holds one folder per arm and seed (ARM/seedK/), each with the config.json and
+metrics.jsonl a run writes, and its summary.json once it has finished or been interrupted (a run
+still training has none yet: its line is made from its evaluations so far, as the summary would
+be, status "running"). Per run: its status, the steps it ran of its budget, the steps at which
+division was memorized and generalized (by the run's own thresholds), and division's best and
+last validation accuracy so far. A run of several tasks reports its division. Runs that cannot
+be read are named on stderr, and the exit code is 2.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+from tinygrok.folders import read_config
+from tinygrok.summary import run_summary
+
+TASK = "division"
+HEADER = (
+    f"{'arm':<15}{'seed':>5}  {'status':<12}{'steps':>17}{'mem':>7}{'gen':>8}{'val max':>9}"
+    f"{'last':>7}"
+)
+
+
+def division(record: dict) -> dict:
+    """The division part of a summary or an evaluation (the record itself for one task)."""
+    return record.get("per_task", {}).get(TASK, record)
+
+
+def summary_of(run: Path, metrics: list[dict]) -> dict:
+    """run/summary.json, or for a run still training the summary its evaluations give."""
+    if (run / "summary.json").exists():
+        return json.loads((run / "summary.json").read_text())
+    cfg, doc = read_config(run)
+    return run_summary(cfg, metrics, "running", metrics[-1]["elapsed_s"], doc["n_params"])
+
+
+def line(arm: str, seed: str, summary: dict, metrics: list[dict]) -> str:
+    """One run's line of the table."""
+    d = division(summary)
+    val = [division(m)["val_acc"] for m in metrics]
+    steps = f"{summary['steps_run']:,}/{summary['step_budget']:,}"
+
+    def step(s: int | None) -> str:
+        return "-" if s is None else f"{s:,}"
+
+    return (
+        f"{arm:<15}{seed:>5}  {summary['status']:<12}{steps:>17}{step(d['memorized_step']):>7}"
+        f"{step(d['generalized_step']):>8}{100 * max(val):>8.1f}%{100 * val[-1]:>6.1f}%"
+    )
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("folder", nargs="?", type=Path, default=Path("results/report"))
+    args = ap.parse_args()
+    runs = sorted(p.parent for p in args.folder.glob("*/seed*/metrics.jsonl"))
+    if not runs:
+        print(f"{args.folder}: no ARM/seedK/metrics.jsonl in it", file=sys.stderr)
+        return 2
+    print(HEADER)
+    failed = False
+    for run in runs:
+        try:
+            with open(run / "metrics.jsonl") as f:
+                metrics = [json.loads(row) for row in f if row.strip()]
+            summary = summary_of(run, metrics)
+            print(line(run.parent.name, run.name.removeprefix("seed"), summary, metrics))
+        except (OSError, ValueError, KeyError, IndexError) as e:  # damaged or empty files
+            print(f"{run}: cannot read its files ({e})", file=sys.stderr)
+            failed = True
+    return 2 if failed else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
