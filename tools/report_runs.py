@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 from pathlib import Path
 
@@ -70,13 +71,20 @@ def main() -> int:
         try:
             with open(run / "metrics.jsonl") as f:
                 metrics = [json.loads(row) for row in f if row.strip()]
-            summary = summary_of(run, metrics)
-            print(line(run.parent.name, run.name.removeprefix("seed"), summary, metrics))
+            row = line(
+                run.parent.name, run.name.removeprefix("seed"), summary_of(run, metrics), metrics
+            )
         except (OSError, ValueError, KeyError, IndexError) as e:  # damaged or empty files
             print(f"{run}: cannot read its files ({e})", file=sys.stderr)
             failed = True
+            continue
+        print(row)
     return 2 if failed else 0
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    try:
+        sys.exit(main())
+    except BrokenPipeError:  # the reader stopped reading (`| head`): nothing is wrong
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        sys.exit(0)
