@@ -145,9 +145,9 @@ def test_after_fit_gives_each_runs_range_in_the_window(tmp_path):
 
 
 def test_report_runs_gives_a_line_per_run_finished_or_still_training(tmp_path):
-    """tools/report_runs.py: a finished run's line from its summary.json; a run without one yet
-    (still training) from its evaluations, the same numbers with status "running"; a folder
-    with no runs: one line on stderr, exit 2."""
+    """tools/report_runs.py: a finished run's line from its summary.json; a run still training
+    (its summary.json of an earlier budget, its evaluations past it) from its evaluations, the
+    same numbers with status "running"; a folder with no runs: one line on stderr, exit 2."""
     done = tmp_path / "exp" / "tiny" / "seed3"
     cmd = [sys.executable, "-m", "tinygrok", "run", "division", "--preset", "tiny", "--seed", "3"]
     cmd += ["--steps", "300", "-q", "--threads", "1", "--out", str(done)]
@@ -156,6 +156,9 @@ def test_report_runs_gives_a_line_per_run_finished_or_still_training(tmp_path):
     training.mkdir(parents=True)
     for name in ("config.json", "metrics.jsonl"):
         (training / name).write_bytes((done / name).read_bytes())
+    # and the summary of an earlier, shorter budget, which a resume has carried the run past
+    stale = {"steps_run": 100, "step_budget": 100, "status": "finished"}
+    (training / "summary.json").write_text(json.dumps(stale))
     tool = [sys.executable, str(ROOT / "tools/report_runs.py")]
     out = subprocess.run([*tool, tmp_path / "exp"], capture_output=True, text=True)
     assert out.returncode == 0, out.stderr

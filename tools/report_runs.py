@@ -4,11 +4,11 @@
 
 FOLDER holds one folder per arm and seed (ARM/seedK/), each with the config.json and
 metrics.jsonl a run writes, and its summary.json once it has finished or been interrupted (a run
-still training has none yet: its line is made from its evaluations so far, as the summary would
-be, status "running"). Per run: its status, the steps it ran of its budget, the steps at which
-division was memorized and generalized (by the run's own thresholds), and division's best and
-last validation accuracy so far. A run of several tasks reports its division. Runs that cannot
-be read are named on stderr, and the exit code is 2.
+still training has none yet, or one that a resume has since carried past: its line is made from
+its evaluations so far, as the summary would be, status "running"). Per run: its status, the
+steps it ran of its budget, the steps at which division was memorized and generalized (by the
+run's own thresholds), and division's best and last validation accuracy so far. A run of several
+tasks reports its division. Runs that cannot be read are named on stderr, and the exit code is 2.
 """
 
 from __future__ import annotations
@@ -35,9 +35,12 @@ def division(record: dict) -> dict:
 
 
 def summary_of(run: Path, metrics: list[dict]) -> dict:
-    """run/summary.json, or for a run still training the summary its evaluations give."""
+    """run/summary.json, or for a run still training (none yet, or one that a resume has since
+    carried past: its evaluations go further) the summary its evaluations give."""
     if (run / "summary.json").exists():
-        return json.loads((run / "summary.json").read_text())
+        summary = json.loads((run / "summary.json").read_text())
+        if summary["steps_run"] >= metrics[-1]["step"]:
+            return summary
     cfg, doc = read_config(run)
     return run_summary(cfg, metrics, "running", metrics[-1]["elapsed_s"], doc["n_params"])
 
