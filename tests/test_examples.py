@@ -157,7 +157,7 @@ def test_report_runs_gives_a_line_per_run_finished_or_still_training(tmp_path):
     for name in ("config.json", "metrics.jsonl"):
         (training / name).write_bytes((done / name).read_bytes())
     # and the summary of an earlier, shorter budget, which a resume has carried the run past
-    stale = {"steps_run": 100, "step_budget": 100, "status": "finished"}
+    stale = json.loads((done / "summary.json").read_text()) | {"steps_run": 100, "step_budget": 100}
     (training / "summary.json").write_text(json.dumps(stale))
     tool = [sys.executable, str(ROOT / "tools/report_runs.py")]
     out = subprocess.run([*tool, tmp_path / "exp"], capture_output=True, text=True)

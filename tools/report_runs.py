@@ -14,12 +14,11 @@ tasks reports its division. Runs that cannot be read are named on stderr, and th
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import sys
 from pathlib import Path
 
-from tinygrok.folders import read_config
+from tinygrok.folders import read_config, read_metrics, read_summary
 from tinygrok.summary import run_summary
 
 TASK = "division"
@@ -37,10 +36,9 @@ def division(record: dict) -> dict:
 def summary_of(run: Path, metrics: list[dict]) -> dict:
     """run/summary.json, or for a run still training (none yet, or one that a resume has since
     carried past: its evaluations go further) the summary its evaluations give."""
-    if (run / "summary.json").exists():
-        summary = json.loads((run / "summary.json").read_text())
-        if summary["steps_run"] >= metrics[-1]["step"]:
-            return summary
+    summary = read_summary(run)
+    if summary is not None and summary["steps_run"] >= metrics[-1]["step"]:
+        return summary
     cfg, doc = read_config(run)
     return run_summary(cfg, metrics, "running", metrics[-1]["elapsed_s"], doc["n_params"])
 
@@ -72,8 +70,7 @@ def main() -> int:
     failed = False
     for run in runs:
         try:
-            with open(run / "metrics.jsonl") as f:
-                metrics = [json.loads(row) for row in f if row.strip()]
+            metrics = read_metrics(run)
             row = line(
                 run.parent.name, run.name.removeprefix("seed"), summary_of(run, metrics), metrics
             )
