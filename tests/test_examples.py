@@ -173,3 +173,43 @@ def test_report_runs_gives_a_line_per_run_finished_or_still_training(tmp_path):
     )
     empty = subprocess.run([*tool, tmp_path / "none"], capture_output=True, text=True)
     assert empty.returncode == 2 and len(empty.stderr.strip().splitlines()) == 1
+
+
+def test_report_runs_by_arm_gives_medians_and_factors_against_the_same_seeds_baseline(tmp_path):
+    """tools/report_runs.py --by-arm: per arm the median and range of the generalized steps over
+    its seeds, and the median factor against the baseline of each seed, in steps and in
+    division's examples (1/n of each batch for n tasks); a run not generalized is a bound."""
+    run = tmp_path / "tiny"
+    cmd = [sys.executable, "-m", "tinygrok", "run", "division", "--preset", "tiny", "--seed", "3"]
+    cmd += ["--steps", "100", "-q", "--threads", "1", "--out", str(run)]
+    subprocess.run(cmd, check=True, capture_output=True)
+    summary = json.loads((run / "summary.json").read_text())
+
+    def put(arm: str, seed: int, generalized: int | None, tasks: int = 1) -> None:
+        folder = tmp_path / "exp" / arm / f"seed{seed}"
+        folder.mkdir(parents=True)
+        for name in ("config.json", "metrics.jsonl"):
+            (folder / name).write_bytes((run / name).read_bytes())
+        s = summary | {"generalized_step": generalized, "tasks": ["division"] * tasks}
+        s["per_task"] = {
+            "division": summary["per_task"]["division"] | {"generalized_step": generalized}
+        }
+        (folder / "summary.json").write_text(json.dumps(s))
+
+    for seed, base, arm in ((0, 600, 300), (1, 900, 100), (2, 1200, 400)):
+        put("baseline", seed, base)
+        put("two-tasks", seed, arm, tasks=2)
+    put("stuck", 0, None)  # not generalized in its 100 steps
+    put("stuck", 1, 50)
+    tool = [sys.executable, str(ROOT / "tools/report_runs.py"), "--by-arm", tmp_path / "exp"]
+    out = subprocess.run(tool, capture_output=True, text=True)
+    assert out.returncode == 0, out.stderr
+    header, *lines = out.stdout.splitlines()
+    assert all(len(t) <= 80 for t in out.stdout.splitlines())
+    rows = {t.split()[0]: t.split()[1:] for t in lines}
+    # baseline: steps 600, 900, 1,200; factors 1 against itself
+    assert rows["baseline"] == ["3", "900", "600", "to", "1,200", "1.0x", "(3)", "1.0x"]
+    # two tasks: 2x, 9x and 3x sooner in steps (median 3x), twice that in examples
+    assert rows["two-tasks"] == ["3", "300", "100", "to", "400", "3.0x", "(3)", "6.0x"]
+    # stuck: >100 and 50: median >= 75; factors < 6x (seed 0) and 18x (seed 1): median < 12x
+    assert rows["stuck"] == ["2", ">=75", "50", "to", ">100", "<12x", "(2)", "<12x"]
