@@ -310,6 +310,22 @@ def test_experiment_report_draws_no_figure_before_a_run_is_done(tmp_path, capsys
     assert stdout.rstrip().endswith("(table.md)")
 
 
+def test_report_only_reads_runs_of_any_budget_where_running_refuses_them(tmp_path, capsys):
+    """A run started with another budget is the same run ended elsewhere: --report-only tables
+    it (progress % of the budget asked for), while running the experiment with that budget
+    refuses the folder rather than mix budgets."""
+    out = tmp_path / "exp"
+    argv = ["experiment", "grokfast", "--arms", "baseline", "--seeds", "0", "-q"]
+    argv += TINY_ARGS + ["--out", str(out)]
+    code, _, err = run_cli(argv + ["--steps", "50"], capsys)
+    assert code == 0, err
+    code, stdout, err = run_cli(argv + ["--steps", "80", "--report-only"], capsys)
+    assert code == 0, err
+    assert "step budget 80 per task" in stdout and "| baseline | division | " in stdout
+    code, _, err = run_cli(argv + ["--steps", "80"], capsys)
+    assert code == 2 and "holds a run of another config (steps 50 there, 80 here)" in err
+
+
 @pytest.mark.slow
 def test_experiment_command_writes_table_and_figure_and_skips_done_runs(tmp_path, capsys):
     out = tmp_path / "exp"

@@ -99,3 +99,31 @@ def test_curves_of_a_run_still_training_draw_without_its_summary(tmp_path):
     (tmp_path / "summary.json").unlink()
     out = plot_curves(tmp_path, tmp_path / "again.png")
     assert out.stat().st_size > 20_000
+
+
+@pytest.mark.parametrize(
+    "log_x, lim, expected",
+    [
+        # five decades on a log axis: thousands as "k" from 1,000 on, so that labels do not meet
+        (True, (20, 200_000), ["50", "100", "500", "1k", "2k", "5k", "10k", "100k", "200k"]),
+        # a linear axis: commas below 10,000, then thousands, with a decimal where one is due
+        (False, (0, 14_000), ["0", "2,500", "7,500", "10k", "12.5k"]),
+    ],
+)
+def test_step_axis_labels(log_x, lim, expected):
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from tinygrok.plots import step_axis
+
+    fig, ax = plt.subplots()
+    ax.plot(lim, (0, 1))
+    step_axis(ax, log_x)
+    ax.set_xlim(*lim)
+    fig.canvas.draw()
+    labels = [t.get_text() for t in ax.get_xticklabels() if t.get_text()]
+    plt.close(fig)
+    assert set(expected) <= set(labels), labels
+    assert not any(t.endswith(".0k") for t in labels)

@@ -30,7 +30,8 @@ def run_label(cfg: Config) -> str:
 
 def step_axis(ax, log_x: bool) -> None:
     """Step labels readable on any run length: 1-2-5 ticks on a log axis, with thousands commas,
-    and from 10,000 on in thousands ("20k"), short enough not to collide over many decades."""
+    in thousands ("2k", "20k") from 1,000 on, short enough not to collide over five decades; on
+    a linear axis about six ticks, in thousands from 10,000 on ("12.5k")."""
     from matplotlib.ticker import FuncFormatter, LogLocator, MaxNLocator, NullFormatter
 
     if log_x:
@@ -38,9 +39,15 @@ def step_axis(ax, log_x: bool) -> None:
         ax.xaxis.set_major_locator(LogLocator(base=10, subs=(1.0, 2.0, 5.0)))
     else:
         ax.xaxis.set_major_locator(MaxNLocator(6, integer=True))
-    ax.xaxis.set_major_formatter(
-        FuncFormatter(lambda v, _: f"{v:,.0f}" if v < 10_000 else f"{v / 1000:,.0f}k")
-    )
+    thousands = 1_000 if log_x else 10_000
+
+    def label(v: float, _) -> str:
+        if v < thousands:
+            return f"{v:,.0f}"
+        k = v / 1000
+        return f"{k:,.0f}k" if k == round(k) else f"{k:,.1f}k"
+
+    ax.xaxis.set_major_formatter(FuncFormatter(label))
     ax.xaxis.set_minor_formatter(NullFormatter())
 
 

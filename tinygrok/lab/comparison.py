@@ -10,8 +10,8 @@ Speedups are ratios of the baseline's median to the arm's median, for the same t
 
 An arm most of whose runs never generalized, while the baseline's median run did, has no such
 ratio. If each of its runs that never generalized trained at least as far as the baseline's
-median generalized step (the whole budget, or an arm ended there with `tinygrok resume RUN
---steps N`), it is slower than the baseline, and the steps and progress cells say "no speed-up
+median generalized step (the whole budget, or an arm ended there: started with that budget, or
+given it by `tinygrok resume RUN --steps N`), it is slower than the baseline, and the steps and progress cells say "no speed-up
 (> N steps)", N the fewest steps such a run trained. Progress % is always of the budget the
 experiment planned, whatever budget a resume gave a run.
 
@@ -209,7 +209,8 @@ def finished(specs: list[Job]) -> list[tuple[Job, dict]]:
 def plot_comparison(specs: list[Job], path: Path, title: str) -> Path:
     """Left: validation accuracy of each arm's first task against steps per task, every seed.
     Right: steps per task to generalize (generalized_step / tasks), per arm and task, every seed;
-    runs that never generalized sit at the right edge as x."""
+    a run that did not generalize is an x at the steps per task it trained (it would have
+    needed more)."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -224,7 +225,8 @@ def plot_comparison(specs: list[Job], path: Path, title: str) -> Path:
     logs = [[r for r in read_metrics(s.out) if r["step"] > 0] for s, _ in done]
     fig, (ax_curve, ax_dots) = plt.subplots(1, 2, figsize=(12, 4.8))
     labelled: set[str] = set()
-    points: list[tuple[str, float | None, str]] = []  # (row label, steps per task, arm)
+    # (row label, steps per task to generalize or, not generalized, trained, arm, generalized)
+    points: list[tuple[str, float, str, bool]] = []
     for (spec, summary), records in zip(done, logs, strict=True):
         k, first = len(spec.cfg.tasks), spec.cfg.tasks[0]
         acc = [100 * r.get("per_task", {}).get(first, r)["val_acc"] for r in records]
@@ -239,7 +241,8 @@ def plot_comparison(specs: list[Job], path: Path, title: str) -> Path:
         labelled.add(spec.label)
         for t in spec.cfg.tasks:
             gen = summary["per_task"][t]["generalized_step"]
-            points.append((f"{spec.label}: {t}", None if gen is None else gen / k, spec.label))
+            steps = summary["steps_run"] if gen is None else gen
+            points.append((f"{spec.label}: {t}", steps / k, spec.label, gen is not None))
     ax_curve.axhline(100 * specs[0].cfg.generalized_threshold, color="0.5", lw=0.8, ls=":")
     step_axis(ax_curve, log_x=True)
     ax_curve.set_xlabel("step / number of tasks")
@@ -247,19 +250,13 @@ def plot_comparison(specs: list[Job], path: Path, title: str) -> Path:
     ax_curve.set_ylim(-2, 102)
     ax_curve.legend(fontsize=7, loc="upper left")
     ax_curve.grid(alpha=0.25)
-    rows = list(dict.fromkeys(label for label, _, _ in points))
-    reached = [v for _, v, _ in points if v is not None]
-    edge = 1.5 * max([spec.cfg.steps for spec in specs] + reached)
-    for label, v, arm in points:
-        y = rows.index(label)
-        if v is None:
-            ax_dots.plot(edge, y, "x", color=colors[arm])
-        else:
-            ax_dots.plot(v, y, "o", color=colors[arm], alpha=0.7)
+    rows = list(dict.fromkeys(label for label, _, _, _ in points))
+    for label, v, arm, reached in points:
+        ax_dots.plot(v, rows.index(label), "o" if reached else "x", color=colors[arm], alpha=0.7)
     ax_dots.set_yticks(range(len(rows)), rows, fontsize=7)
     ax_dots.invert_yaxis()
     step_axis(ax_dots, log_x=True)
-    ax_dots.set_xlabel("steps per task to generalize (x: never, within the budget)")
+    ax_dots.set_xlabel("steps per task to generalize (x: not generalized in the steps it trained)")
     ax_dots.grid(alpha=0.25)
     # wrapped to the figure's width (12 in of 10-pt text holds about 140 characters)
     fig.suptitle("\n".join(textwrap.fill(line, 140) for line in title.splitlines()), fontsize=10)

@@ -183,12 +183,15 @@ def write_plan(name: str, specs: list[Job], base: Config, out: Path, command: st
 
 def check_started(specs: list[Job], out: Path) -> None:
     """ConfigError unless some run of `specs` has started in `out`, and every folder holds a run
-    of its own config (not one of another experiment): what a report of the runs so far needs."""
-    from tinygrok.lab.sweep import pending
+    of its own config (not one of another experiment), whatever budget it started with: what a
+    report of the runs so far needs."""
+    from tinygrok.lab.runner import check_run
 
-    if not any((s.out / CONFIG).is_file() for s in specs):
+    started = [s for s in specs if (s.out / CONFIG).is_file()]
+    if not started:
         raise ConfigError(f"--out: {out} holds no run of this experiment yet; run it first")
-    pending(specs)
+    for s in started:
+        check_run(s.cfg, s.out, any_budget=True)
 
 
 def run_experiment(

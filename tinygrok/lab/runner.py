@@ -52,23 +52,32 @@ def started_budget(doc: dict, saved: Config) -> int:
     return steps if isinstance(steps, int) and steps > 0 else saved.steps
 
 
-def run_state(cfg: Config, run_dir: Path) -> str:
-    """What a run folder needs: "new" (start at step 0), "resume" (continue from its checkpoint,
-    or only write the summary and figure of a run killed after its final checkpoint) or "done"
-    (diverged, or finished with a current curves.png). ConfigError if it holds a run of another
-    config, or a damaged config.json or summary.json."""
-    if not (run_dir / CONFIG).exists():
-        return "new"
+def check_run(cfg: Config, run_dir: Path, any_budget: bool = False) -> Config:
+    """The config of the run in run_dir (which must hold one), checked to be `cfg`'s: a
+    ConfigError if it is another's, or if config.json is damaged. `tinygrok resume RUN --steps
+    N` may have changed its budget since (an arm ended where the baseline generalized, or
+    trained longer): it is the planned run if it started with the planned budget, or, with
+    `any_budget` (to read the runs as they are, not to run them), whatever its budget: a budget
+    says where a run ends, not what it computes on the way."""
     saved, doc = read_config(run_dir)
-    # `tinygrok resume RUN --steps N` may have changed the budget since (an arm ended where the
-    # baseline generalized, or trained longer): the run is the planned one if it started with
-    # the planned budget
-    diff = differences(saved.replace(steps=started_budget(doc, saved)), cfg)
+    steps = cfg.steps if any_budget else started_budget(doc, saved)
+    diff = differences(saved.replace(steps=steps), cfg)
     if diff:
         raise ConfigError(
             f"--out: {run_dir} holds a run of another config ({'; '.join(diff)}); "
             "remove that folder or choose another --out"
         )
+    return saved
+
+
+def run_state(cfg: Config, run_dir: Path) -> str:
+    """What a run folder needs: "new" (start at step 0), "resume" (continue from its checkpoint,
+    or only write the summary and figure of a run killed after its final checkpoint) or "done"
+    (diverged, or finished with a current curves.png). ConfigError if it holds a run of another
+    config (`check_run`), or a damaged config.json or summary.json."""
+    if not (run_dir / CONFIG).exists():
+        return "new"
+    saved = check_run(cfg, run_dir)
     summary = read_summary(run_dir, "delete it (the run's end writes it again)", saved)
     checkpoint = (run_dir / CHECKPOINT).exists()
     # a finished run whose figure is missing or stale is completed from its checkpoint
