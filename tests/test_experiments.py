@@ -310,6 +310,47 @@ def test_experiment_report_draws_no_figure_before_a_run_is_done(tmp_path, capsys
     assert stdout.rstrip().endswith("(table.md)")
 
 
+def test_stop_at_baseline_runs_the_baselines_then_each_arm_to_its_seeds_generalized_step(
+    tmp_path, capsys
+):
+    """--stop-at-baseline: each arm's budget is the step its seed's baseline generalized at, the
+    table's progress % still of the budget asked for, and the command it records says so."""
+    out = tmp_path / "exp"
+    argv = ["experiment", "grokfast", "--preset", "tiny", "--arms", "ma", "--seeds", "0,1"]
+    argv += ["--stop-at-baseline", "-q", "--out", str(out)]
+    code, stdout, err = run_cli(argv, capsys)
+    assert code == 0, err
+    for seed in (0, 1):
+        base = json.loads((out / "baseline" / f"seed{seed}" / "summary.json").read_text())
+        arm = json.loads((out / "ma" / f"seed{seed}" / "summary.json").read_text())
+        assert base["step_budget"] == 2000 and base["generalized_step"] is not None
+        assert arm["step_budget"] == base["generalized_step"]
+        assert arm["steps_run"] <= base["generalized_step"]
+    assert "--stop-at-baseline" in stdout and "step budget 2,000 per task" in stdout
+    code, _, err = run_cli(argv, capsys)  # again: nothing left to run
+    assert code == 0 and "4 runs (4 already done)" in err
+
+
+def test_cut_to_baseline_divides_the_step_among_an_arms_tasks(tmp_path):
+    """A run of k tasks gets ceil(G / k) steps per task (k steps of the run per step of each
+    task's budget); an arm whose baseline never generalized keeps its budget, one whose
+    baseline has not ended is not run yet."""
+    from tinygrok.lab.experiments import cut_to_baseline, plan
+    from tinygrok.summary import run_summary
+
+    base = validate(Config(tasks=("division",), p=11, steps=1000))
+    specs = plan("diversity", base, (0, 1, 2), tmp_path, only=("div+mul",))
+    for s, generalized in zip(specs[:2], (301, None), strict=True):  # seed 2's baseline not done
+        s.out.mkdir(parents=True)
+        record = {"step": 400, "train_acc": 1.0, "val_acc": 0.9 if generalized else 0.1}
+        summary = run_summary(s.cfg, [record], "finished", 1.0, 100)
+        summary |= {"generalized_step": generalized, "initial_sparsity": 0, "final_sparsity": 0}
+        (s.out / "summary.json").write_text(json.dumps(summary))
+    arms = {a.seed: a for a in cut_to_baseline(specs)}
+    assert sorted(arms) == [0, 1] and all(a.label == "div+mul" for a in arms.values())
+    assert arms[0].cfg.steps == 151 and arms[1].cfg.steps == 1000
+
+
 def test_report_only_reads_runs_of_any_budget_where_running_refuses_them(tmp_path, capsys):
     """A run started with another budget is the same run ended elsewhere: --report-only tables
     it (progress % of the budget asked for), while running the experiment with that budget

@@ -51,7 +51,7 @@ def experiment_command(name: str, seeds: str, out: Path, extras: dict, options: 
             words += [flag, str(value)]
     for flag, values in extras.items():
         for v in values:
-            words += [flag, str(v)]
+            words += [flag] if v is True else [flag, str(v)]  # True: a flag with no value
     return shlex.join(words + ["--out", str(out)])
 
 
@@ -76,10 +76,26 @@ def experiment_command(name: str, seeds: str, out: Path, extras: dict, options: 
 @click.option(
     "--arms", help="only these arms (comma-separated labels), beside the baseline  [default: all]"
 )
+@click.option(
+    "--stop-at-baseline",
+    is_flag=True,
+    help="the baselines first, then each arm only to the step where its seed's baseline "
+    "generalized: an arm not generalized by then is 'no speed-up'",
+)
 @click.option("--report-only", is_flag=True, help="write the table and figure, run nothing")
 @click.option("--quiet", "-q", is_flag=True, help="no progress line")
 def experiment(
-    name, seeds, out, workers, sgd_levels, tiny_scale, arms, report_only, quiet, **options
+    name,
+    seeds,
+    out,
+    workers,
+    sgd_levels,
+    tiny_scale,
+    arms,
+    stop_at_baseline,
+    report_only,
+    quiet,
+    **options,
 ) -> None:
     """Run one of the comparisons of the report "Grokking: Shortening the Delay" (or Grokfast's),
     baselines included, for several seeds.
@@ -94,7 +110,7 @@ def experiment(
     \b
     Examples:
       tinygrok experiment diversity --seeds 0-2
-      tinygrok experiment report --preset report --seeds 42,0,1 --workers 2
+      tinygrok experiment report --preset report --stop-at-baseline --workers 2
       tinygrok experiment grokfast --weight-decay 0.1 --out runs/grokfast-wd0.1
       tinygrok experiment noise --sgd 0.3:128 --sgd 1:64
     """
@@ -125,6 +141,8 @@ def experiment(
     only = tuple(a.strip() for a in arms.split(",") if a.strip()) if arms else ()
     if only:
         extras["--arms"] = (",".join(only),)
+    if stop_at_baseline:
+        extras["--stop-at-baseline"] = (True,)
     seeds = seeds or f"{base.seed}-{base.seed + 2}"
     specs = plan(name, base, parse_seeds(seeds), out, only, **arm_options)
     refuse_unused(set(given_options(options)), [s.cfg for s in specs])
@@ -135,7 +153,7 @@ def experiment(
     else:
         outcome = with_stop_flag(
             lambda stop: run_experiment(
-                name, specs, base, out, command, stop, workers, progress=not quiet
+                name, specs, base, out, command, stop, workers, not quiet, stop_at_baseline
             )
         )
         failures, interrupted = outcome.failures, outcome.interrupted

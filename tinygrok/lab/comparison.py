@@ -10,9 +10,10 @@ Speedups are ratios of the baseline's median to the arm's median, for the same t
 
 An arm most of whose runs never generalized, while the baseline's median run did, has no such
 ratio. If each of its runs that never generalized trained at least as far as the baseline's
-median generalized step (the whole budget, or an arm ended there: started with that budget, or
-given it by `tinygrok resume RUN --steps N`), it is slower than the baseline, and the steps and progress cells say "no speed-up
-(> N steps)", N the fewest steps such a run trained. Progress % is always of the budget the
+median generalized step (the whole budget, or an arm ended there: started with that budget, as
+`--stop-at-baseline` does, or given it by `tinygrok resume RUN --steps N`), it is slower than
+the baseline, and the steps and progress cells say "no speed-up (> N steps)", N the fewest
+steps such a run trained. Progress % is always of the budget the
 experiment planned, whatever budget a resume gave a run.
 
 progress_pct is generalized_step / (steps * tasks), the report's measure: with the budget scaled by

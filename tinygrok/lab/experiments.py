@@ -19,6 +19,7 @@ experiment folder never mixes two experiments.
 
 from __future__ import annotations
 
+import dataclasses
 import sys
 import typing
 from collections.abc import Callable
@@ -27,7 +28,7 @@ from pathlib import Path
 
 from tinygrok.config import Config, validate
 from tinygrok.errors import ConfigError
-from tinygrok.folders import CONFIG, make_folder, write_json
+from tinygrok.folders import CONFIG, make_folder, read_summary, write_json
 from tinygrok.lab.grid import Job
 
 if typing.TYPE_CHECKING:
@@ -194,6 +195,28 @@ def check_started(specs: list[Job], out: Path) -> None:
         check_run(s.cfg, s.out, any_budget=True)
 
 
+def cut_to_baseline(specs: list[Job]) -> list[Job]:
+    """The arms of `specs` (every run but the baseline's) whose seed's baseline has ended, each
+    with its budget cut to the step where that baseline generalized: a run of k tasks takes k
+    steps per step of each task's budget, so ceil(G / k) per task. An arm whose baseline ended
+    without generalizing keeps its budget."""
+    from tinygrok.lab.runner import DONE
+
+    baseline, ended = specs[0].label, {}
+    for s in specs:
+        summary = read_summary(s.out, cfg=s.cfg) if s.label == baseline else None
+        if summary is not None and summary["status"] in DONE:
+            ended[s.seed] = summary["generalized_step"]
+    arms = []
+    for s in specs:
+        if s.label == baseline or s.seed not in ended:
+            continue
+        g = ended[s.seed]
+        steps = s.cfg.steps if g is None else min(s.cfg.steps, -(-g // len(s.cfg.tasks)))
+        arms.append(dataclasses.replace(s, cfg=s.cfg.replace(steps=steps)))
+    return arms
+
+
 def run_experiment(
     name: str,
     specs: list[Job],
@@ -203,19 +226,35 @@ def run_experiment(
     stop: StopFlag,
     workers: int = 1,
     progress: bool = True,
+    stop_at_baseline: bool = False,
 ) -> SweepOutcome:
     """Run every run of `specs` not done yet into `out`, `workers` at a time, under the folder's
     lock: every run folder is checked first (one of another experiment is a ConfigError), then
-    experiment.json is written and the runs go to the local pool, each retried once."""
-    from tinygrok.lab.sweep import pending, run_jobs
+    experiment.json is written and the runs go to the local pool, each retried once.
+
+    With `stop_at_baseline` the baselines run first, then each arm only as far as its seed's
+    baseline took to generalize (`cut_to_baseline`): an arm not generalized by then is "no
+    speed-up", which is all the comparison needs of it, in a fraction of the budget."""
+    from tinygrok.lab.sweep import SweepOutcome, pending, run_jobs
     from tinygrok.runlock import RunLock
 
+    def run(jobs: list[Job]) -> SweepOutcome:
+        todo, _ = pending(jobs)
+        return run_jobs(todo, len(jobs), stop, workers=workers, retries=1, progress=progress)
+
     with RunLock(make_folder(out, "--out")):
-        todo, states = pending(specs)
+        baselines = [s for s in specs if s.label == specs[0].label]
+        _, states = pending(baselines + cut_to_baseline(specs) if stop_at_baseline else specs)
         write_plan(name, specs, base, out, command)
         print(
             f"tinygrok: experiment {name}, {len(specs)} runs ({states['done']} already done) "
             f"-> {out}",
             file=sys.stderr,
         )
-        return run_jobs(todo, len(specs), stop, workers=workers, retries=1, progress=progress)
+        if not stop_at_baseline:
+            return run(specs)
+        first = run(baselines)
+        if first.interrupted:
+            return first
+        then = run(cut_to_baseline(specs))
+        return SweepOutcome(first.failures | then.failures, then.interrupted)
