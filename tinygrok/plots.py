@@ -44,8 +44,7 @@ def step_axis(ax, log_x: bool) -> None:
     def label(v: float, _) -> str:
         if v < thousands:
             return f"{v:,.0f}"
-        k = v / 1000
-        return f"{k:,.0f}k" if k == round(k) else f"{k:,.1f}k"
+        return f"{v / 1000:,.3f}".rstrip("0").rstrip(".") + "k"  # 10k, 12.5k, 10.05k
 
     ax.xaxis.set_major_formatter(FuncFormatter(label))
     ax.xaxis.set_minor_formatter(NullFormatter())

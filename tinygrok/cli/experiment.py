@@ -80,7 +80,8 @@ def experiment_command(name: str, seeds: str, out: Path, extras: dict, options: 
     "--stop-at-baseline",
     is_flag=True,
     help="the baselines first, then each arm only to the step where its seed's baseline "
-    "generalized: an arm not generalized by then is 'no speed-up'",
+    "generalized (or the baselines' median, if later): an arm not generalized by then is 'no "
+    "speed-up' in steps",
 )
 @click.option("--report-only", is_flag=True, help="write the table and figure, run nothing")
 @click.option("--quiet", "-q", is_flag=True, help="no progress line")

@@ -29,7 +29,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from tinygrok.config import Config
-from tinygrok.folders import METRICS, read_metrics, read_summary
+from tinygrok.folders import METRICS, read_config, read_metrics, read_summary
 from tinygrok.lab.experiments import EXPERIMENTS
 from tinygrok.lab.grid import Job
 from tinygrok.lab.runner import DONE
@@ -242,7 +242,7 @@ def plot_comparison(specs: list[Job], path: Path, title: str) -> Path:
         labelled.add(spec.label)
         for t in spec.cfg.tasks:
             gen = summary["per_task"][t]["generalized_step"]
-            steps = summary["steps_run"] if gen is None else gen
+            steps = max(summary["steps_run"], 1) if gen is None else gen  # on the log axis
             points.append((f"{spec.label}: {t}", steps / k, spec.label, gen is not None))
     ax_curve.axhline(100 * specs[0].cfg.generalized_threshold, color="0.5", lw=0.8, ls=":")
     step_axis(ax_curve, log_x=True)
@@ -282,9 +282,11 @@ def in_progress(specs: list[Job]) -> str:
         task = spec.cfg.tasks[0]
         accs = [r.get("per_task", {}).get(task, r) for r in records]
         last, best = accs[-1], max(a["val_acc"] for a in accs)
+        # the run's own budget (cut by --stop-at-baseline, or changed by a resume), if it says
+        budget = summary["step_budget"] if summary else read_config(spec.out)[0].step_budget
         lines.append(
             f"- {spec.label}, seed {spec.seed}: step {records[-1]['step']:,} of "
-            f"{spec.cfg.step_budget:,}, {task} training {100 * last['train_acc']:.1f}%, "
+            f"{budget:,}, {task} training {100 * last['train_acc']:.1f}%, "
             f"validation {100 * last['val_acc']:.1f}% (at most {100 * best:.1f}% so far)\n"
         )
     return "".join(lines)

@@ -20,6 +20,8 @@ experiment folder never mixes two experiments.
 from __future__ import annotations
 
 import dataclasses
+import math
+import statistics
 import sys
 import typing
 from collections.abc import Callable
@@ -195,24 +197,38 @@ def check_started(specs: list[Job], out: Path) -> None:
         check_run(s.cfg, s.out, any_budget=True)
 
 
-def cut_to_baseline(specs: list[Job]) -> list[Job]:
-    """The arms of `specs` (every run but the baseline's) whose seed's baseline has ended, each
-    with its budget cut to the step where that baseline generalized: a run of k tasks takes k
-    steps per step of each task's budget, so ceil(G / k) per task. An arm whose baseline ended
-    without generalizing keeps its budget."""
+def baseline_steps(specs: list[Job]) -> dict[int, float]:
+    """seed -> the step its baseline run generalized at (every task of it; inf if it did not),
+    for the baselines (the first arm's runs) that have ended."""
     from tinygrok.lab.runner import DONE
 
-    baseline, ended = specs[0].label, {}
+    ended = {}
     for s in specs:
-        summary = read_summary(s.out, cfg=s.cfg) if s.label == baseline else None
+        summary = read_summary(s.out, cfg=s.cfg) if s.label == specs[0].label else None
         if summary is not None and summary["status"] in DONE:
-            ended[s.seed] = summary["generalized_step"]
+            steps = [m["generalized_step"] for m in summary["per_task"].values()]
+            ended[s.seed] = math.inf if None in steps else max(steps)
+    return ended
+
+
+def cut_to_baseline(specs: list[Job]) -> list[Job]:
+    """The arms of `specs` (every run but the baseline's) once every baseline has ended (none
+    before), each with its budget cut to G, the step where its seed's baseline generalized, or
+    the baselines' median if that is later (the table's "no speed-up" asks an arm's runs to have
+    trained as far as that median): ceil(G / k) per task for k tasks, so G steps in all, the
+    baseline's in steps (not in each task's examples). An arm keeps its budget if G is not
+    within it (the baseline did not generalize)."""
+    baselines = [s for s in specs if s.label == specs[0].label]
+    ended = baseline_steps(specs)
+    if len(ended) < len(baselines):
+        return []
+    median = statistics.median(ended.values())
     arms = []
     for s in specs:
-        if s.label == baseline or s.seed not in ended:
+        if s.label == specs[0].label:
             continue
-        g = ended[s.seed]
-        steps = s.cfg.steps if g is None else min(s.cfg.steps, -(-g // len(s.cfg.tasks)))
+        g = max(ended[s.seed], median)
+        steps = s.cfg.steps if g > s.cfg.step_budget else math.ceil(g / len(s.cfg.tasks))
         arms.append(dataclasses.replace(s, cfg=s.cfg.replace(steps=steps)))
     return arms
 
@@ -232,9 +248,10 @@ def run_experiment(
     lock: every run folder is checked first (one of another experiment is a ConfigError), then
     experiment.json is written and the runs go to the local pool, each retried once.
 
-    With `stop_at_baseline` the baselines run first, then each arm only as far as its seed's
-    baseline took to generalize (`cut_to_baseline`): an arm not generalized by then is "no
-    speed-up", which is all the comparison needs of it, in a fraction of the budget."""
+    With `stop_at_baseline` the baselines run first, all of them (a worker may idle while the
+    last ones train), then each arm only as far as its seed's baseline took to generalize
+    (`cut_to_baseline`): an arm not generalized by then is "no speed-up", which is all the
+    comparison needs of it, in a fraction of the budget."""
     from tinygrok.lab.sweep import SweepOutcome, pending, run_jobs
     from tinygrok.runlock import RunLock
 
@@ -244,7 +261,19 @@ def run_experiment(
 
     with RunLock(make_folder(out, "--out")):
         baselines = [s for s in specs if s.label == specs[0].label]
-        _, states = pending(baselines + cut_to_baseline(specs) if stop_at_baseline else specs)
+        if stop_at_baseline:
+            arms = cut_to_baseline(specs)
+            if not arms:  # a baseline still to run: no arm may have started
+                started = [s for s in specs if s not in baselines and (s.out / CONFIG).exists()]
+                if started:
+                    raise ConfigError(
+                        f"--stop-at-baseline: {started[0].out} was started before every "
+                        "baseline ended (without --stop-at-baseline); run without it, or "
+                        "choose another --out"
+                    )
+            _, states = pending(baselines + arms)
+        else:
+            _, states = pending(specs)
         write_plan(name, specs, base, out, command)
         print(
             f"tinygrok: experiment {name}, {len(specs)} runs ({states['done']} already done) "

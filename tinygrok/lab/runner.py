@@ -63,9 +63,15 @@ def check_run(cfg: Config, run_dir: Path, any_budget: bool = False) -> Config:
     steps = cfg.steps if any_budget else started_budget(doc, saved)
     diff = differences(saved.replace(steps=steps), cfg)
     if diff:
+        budget_only = not differences(saved, cfg, skip={"steps"})
+        fix = (
+            "run with the budget it started with (or --stop-at-baseline as it ran), read it "
+            "with --report-only, or choose another --out"
+            if budget_only
+            else "remove that folder or choose another --out"
+        )
         raise ConfigError(
-            f"--out: {run_dir} holds a run of another config ({'; '.join(diff)}); "
-            "remove that folder or choose another --out"
+            f"--out: {run_dir} holds a run of another config ({'; '.join(diff)}); {fix}"
         )
     return saved
 
