@@ -210,8 +210,8 @@ def finished(specs: list[Job]) -> list[tuple[Job, dict]]:
 def plot_comparison(specs: list[Job], path: Path, title: str) -> Path:
     """Left: validation accuracy of each arm's first task against steps per task, every seed.
     Right: steps per task to generalize (generalized_step / tasks), per arm and task, every seed;
-    a run that did not generalize is an x at the steps per task it trained (it would have
-    needed more)."""
+    a run that did not generalize (in its budget, or before it diverged) is an x at the steps
+    per task it trained."""
     import matplotlib
 
     matplotlib.use("Agg")
