@@ -26,8 +26,11 @@ serial kernel takes 0.02 to 1.6 ms for its whole work. Serial, with reassociatio
 fast as with both compilations (docs/PERFORMANCE.md, `benchmarks/compare_commits.py`). The
 parallel compilations also kept reassociation out: loaded from numba's on-disk cache they
 rounded differently from the freshly compiled ones (numba 0.68), which the serial kernels do not
-(tests/test_kernels.py compares a cold and a warm process bit for bit). A machine with many
-cores is better used by one run per core (`tinygrok sweep`) than by one run's kernels.
+(tests/test_kernels.py compares a cold and a warm process bit for bit). numba's OpenMP pool is
+cheaper to call (about 1 us), but right after a BLAS product on two threads its threads and
+OpenBLAS's contend for the cores, and the pair ran 11 times slower than with the serial kernel
+(`benchmarks/numba_pool.py`, docs/PERFORMANCE.md). A machine with many cores is better used by
+one run per core (`tinygrok sweep`) than by one run's kernels.
 
 The kernels use NumPy's error model (`error_model="numpy"`): a float division by zero gives inf
 or NaN, as in the NumPy references, instead of Python's ZeroDivisionError; with Python's model a
