@@ -1,0 +1,10 @@
+#!/usr/bin/env bash
+# lane A of the eighth start (2026-12-04, an Intel Xeon): after baseline 0 (its lane's pid in $1),
+# the sparse and small starts of seed 0 from step 0 (the seventh start's, on the AMD, had only
+# 20,000 steps and their checkpoints went with that machine) to baseline 0's generalized step
+# (400,000 if it does not generalize)
+S="--init report-xavier --sparse 0.9"; M="--init report-xavier --init-scale 0.01"
+while kill -0 "$1" 2>/dev/null; do sleep 10; done
+./lane.sh 'baseline 0' || exit 1
+G=$(python3 -c "import json; print(json.load(open('baseline/seed0/summary.json'))['generalized_step'] or 400000)")
+BUDGET=$G ./lane.sh "sparse0.9 0 $S" "small0.01 0 $M"
