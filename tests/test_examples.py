@@ -147,7 +147,8 @@ def test_after_fit_gives_each_runs_range_in_the_window(tmp_path):
 def test_report_runs_gives_a_line_per_run_finished_or_still_training(tmp_path):
     """tools/report_runs.py: a finished run's line from its summary.json; a run still training
     (its summary.json of an earlier budget, its evaluations past it) from its evaluations, the
-    same numbers with status "running"; a folder with no runs: one line on stderr, exit 2."""
+    same numbers with status "running"; then the CPU the runs started on, naming them; a folder
+    with no runs: one line on stderr, exit 2."""
     done = tmp_path / "exp" / "tiny" / "seed3"
     cmd = [sys.executable, "-m", "tinygrok", "run", "division", "--preset", "tiny", "--seed", "3"]
     cmd += ["--steps", "300", "-q", "--threads", "1", "--out", str(done)]
@@ -162,7 +163,7 @@ def test_report_runs_gives_a_line_per_run_finished_or_still_training(tmp_path):
     tool = [sys.executable, str(ROOT / "tools/report_runs.py")]
     out = subprocess.run([*tool, tmp_path / "exp"], capture_output=True, text=True)
     assert out.returncode == 0, out.stderr
-    header, finished, again = out.stdout.splitlines()  # in folder order
+    header, finished, again, blank, on = out.stdout.splitlines()  # in folder order
     assert header.split() == ["arm", "seed", "status", "steps", "mem", "gen", "val", "max", "last"]
     summary = json.loads((done / "summary.json").read_text())
     assert finished.split()[:3] == ["tiny", "3", "finished"]
@@ -171,5 +172,7 @@ def test_report_runs_gives_a_line_per_run_finished_or_still_training(tmp_path):
     assert finished.split()[3] == "300/300" and finished.split()[4] == str(
         summary["memorized_step"]
     )
+    cpu = json.loads((done / "config.json").read_text())["provenance"]["cpu"]
+    assert blank == "" and on == f"on {cpu}: tiny 3, tiny-again 3"
     empty = subprocess.run([*tool, tmp_path / "none"], capture_output=True, text=True)
     assert empty.returncode == 2 and len(empty.stderr.strip().splitlines()) == 1

@@ -8,7 +8,9 @@ still training has none yet, or one that a resume has since carried past: its li
 its evaluations so far, as the summary would be, status "running"). Per run: its status, the
 steps it ran of its budget, the steps at which division was memorized and generalized (by the
 run's own thresholds), and division's best and last validation accuracy so far. A run of several
-tasks reports its division. Runs that cannot be read are named on stderr, and the exit code is 2.
+tasks reports its division. Then the CPU each run was started on (its config.json's provenance),
+since the same code computes other last digits on another CPU. Runs that cannot be read are named
+on stderr, and the exit code is 2.
 """
 
 from __future__ import annotations
@@ -16,6 +18,7 @@ from __future__ import annotations
 import argparse
 import os
 import sys
+import textwrap
 from pathlib import Path
 
 from tinygrok.folders import read_config, read_metrics, read_summary
@@ -23,7 +26,7 @@ from tinygrok.summary import run_summary
 
 TASK = "division"
 HEADER = (
-    f"{'arm':<15}{'seed':>5}  {'status':<12}{'steps':>17}{'mem':>7}{'gen':>8}{'val max':>9}"
+    f"{'arm':<15}{'seed':>5}  {'status':<11}{'steps':>16}{'mem':>7}{'gen':>8}{'val max':>9}"
     f"{'last':>7}"
 )
 
@@ -53,9 +56,20 @@ def line(arm: str, seed: str, summary: dict, metrics: list[dict]) -> str:
         return "-" if s is None else f"{s:,}"
 
     return (
-        f"{arm:<15}{seed:>5}  {summary['status']:<12}{steps:>17}{step(d['memorized_step']):>7}"
+        f"{arm:<15}{seed:>5}  {summary['status']:<11}{steps:>16}{step(d['memorized_step']):>7}"
         f"{step(d['generalized_step']):>8}{100 * max(val):>8.1f}%{100 * val[-1]:>6.1f}%"
     )
+
+
+def cpus(rows: dict[str, list[str]]) -> list[str]:
+    """The footer naming each CPU's runs, wrapped to 80 columns: rows maps a CPU to the runs
+    ("ARM SEED") started on it."""
+    return [
+        textwrap.fill(
+            f"on {cpu}: {', '.join(names)}", 80, subsequent_indent="  ", break_on_hyphens=False
+        )
+        for cpu, names in sorted(rows.items())
+    ]
 
 
 def main() -> int:
@@ -68,6 +82,7 @@ def main() -> int:
         return 2
     print(HEADER)
     failed = False
+    on: dict[str, list[str]] = {}
     for run in runs:
         try:
             metrics = read_metrics(run)
@@ -79,6 +94,9 @@ def main() -> int:
             failed = True
             continue
         print(row)
+        cpu = read_config(run)[1].get("provenance", {}).get("cpu", "an unrecorded CPU")
+        on.setdefault(cpu, []).append(f"{run.parent.name} {run.name.removeprefix('seed')}")
+    print("\n".join(["", *cpus(on)]))
     return 2 if failed else 0
 
 
