@@ -26,6 +26,7 @@ LAYERS = ("workqueue", "omp")
 def child(layer: str, rounds: int) -> None:
     """Time the kernels under one threading layer (this process's) and print one line."""
     os.environ["NUMBA_THREADING_LAYER"] = layer
+    os.environ["NUMBA_NUM_THREADS"] = "2"  # the parallel kernels' pool, whatever the core count
     import numpy as np
     from _common import median, set_all_threads
     from numba import config, njit, prange, threading_layer

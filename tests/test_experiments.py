@@ -332,10 +332,29 @@ def test_stop_at_baseline_runs_the_baselines_then_each_arm_to_its_seeds_generali
     for seed in (0, 1):  # each arm to its baseline's step, or the two's median if later
         arm = summary("ma", seed)
         assert arm["step_budget"] == math.ceil(max(steps[seed], statistics.median(steps)))
-        assert arm["steps_run"] <= arm["step_budget"]
     assert "--stop-at-baseline" in stdout and "step budget 2,000 per task" in stdout
+    # the baseline's progress %: its generalized steps over the 2,000 asked for
+    row = next(line for line in stdout.splitlines() if line.startswith("| baseline | "))
+    lo, hi = sorted(100 * s / 2000 for s in steps)
+    progress = f"{(lo + hi) / 2:.3g}" if lo == hi else f"{(lo + hi) / 2:.3g} [{lo:.3g}-{hi:.3g}]"
+    assert row.split(" | ")[4] == progress
     code, _, err = run_cli(argv, capsys)  # again: nothing left to run
     assert code == 0 and "4 runs (4 already done)" in err
+
+
+def test_stop_at_baseline_refuses_arms_started_before_every_baseline_ended(tmp_path, capsys):
+    """An arm's cut budget comes from every seed's baseline: a folder whose arms started while a
+    baseline has not ended (run without the flag, or with fewer seeds) is refused in one line
+    that names both runs, before anything runs."""
+    out = tmp_path / "exp"
+    argv = ["experiment", "grokfast", "--arms", "ma", "--steps", "50", "-q"]
+    argv += TINY_ARGS + ["--out", str(out)]
+    code, _, err = run_cli(argv + ["--seeds", "0"], capsys)
+    assert code == 0, err
+    code, _, err = run_cli(argv + ["--seeds", "0,1", "--stop-at-baseline"], capsys)
+    assert code == 2 and len(err.strip().splitlines()) == 1
+    assert f"{out / 'ma' / 'seed0'} has started, but {out / 'baseline' / 'seed1'} has not" in err
+    assert not (out / "baseline" / "seed1").exists()
 
 
 def test_cut_to_baseline_divides_the_step_among_an_arms_tasks(tmp_path):
@@ -357,6 +376,7 @@ def test_cut_to_baseline_divides_the_step_among_an_arms_tasks(tmp_path):
         summary |= {"initial_sparsity": 0, "final_sparsity": 0}
         summary["per_task"]["division"]["generalized_step"] = generalized
         (s.out / "summary.json").write_text(json.dumps(summary))
+        (s.out / "config.json").write_text(json.dumps({"config": s.cfg.to_dict()}))
 
     ended(specs[0], 301)
     ended(specs[1], None)

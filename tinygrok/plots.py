@@ -4,10 +4,14 @@ from __future__ import annotations
 
 import textwrap
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from tinygrok.config import PRESETS, Config
 from tinygrok.folders import read_config, read_metrics, read_summary
 from tinygrok.tasks import describe_tasks
+
+if TYPE_CHECKING:
+    from matplotlib.axes import Axes
 
 
 def run_label(cfg: Config) -> str:
@@ -28,10 +32,11 @@ def run_label(cfg: Config) -> str:
     return ", ".join(([f"preset {best}"] if best != "power" else []) + changed)
 
 
-def step_axis(ax, log_x: bool) -> None:
-    """Step labels readable on any run length: 1-2-5 ticks on a log axis, with thousands commas,
-    in thousands ("2k", "20k") from 1,000 on, short enough not to collide over five decades; on
-    a linear axis about six ticks, in thousands from 10,000 on ("12.5k")."""
+def step_axis(ax: Axes, log_x: bool) -> None:
+    """Step labels readable on any run length: 1-2-5 ticks on a log axis, in thousands ("2k",
+    "20k") from 1,000 on, short enough not to collide over five decades; on a linear axis about
+    six ticks, with thousands commas below 10,000 ("2,500") and in thousands from there on
+    ("12.5k")."""
     from matplotlib.ticker import FuncFormatter, LogLocator, MaxNLocator, NullFormatter
 
     if log_x:

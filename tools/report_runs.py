@@ -8,9 +8,9 @@ still training has none yet, or one that a resume has since carried past: its li
 its evaluations so far, as the summary would be, status "running"). Per run: its status, the
 steps it ran of its budget, the steps at which division was memorized and generalized (by the
 run's own thresholds), and division's best and last validation accuracy so far. A run of several
-tasks reports its division. Then the CPU each run was started on (its config.json's provenance),
-since the same code computes other last digits on another CPU. Runs that cannot be read are named
-on stderr, and the exit code is 2.
+tasks reports its division. Then the CPUs each run was started and resumed on (its config.json's
+provenance), since the same code computes other last digits on another CPU. Runs that cannot be
+read are named on stderr, and the exit code is 2.
 """
 
 from __future__ import annotations
@@ -61,6 +61,11 @@ def line(arm: str, seed: str, summary: dict, metrics: list[dict]) -> str:
     )
 
 
+def provenances(doc: dict) -> list[dict]:
+    """Where and how a run's config.json says it was started, then each resume."""
+    return [doc.get("provenance", {}), *(r for r in doc.get("resumes", []) if isinstance(r, dict))]
+
+
 def cpus(rows: dict[str, list[str]]) -> list[str]:
     """The footer naming each CPU's runs, wrapped to 80 columns: rows maps a CPU to the runs
     ("ARM SEED") started on it."""
@@ -89,13 +94,14 @@ def main() -> int:
             row = line(
                 run.parent.name, run.name.removeprefix("seed"), summary_of(run, metrics), metrics
             )
+            doc = read_config(run)[1]
         except (OSError, ValueError, KeyError, IndexError) as e:  # damaged or empty files
             print(f"{run}: cannot read its files ({e})", file=sys.stderr)
             failed = True
             continue
         print(row)
-        cpu = read_config(run)[1].get("provenance", {}).get("cpu", "an unrecorded CPU")
-        on.setdefault(cpu, []).append(f"{run.parent.name} {run.name.removeprefix('seed')}")
+        for cpu in dict.fromkeys(p.get("cpu", "an unrecorded CPU") for p in provenances(doc)):
+            on.setdefault(cpu, []).append(f"{run.parent.name} {run.name.removeprefix('seed')}")
     print("\n".join(["", *cpus(on)]))
     return 2 if failed else 0
 

@@ -80,8 +80,8 @@ def experiment_command(name: str, seeds: str, out: Path, extras: dict, options: 
     "--stop-at-baseline",
     is_flag=True,
     help="the baselines first, then each arm only to the step where its seed's baseline "
-    "generalized (or the baselines' median, if later): an arm not generalized by then is 'no "
-    "speed-up' in steps",
+    "generalized (or the baselines' median, if later): as far as the table's 'no speed-up' "
+    "needs",
 )
 @click.option("--report-only", is_flag=True, help="write the table and figure, run nothing")
 @click.option("--quiet", "-q", is_flag=True, help="no progress line")
@@ -154,7 +154,15 @@ def experiment(
     else:
         outcome = with_stop_flag(
             lambda stop: run_experiment(
-                name, specs, base, out, command, stop, workers, not quiet, stop_at_baseline
+                name,
+                specs,
+                base,
+                out,
+                command,
+                stop,
+                workers=workers,
+                progress=not quiet,
+                stop_at_baseline=stop_at_baseline,
             )
         )
         failures, interrupted = outcome.failures, outcome.interrupted

@@ -282,8 +282,8 @@ def in_progress(specs: list[Job]) -> str:
         task = spec.cfg.tasks[0]
         accs = [r.get("per_task", {}).get(task, r) for r in records]
         last, best = accs[-1], max(a["val_acc"] for a in accs)
-        # the run's own budget (cut by --stop-at-baseline, or changed by a resume), if it says
-        budget = summary["step_budget"] if summary else read_config(spec.out)[0].step_budget
+        # the run's own budget (cut by --stop-at-baseline, or changed by a resume)
+        budget = read_config(spec.out)[0].step_budget
         lines.append(
             f"- {spec.label}, seed {spec.seed}: step {records[-1]['step']:,} of "
             f"{budget:,}, {task} training {100 * last['train_acc']:.1f}%, "

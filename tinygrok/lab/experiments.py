@@ -197,14 +197,19 @@ def check_started(specs: list[Job], out: Path) -> None:
         check_run(s.cfg, s.out, any_budget=True)
 
 
+def baselines(specs: list[Job]) -> list[Job]:
+    """The baseline's runs of `specs`: the first arm's, one per seed."""
+    return [s for s in specs if s.label == specs[0].label]
+
+
 def baseline_steps(specs: list[Job]) -> dict[int, float]:
     """seed -> the step its baseline run generalized at (every task of it; inf if it did not),
-    for the baselines (the first arm's runs) that have ended."""
+    for the baselines that have ended (finished or diverged)."""
     from tinygrok.lab.runner import DONE
 
     ended = {}
-    for s in specs:
-        summary = read_summary(s.out, cfg=s.cfg) if s.label == specs[0].label else None
+    for s in baselines(specs):
+        summary = read_summary(s.out, cfg=s.cfg) if (s.out / CONFIG).is_file() else None
         if summary is not None and summary["status"] in DONE:
             steps = [m["generalized_step"] for m in summary["per_task"].values()]
             ended[s.seed] = math.inf if None in steps else max(steps)
@@ -215,20 +220,20 @@ def cut_to_baseline(specs: list[Job]) -> list[Job]:
     """The arms of `specs` (every run but the baseline's) once every baseline has ended (none
     before), each with its budget cut to G, the step where its seed's baseline generalized, or
     the baselines' median if that is later (the table's "no speed-up" asks an arm's runs to have
-    trained as far as that median): ceil(G / k) per task for k tasks, so G steps in all, the
-    baseline's in steps (not in each task's examples). An arm keeps its budget if G is not
-    within it (the baseline did not generalize)."""
-    baselines = [s for s in specs if s.label == specs[0].label]
+    trained as far as that median): ceil(G / k) steps per task for k tasks, so at least G steps
+    in all, the baseline's in steps (not in each task's examples). An arm keeps its budget if G
+    is not within it (the baseline did not generalize)."""
+    first = baselines(specs)
     ended = baseline_steps(specs)
-    if len(ended) < len(baselines):
+    if len(ended) < len(first):
         return []
     median = statistics.median(ended.values())
     arms = []
     for s in specs:
-        if s.label == specs[0].label:
+        if s.label == first[0].label:
             continue
         g = max(ended[s.seed], median)
-        steps = s.cfg.steps if g > s.cfg.step_budget else math.ceil(g / len(s.cfg.tasks))
+        steps = s.cfg.steps if g > s.cfg.step_budget else max(1, math.ceil(g / len(s.cfg.tasks)))
         arms.append(dataclasses.replace(s, cfg=s.cfg.replace(steps=steps)))
     return arms
 
@@ -249,9 +254,10 @@ def run_experiment(
     experiment.json is written and the runs go to the local pool, each retried once.
 
     With `stop_at_baseline` the baselines run first, all of them (a worker may idle while the
-    last ones train), then each arm only as far as its seed's baseline took to generalize
-    (`cut_to_baseline`): an arm not generalized by then is "no speed-up", which is all the
-    comparison needs of it, in a fraction of the budget."""
+    last ones train), then each arm only as far as its seed's baseline took to generalize, or
+    the baselines' median if later (`cut_to_baseline`; no arm is cut if that median is a
+    baseline that never generalized): an arm whose runs are not generalized by then is what the
+    table calls "no speed-up", all the comparison needs of it, in a fraction of the budget."""
     from tinygrok.lab.sweep import SweepOutcome, pending, run_jobs
     from tinygrok.runlock import RunLock
 
@@ -260,18 +266,19 @@ def run_experiment(
         return run_jobs(todo, len(jobs), stop, workers=workers, retries=1, progress=progress)
 
     with RunLock(make_folder(out, "--out")):
-        baselines = [s for s in specs if s.label == specs[0].label]
+        first = baselines(specs)
         if stop_at_baseline:
+            _, states = pending(first)  # the baselines' folders checked before their steps read
             arms = cut_to_baseline(specs)
-            if not arms:  # a baseline still to run: no arm may have started
-                started = [s for s in specs if s not in baselines and (s.out / CONFIG).exists()]
-                if started:
-                    raise ConfigError(
-                        f"--stop-at-baseline: {started[0].out} was started before every "
-                        "baseline ended (without --stop-at-baseline); run without it, or "
-                        "choose another --out"
-                    )
-            _, states = pending(baselines + arms)
+            started = [s for s in specs if s not in first and (s.out / CONFIG).exists()]
+            if not arms and started:
+                waiting = [b for b in first if b.seed not in baseline_steps(specs)]
+                raise ConfigError(
+                    f"--stop-at-baseline: {started[0].out} has started, but {waiting[0].out} "
+                    "has not ended: an arm's budget comes from every seed's baseline, so run "
+                    "the seeds and options the arms started with, or choose another --out"
+                )
+            states += pending(arms)[1]
         else:
             _, states = pending(specs)
         write_plan(name, specs, base, out, command)
@@ -282,8 +289,13 @@ def run_experiment(
         )
         if not stop_at_baseline:
             return run(specs)
-        first = run(baselines)
-        if first.interrupted:
-            return first
+        done = run(first)
+        if done.failures and len(first) < len(specs):
+            print(
+                "tinygrok: --stop-at-baseline: no arm runs until every baseline has ended",
+                file=sys.stderr,
+            )
+        if done.interrupted or done.failures:
+            return done
         then = run(cut_to_baseline(specs))
-        return SweepOutcome(first.failures | then.failures, then.interrupted)
+        return SweepOutcome(done.failures | then.failures, then.interrupted)

@@ -65,8 +65,8 @@ def check_run(cfg: Config, run_dir: Path, any_budget: bool = False) -> Config:
     if diff:
         budget_only = not differences(saved, cfg, skip={"steps"})
         fix = (
-            "run with the budget it started with (or --stop-at-baseline as it ran), read it "
-            "with --report-only, or choose another --out"
+            "run with the budget it started with, or choose another --out (an experiment's "
+            "--report-only reads runs of any budget)"
             if budget_only
             else "remove that folder or choose another --out"
         )
