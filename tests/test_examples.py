@@ -98,7 +98,8 @@ def test_line_count_check_can_fail():
 
 def test_same_metrics_tells_a_recomputed_run_from_another(tmp_path):
     """tools/same_metrics.py: equal at every shared evaluation but wall-clock -> exit 0; a loss
-    that differs in its last digit -> exit 1, naming the step."""
+    that differs in its last digit -> exit 1, naming the step, then the two runs side by side at
+    the last step they share."""
     rows = [
         {"step": s, "train_loss": 1.0 / (s + 1), "val_acc": 0.01, "elapsed_s": float(s)}
         for s in range(0, 300, 50)
@@ -122,6 +123,9 @@ def test_same_metrics_tells_a_recomputed_run_from_another(tmp_path):
     rows[2]["train_loss"] = np.nextafter(rows[2]["train_loss"], 1.0)
     other = run(kept, write("other.jsonl", rows))
     assert other.returncode == 1 and "first difference at step 100" in other.stdout
+    rows[3]["val_acc"] = 0.5
+    apart = run(kept, write("apart.jsonl", rows)).stdout.splitlines()[1]
+    assert apart == "at step 150: training loss 0.00662 and 0.00662, validation 1.00% and 50.00%"
 
 
 def test_after_fit_gives_each_runs_range_in_the_window(tmp_path):
