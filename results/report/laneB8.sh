@@ -6,5 +6,7 @@
 S="--init report-xavier --sparse 0.9"; M="--init report-xavier --init-scale 0.01"
 while kill -0 "$1" 2>/dev/null; do sleep 10; done
 ./lane.sh 'baseline 1' || exit 1
-G=$(python3 -c "import json; print(json.load(open('baseline/seed1/summary.json'))['generalized_step'] or 400000)")
+# its generalized step, from the runs' folder or (finished on an earlier machine) the repository
+b=baseline/seed1/summary.json; [ -f "$b" ] || b=${EVIDENCE:-/work/main/results/report}/$b
+G=$(python3 -c "import json, sys; print(json.load(open(sys.argv[1]))['generalized_step'] or 400000)" "$b")
 BUDGET=$G ./lane.sh "sparse0.9 1 $S" "small0.01 1 $M"
