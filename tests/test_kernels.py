@@ -191,6 +191,27 @@ def test_cross_entropy_in_float32_rounds_a_perfect_fit_to_zero(engine):
     np.testing.assert_allclose(others, 96 * np.exp(-30.0) / 4, rtol=2e-3)
 
 
+@pytest.mark.parametrize("engine", ["numba", "numpy"])
+@pytest.mark.parametrize("work", DTYPES)
+def test_cross_entropy_gradient_flushes_its_subnormal_entries(engine, work):
+    """A class 100 below the row's largest logit has probability e^-100 (4e-44): over N = 4
+    that is subnormal in float32, so its float32 gradient is 0, where a class 80 below (1.8e-35
+    / 4, normal) keeps its gradient; a float64 gradient keeps both. Nothing else moves."""
+    logits = np.zeros((4, 5), np.float32)
+    logits[:, 1], logits[:, 2] = -100.0, -80.0
+    targets = np.array([0, 3, 4, 0])
+    _, probs = cross_entropy_forward(logits, targets, engine, work)
+    d32 = cross_entropy_backward(probs, targets, np.float32, engine)
+    d64 = cross_entropy_backward(probs, targets, np.float64, engine)
+    tiny = np.finfo(np.float32).tiny
+    assert (d32[:, 1] == 0).all() and (d32[:, 2] > tiny).all()
+    if work == np.float64:
+        np.testing.assert_allclose(d64[:, 1], np.exp(-100.0) / 4 / (3 + np.exp(-80.0)), rtol=1e-6)
+    keep = np.ones(5, bool)
+    keep[1] = False
+    np.testing.assert_array_equal(d32[:, keep], d64[:, keep].astype(np.float32))
+
+
 @pytest.mark.parametrize("dtype", DTYPES)
 @SETTINGS
 @given(n=st.integers(1, 3000), weight_decay=st.sampled_from([0.0, 0.1, 1.0]), seed=seeds)
