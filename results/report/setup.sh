@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# On a new machine: the pinned checkout of the report's runs (commit 8804979) in /work/pinned with
+# On a new machine: the pinned checkout of the report's runs (commit 1941b4c, which computes
+# 8804979's numbers faster: README.md) in /work/pinned with
 # its own venv (`pip install -e .`, so that each run's config.json records the commit), its numba
 # kernels compiled once, and the runs' folder /work/runs/report with this folder's lane scripts.
 # Then start the lanes from /work/runs/report (README.md). usage: setup.sh [MAIN_CHECKOUT]
@@ -7,7 +8,7 @@ set -eu
 main=${1:-/work/main}
 if [ ! -d /work/pinned ]; then
   git -C "$main" worktree prune
-  git -C "$main" worktree add /work/pinned 8804979
+  git -C "$main" worktree add /work/pinned 1941b4c
 fi
 [ -x /work/pinned/.venv/bin/tinygrok ] || {
   python3 -m venv /work/pinned/.venv
