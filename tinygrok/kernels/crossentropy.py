@@ -26,8 +26,10 @@ row's largest at N = 512) gets a gradient of exactly 0. Deep in a fit, as in the
 float32 regime past step 50,000, a tenth of the entries are that small, and every matrix product
 that reads them then runs on the CPU's slow path for subnormal operands: on an Intel Xeon the
 head's two backward products took 70 to 145 times as long (benchmarks/subnormals.py), halving a
-run's speed. A subnormal entry is smaller than half a unit in the last place of any sum it joins
-that has one normal term, so the flush changes no sum that has one.
+run's speed. A subnormal entry can move only a sum smaller than 2^24 times that smallest normal
+number (2e-31 in float32): it moves the gradient of the last hidden state of a row that fits
+that well, in its last bits, but not the parameters' gradients, sums over the batch of far
+larger terms (benchmarks/subnormals.py checks this at a checkpoint of such a run).
 """
 
 from __future__ import annotations
