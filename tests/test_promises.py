@@ -272,7 +272,9 @@ def test_progress_is_of_the_planned_budget_when_resume_changed_it(tmp_path):
 
 
 def test_experiment_report_lists_the_runs_in_progress(tmp_path):
-    """A run with evaluations and no final summary is listed with its last step and accuracies."""
+    """A run with evaluations and no final summary is listed with its last step and accuracies,
+    and the budget its config.json holds now (a resume with --steps raised it past the plan's and
+    the interrupted summary's 2,000)."""
     base = validate(Config(tasks=("division",), p=11, d_model=16, heads=2, d_mlp=32, steps=2000))
     specs = plan("init", base, (0,), tmp_path)
     run = specs[1].out
@@ -284,7 +286,11 @@ def test_experiment_report_lists_the_runs_in_progress(tmp_path):
     ]
     (run / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
     (run / "summary.json").write_text(json.dumps(run_summary(["division"], 0, "interrupted")))
+    resumed = {"config": specs[1].cfg.replace(steps=3000).to_dict(), "tinygrok_version": "0.1.0"}
+    resumed |= {"engine": "numba", "threads": {"blas": 1, "numba": 1}, "n_params": 1}
+    resumed["provenance"] = {}
+    (run / "config.json").write_text(json.dumps(resumed))
     assert in_progress(specs) == (
-        "- sparse0.9, seed 0: step 100 of 2,000, division training 100.0%, validation 20.0% "
+        "- sparse0.9, seed 0: step 100 of 3,000, division training 100.0%, validation 20.0% "
         "(at most 30.0% so far)\n"
     )
