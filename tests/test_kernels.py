@@ -193,14 +193,17 @@ def test_cross_entropy_in_float32_rounds_a_perfect_fit_to_zero(engine):
 
 @pytest.mark.parametrize("engine", ["numba", "numpy"])
 @pytest.mark.parametrize("work", DTYPES)
-def test_cross_entropy_gradient_flushes_its_subnormal_entries(engine, work):
-    """A class 100 below the row's largest logit has probability e^-100 (4e-44): over N = 4
-    that is subnormal in float32, so its float32 gradient is 0, where a class 80 below (1.8e-35
-    / 4, normal) keeps its gradient; a float64 gradient keeps both. Nothing else moves."""
+def test_cross_entropy_flushes_subnormal_probabilities_and_gradients(engine, work):
+    """A class 100 below the row's largest logit has probability e^-100 / 3 (1e-44): subnormal
+    in float32, so a float32 probability and gradient of 0 (a float64 probability keeps it, and
+    a float64 gradient of it), where a class 80 below (6e-36, normal; over N = 4, 1.5e-36)
+    keeps both. The loss does not move; nothing else does either."""
     logits = np.zeros((4, 5), np.float32)
     logits[:, 1], logits[:, 2] = -100.0, -80.0
     targets = np.array([0, 3, 4, 0])
-    _, probs = cross_entropy_forward(logits, targets, engine, work)
+    loss, probs = cross_entropy_forward(logits, targets, engine, work)
+    assert (probs[:, 1] == 0).all() == (work == np.float32) and (probs[:, 2] > 0).all()
+    np.testing.assert_array_equal(loss, np.log(work(3) + np.exp(work(-80))))
     d32 = cross_entropy_backward(probs, targets, np.float32, engine)
     d64 = cross_entropy_backward(probs, targets, np.float64, engine)
     tiny = np.finfo(np.float32).tiny

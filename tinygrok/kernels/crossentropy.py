@@ -20,9 +20,12 @@ The numba kernels sum a row's exponentials in column order, without reassociatio
 (`kernels.ORDERED`), so that the rounding that collapses a float32 row does not depend on how
 a compiler splits the sum into lanes.
 
-The gradient flushes its subnormal entries to zero: a class whose probability over N is below
-the gradient dtype's smallest normal number (1.2e-38 in float32, a logit some 80 below the
-row's largest at N = 512) gets a gradient of exactly 0. Deep in a fit, as in the report's
+Subnormal numbers are flushed to zero, in the probabilities and in the gradient: a class whose
+probability (in the working dtype), or whose probability over N (in the gradient's dtype), is
+below that dtype's smallest normal number (1.2e-38 in float32: a logit some 80 below the row's
+largest at N = 512) gets exactly 0. Their exponentials are not computed: an exponential that
+small is far below the last bit of the row's sum, at least 1, and the CPU computes subnormal
+results slowly too. Deep in a fit, as in the report's
 float32 regime past step 50,000, a tenth of the entries are that small, and every matrix product
 that reads them then runs on the CPU's slow path for subnormal operands: on an Intel Xeon the
 head's two backward products took 70 to 145 times as long (benchmarks/subnormals.py), halving a
@@ -43,12 +46,13 @@ def cross_entropy_forward_ref(
     logits: np.ndarray, targets: np.ndarray, work: type = np.float64
 ) -> tuple[np.ndarray, np.ndarray]:
     """logits (N, P), targets (N,) -> loss (N,) float64, probs (N, P) in `work`, the dtype both
-    are computed in."""
+    are computed in, a probability below its smallest normal number 0."""
     z = logits.astype(work)
     z = z - z.max(axis=1, keepdims=True)
     logsum = np.log(np.exp(z).sum(axis=1))  # (N,)
     loss = logsum - z[np.arange(len(targets)), targets]
     probs = np.exp(z - logsum[:, None])
+    probs[probs < np.finfo(work).tiny] = 0
     return loss.astype(np.float64), probs
 
 
@@ -65,21 +69,26 @@ def cross_entropy_backward_ref(
 
 
 @kernel(fastmath=ORDERED)
-def _cross_entropy_forward_nb(logits, targets, loss, probs):
+def _cross_entropy_forward_nb(logits, targets, tiny, log_tiny, loss, probs):
     """Fills loss (N,) float64 and probs (N, P), computed in probs' dtype; see
-    `cross_entropy_forward_ref`."""
+    `cross_entropy_forward_ref`. An exponential of z - max below log_tiny (the log of `tiny`,
+    the dtype's smallest normal number) is not computed but 0: it would be subnormal or 0."""
     N, P = logits.shape
+    zero = probs.dtype.type(0)
     for n in range(N):
         zr, pr = logits[n], probs[n]
         m = pr.dtype.type(zr[0])
         for c in range(1, P):
             m = max(m, pr.dtype.type(zr[c]))
-        total = pr.dtype.type(0)
+        total = zero
         for c in range(P):
-            pr[c] = np.exp(pr.dtype.type(zr[c]) - m)
+            d = pr.dtype.type(zr[c]) - m
+            pr[c] = np.exp(d) if d > log_tiny else zero
             total += pr[c]
         for c in range(P):
             pr[c] /= total
+            if pr[c] < tiny:
+                pr[c] = zero
         loss[n] = np.log(total) - (pr.dtype.type(zr[targets[n]]) - m)
 
 
@@ -105,7 +114,8 @@ def cross_entropy_forward(
     if engine != "numba":
         return cross_entropy_forward_ref(logits, targets, work)
     loss, probs = np.empty(len(targets)), np.empty(logits.shape, dtype=work)
-    _cross_entropy_forward_nb(logits, targets, loss, probs)
+    tiny = work(np.finfo(work).tiny)
+    _cross_entropy_forward_nb(logits, targets, tiny, np.log(tiny), loss, probs)
     return loss, probs
 
 
