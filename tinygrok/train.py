@@ -44,6 +44,7 @@ from tinygrok.fast import evaluate, loss_and_grads
 from tinygrok.folders import CONFIG, atomic_write, remove_outputs, write_json
 from tinygrok.grokfast import EMAFilter, MAFilter, make_grad_filter
 from tinygrok.interrupt import EvaluationAbandoned, StopFlag
+from tinygrok.kernels.subnormals import subnormals_as_zero
 from tinygrok.measures import live_measures, pair_grid
 from tinygrok.metrics import generalized_since, json_line
 from tinygrok.optim import SGD, AdamW, learning_rate, make_optimizer
@@ -141,6 +142,8 @@ def run_loop(
     with (
         # NaN and inf are caught below and reported once; numpy's warnings about them are noise
         np.errstate(over="ignore", invalid="ignore", divide="ignore"),
+        # deep in a fit the gradients fill with subnormal floats, on x86 a slow path
+        subnormals_as_zero(),
         (out_dir / "metrics.jsonl").open("a") as log,
         Progress(cfg.step_budget, progress, step, cfg=cfg, records=records) as bar,
     ):

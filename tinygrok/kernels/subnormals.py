@@ -1,0 +1,71 @@
+"""Subnormal floats as zero in this thread's arithmetic: x86-64's flush-to-zero and
+denormals-are-zero modes.
+
+A float below its dtype's smallest normal number (1.2e-38 in float32) is subnormal, and x86 CPUs
+compute with it on a slow path: on an Intel Xeon a matrix product with a fifth of one operand's
+entries subnormal ran 70 to 110 times as long (benchmarks/subnormals.py). Deep in a fit a
+run's gradients are full of them: the rows it fits best send back gradients that shrink layer
+by layer into the subnormal range, and the report's float32 baselines ran at half speed there
+(docs/PERFORMANCE.md, "Subnormal numbers"). With the MXCSR register's FTZ bit (15) a subnormal
+result is 0, with its DAZ bit (6) a subnormal operand reads as 0, in every SSE and AVX
+instruction of the thread: NumPy's, the numba kernels', and BLAS's when it runs on the calling
+thread (one BLAS thread; with more, its worker threads keep their own register).
+
+A subnormal can only move a sum smaller than 2^24 times the smallest normal number (2e-31 in
+float32), so a parameter's gradient, a sum over the batch, keeps its bits unless every one of
+its terms is that small.
+"""
+
+from __future__ import annotations
+
+import platform
+from collections.abc import Iterator
+from contextlib import contextmanager
+
+import numpy as np
+from llvmlite import ir
+from numba import njit, types
+from numba.extending import intrinsic
+
+FTZ_DAZ = 0x8040  # MXCSR: flush to zero (bit 15), denormals are zero (bit 6)
+
+
+@intrinsic
+def _mxcsr_update(typingctx, keep, add):
+    """MXCSR = (MXCSR & keep) | add, in LLVM's x86 intrinsics; returns the register before."""
+    sig = types.uint32(types.uint32, types.uint32)
+
+    def codegen(context, builder, signature, args):
+        i32, i8p = ir.IntType(32), ir.IntType(8).as_pointer()
+        fnty = ir.FunctionType(ir.VoidType(), [i8p])
+        store = builder.module.declare_intrinsic("llvm.x86.sse.stmxcsr", fnty=fnty)
+        load = builder.module.declare_intrinsic("llvm.x86.sse.ldmxcsr", fnty=fnty)
+        slot = builder.alloca(i32)
+        ptr = builder.bitcast(slot, i8p)
+        builder.call(store, [ptr])
+        before = builder.load(slot)
+        builder.store(builder.or_(builder.and_(before, args[0]), args[1]), slot)
+        builder.call(load, [ptr])
+        return before
+
+    return sig, codegen
+
+
+@njit(cache=True)
+def _update_mxcsr(keep, add):
+    return _mxcsr_update(keep, add)
+
+
+@contextmanager
+def subnormals_as_zero() -> Iterator[bool]:
+    """Within the block, subnormal floats are zero in this thread (FTZ and DAZ), on an x86-64
+    CPU; the register is restored after. Yields whether it could (elsewhere the arithmetic stays
+    as it is)."""
+    if platform.machine().lower() not in ("x86_64", "amd64"):
+        yield False
+        return
+    before = _update_mxcsr(np.uint32(0xFFFFFFFF), np.uint32(FTZ_DAZ))
+    try:
+        yield True
+    finally:
+        _update_mxcsr(np.uint32(0), before)
