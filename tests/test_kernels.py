@@ -417,3 +417,20 @@ def test_kernels_compiled_and_cached_give_the_same_bits(tmp_path):
     assert sorted(compiled.files) == sorted(cached.files) and len(compiled.files) == 2 * 30
     differ = [k for k in compiled.files if not np.array_equal(compiled[k], cached[k])]
     assert not differ, f"kernel outputs that changed bits when loaded from the cache: {differ}"
+
+
+def test_subnormals_as_zero_flushes_in_its_block_and_restores_after():
+    """Inside the block a subnormal float32 operand reads as 0 and a subnormal result is 0 (on
+    x86-64; elsewhere the block changes nothing); after it, subnormals are back."""
+    import platform
+
+    from tinygrok.kernels.subnormals import subnormals_as_zero
+
+    sub, tiny = np.float32(3e-39), np.finfo(np.float32).tiny
+    x = np.full(8, sub)
+    with subnormals_as_zero() as flushed:
+        inside = (x * np.float32(1), np.float32(tiny) / np.float32(4))
+    assert flushed == (platform.machine().lower() in ("x86_64", "amd64"))
+    if flushed:
+        assert (inside[0] == 0).all() and inside[1] == 0
+    assert (x * np.float32(1) == sub).all() and np.float32(tiny) / np.float32(4) > 0
