@@ -12,12 +12,16 @@ head's two backward products with each: the weight gradient h^T dlogits and the 
 the last hidden state dlogits W^T (h a standard normal (N, C) array: the time depends on the
 subnormal operands, not on h's values), on one thread, interleaved rounds, medians. It also
 says whether the two give the same products bit for bit, and then how many of the model's
-parameter gradients (the whole backward from each dlogits) differ at all.
+parameter gradients (the whole backward from each dlogits) differ at all. Last, a whole
+training step's forward and backward, as the run computes it and with subnormal floats treated
+as zero in the CPU (`kernels.subnormals.subnormals_as_zero`, what training does since), timed in
+turn, and whether any parameter gradient differs between the two.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import time
 from pathlib import Path
 
@@ -28,6 +32,7 @@ from tinygrok import fast
 from tinygrok import layers as L
 from tinygrok.checkpoint import load_checkpoint
 from tinygrok.folders import CHECKPOINT, read_config
+from tinygrok.kernels.subnormals import subnormals_as_zero
 from tinygrok.params import init_params
 from tinygrok.tasks import Batches, make_dataset
 
@@ -85,6 +90,26 @@ def main() -> None:
     print(
         f"parameter gradients from the two: {len(differ)} of {len(grads[0])} differ"
         + (f" ({', '.join(differ)})" if differ else "")
+    )
+
+    def step() -> dict[str, np.ndarray]:
+        z, cache = fast.forward(params, tokens, cfg)
+        _, c = L.cross_entropy_forward(z, targets, cfg.engine, cfg.loss_dtype)
+        return fast.backward(L.cross_entropy_backward(1.0, c)[0], cache)
+
+    times = {"as is": [], "as zero": []}
+    for _ in range(args.rounds // 3):
+        for label, ts in times.items():
+            with subnormals_as_zero() if label == "as zero" else contextlib.nullcontext():
+                t = time.perf_counter()
+                out = step()
+                ts.append(1e3 * (time.perf_counter() - t))
+            grads[label == "as zero"] = out
+    differ = [n for n in grads[0] if not np.array_equal(grads[0][n], grads[1][n])]
+    print(
+        f"a step's forward and backward: {median(times['as is']):.1f} ms, with subnormals as "
+        f"zero {median(times['as zero']):.1f} ms\nparameter gradients from the two: "
+        f"{len(differ)} of {len(grads[0])} differ"
     )
 
 
