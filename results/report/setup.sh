@@ -3,7 +3,8 @@
 # 8804979's numbers faster: README.md) in /work/pinned with
 # its own venv (`pip install -e .`, so that each run's config.json records the commit), its numba
 # kernels compiled once, and the runs' folder /work/runs/report with this folder's lane scripts.
-# Then start the lanes from /work/runs/report (README.md). usage: setup.sh [MAIN_CHECKOUT]
+# Then start the lanes from /work/runs/report (README.md). Run it with no lane running (it
+# replaces the lane scripts, and bash reads a running script as it goes). usage: setup.sh [MAIN]
 set -eu
 main=${1:-/work/main}
 if [ ! -d /work/pinned ]; then
@@ -17,5 +18,5 @@ fi
 /work/pinned/.venv/bin/tinygrok run division --preset report --steps 300 -q --threads 1 \
   --out /tmp/warm --force
 mkdir -p /work/runs/report
-cp -n "$main"/results/report/{lane.sh,arm.sh,lane[AB]8.sh} /work/runs/report/
+cp "$main"/results/report/{lane.sh,arm.sh,lane[AB]8.sh} /work/runs/report/
 echo "ready: cd /work/runs/report and start the lanes"
