@@ -32,6 +32,11 @@ TINY_ARGS = [
 ]  # fmt: skip
 
 
+def grokfast_argv(out: Path, arms: str, *options: str) -> list[str]:
+    """The command line of a quiet grokfast experiment of the tiny model, only `arms`, into out."""
+    return ["experiment", "grokfast", "--arms", arms, *options, "-q", *TINY_ARGS, "--out", str(out)]
+
+
 def tiny(**changes) -> Config:
     return validate(Config(**(TINY | changes)))
 
@@ -297,8 +302,7 @@ def test_experiment_report_draws_no_figure_before_a_run_is_done(tmp_path, capsys
     """With runs started and none finished, --report-only lists them and draws no (empty)
     figure, and removes one left from an earlier state of the folder."""
     out = tmp_path / "exp"
-    argv = ["experiment", "grokfast", "--arms", "baseline", "--seeds", "0", "--steps", "50", "-q"]
-    argv += TINY_ARGS + ["--out", str(out)]
+    argv = grokfast_argv(out, "baseline", "--seeds", "0", "--steps", "50")
     code, _, err = run_cli(argv, capsys)
     assert code == 0, err
     assert (out / "comparison.png").exists()
@@ -347,8 +351,7 @@ def test_stop_at_baseline_refuses_arms_started_before_every_baseline_ended(tmp_p
     baseline has not ended (run without the flag, or with fewer seeds) is refused in one line
     that names both runs, before anything runs."""
     out = tmp_path / "exp"
-    argv = ["experiment", "grokfast", "--arms", "ma", "--steps", "50", "-q"]
-    argv += TINY_ARGS + ["--out", str(out)]
+    argv = grokfast_argv(out, "ma", "--steps", "50")
     code, _, err = run_cli(argv + ["--seeds", "0"], capsys)
     assert code == 0, err
     code, _, err = run_cli(argv + ["--seeds", "0,1", "--stop-at-baseline"], capsys)
@@ -394,8 +397,7 @@ def test_report_only_reads_runs_of_any_budget_where_running_refuses_them(tmp_pat
     it (progress % of the budget asked for), while running the experiment with that budget
     refuses the folder rather than mix budgets."""
     out = tmp_path / "exp"
-    argv = ["experiment", "grokfast", "--arms", "baseline", "--seeds", "0", "-q"]
-    argv += TINY_ARGS + ["--out", str(out)]
+    argv = grokfast_argv(out, "baseline", "--seeds", "0")
     code, _, err = run_cli(argv + ["--steps", "50"], capsys)
     assert code == 0, err
     code, stdout, err = run_cli(argv + ["--steps", "80", "--report-only"], capsys)

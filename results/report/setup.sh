@@ -18,5 +18,5 @@ fi
 /work/pinned/.venv/bin/tinygrok run division --preset report --steps 300 -q --threads 1 \
   --out /tmp/warm --force
 mkdir -p /work/runs/report
-cp "$main"/results/report/{lane.sh,arm.sh,lane[AB]8.sh} /work/runs/report/
+cp "$main"/results/report/{lane.sh,arm.sh,lane8.sh} /work/runs/report/
 echo "ready: cd /work/runs/report and start the lanes"
