@@ -5,10 +5,10 @@
 # earlier machine, in the repository's copy of their files (EVIDENCE). It stops when a run stops
 # without being done (interrupted: the next `lane.sh` with the same list resumes it). Two lanes
 # run at a time, one per core.
-# usage: [BUDGET=N] [EVIDENCE=DIR] lane.sh "ARM SEED [options]" "ARM SEED [options]" ...
+# usage: [BUDGET=N] [EVIDENCE=DIR] [RUNS=DIR] [PINNED=DIR] lane.sh "ARM SEED [options]" ...
 set -u
 here=$(cd "$(dirname "$0")" && pwd)
-runs=/work/runs/report
+runs=${RUNS:-/work/runs/report}
 evidence=${EVIDENCE:-/work/main/results/report}
 budget=${BUDGET:-400000}
 done_() {
