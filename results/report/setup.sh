@@ -1,22 +1,24 @@
 #!/usr/bin/env bash
-# On a new machine: the pinned checkout of the report's runs (commit 1941b4c, which computes
-# 8804979's numbers faster: README.md) in /work/pinned with
-# its own venv (`pip install -e .`, so that each run's config.json records the commit), its numba
-# kernels compiled once, and the runs' folder /work/runs/report with this folder's lane scripts.
-# Then start the lanes from /work/runs/report (README.md). Run it with no lane running (it
-# replaces the lane scripts, and bash reads a running script as it goes). usage: setup.sh [MAIN]
+# On a new machine: the pinned checkout of the report's runs (PIN, default 316c1dc, the current
+# start's commit: results/report-316c1dc/README.md) in PINNED (default /work/pinned9) with its own
+# venv (`pip install -e .`, so that each run's config.json records the commit), its numba
+# kernels compiled once, and the runs' folder RUNS (default /work/runs/report9) with this
+# folder's lane scripts. Then start the lanes from RUNS (that README). Run it with no lane
+# running (it replaces the lane scripts, and bash reads a running script as it goes).
+# usage: [PIN=COMMIT] [PINNED=DIR] [RUNS=DIR] setup.sh [MAIN_CHECKOUT]
 set -eu
 main=${1:-/work/main}
-if [ ! -d /work/pinned ]; then
+pin=${PIN:-316c1dc} pinned=${PINNED:-/work/pinned9} runs=${RUNS:-/work/runs/report9}
+if [ ! -d "$pinned" ]; then
   git -C "$main" worktree prune
-  git -C "$main" worktree add /work/pinned 1941b4c
+  git -C "$main" worktree add "$pinned" "$pin"
 fi
-[ -x /work/pinned/.venv/bin/tinygrok ] || {
-  python3 -m venv /work/pinned/.venv
-  (cd /work/pinned && .venv/bin/pip install -q -e .)
+[ -x "$pinned/.venv/bin/tinygrok" ] || {
+  python3 -m venv "$pinned/.venv"
+  (cd "$pinned" && .venv/bin/pip install -q -e .)
 }
-/work/pinned/.venv/bin/tinygrok run division --preset report --steps 300 -q --threads 1 \
+"$pinned/.venv/bin/tinygrok" run division --preset report --steps 300 -q --threads 1 \
   --out /tmp/warm --force
-mkdir -p /work/runs/report
-cp "$main"/results/report/{lane.sh,arm.sh,lane8.sh} /work/runs/report/
-echo "ready: cd /work/runs/report and start the lanes"
+mkdir -p "$runs"
+cp "$main"/results/report/{lane.sh,arm.sh,seedlane.sh} "$runs/"
+echo "ready: cd $runs and start the lanes"

@@ -1,9 +1,8 @@
 #!/usr/bin/env bash
-# A lane of the eighth start (2026-12-04, an Intel Xeon), one per seed: the baseline of seed $1,
-# after the process $2 if given (an earlier lane), then that seed's sparse and small starts
-# from step 0 (the seventh start's, on the AMD, had only 20,000 steps and their checkpoints went
-# with that machine) to the baseline's generalized step (400,000 if it does not generalize).
-# usage: lane8.sh SEED [PID]
+# The lane of one seed: its baseline, after the process $2 if given (an earlier lane), then its
+# sparse and small starts, from step 0, to the step where that baseline generalized (400,000 if
+# it did not). Run from the runs' folder, with lane.sh's settings (RUNS, PINNED, EVIDENCE).
+# usage: seedlane.sh SEED [PID]
 set -u
 S="--init report-xavier --sparse 0.9"; M="--init report-xavier --init-scale 0.01"
 while [ -n "${2:-}" ] && kill -0 "$2" 2>/dev/null; do sleep 10; done
