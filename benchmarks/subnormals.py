@@ -33,7 +33,7 @@ from tinygrok import layers as L
 from tinygrok.checkpoint import load_checkpoint
 from tinygrok.folders import CHECKPOINT, read_config
 from tinygrok.kernels.subnormals import subnormals_as_zero
-from tinygrok.params import init_params
+from tinygrok.params import Params, init_params, param_shapes
 from tinygrok.tasks import Batches, make_dataset
 
 
@@ -86,31 +86,26 @@ def main() -> None:
         )
     # each from a forward of its own (a backward may overwrite its cache's arrays)
     grads = [fast.backward(d, fast.forward(params, tokens, cfg)[1]) for d in (kept, flushed)]
-    differ = [n for n in grads[0] if not np.array_equal(grads[0][n], grads[1][n])]
-    print(
-        f"parameter gradients from the two: {len(differ)} of {len(grads[0])} differ"
-        + (f" ({', '.join(differ)})" if differ else "")
-    )
-
-    def step() -> dict[str, np.ndarray]:
-        z, cache = fast.forward(params, tokens, cfg)
-        _, c = L.cross_entropy_forward(z, targets, cfg.engine, cfg.loss_dtype)
-        return fast.backward(L.cross_entropy_backward(1.0, c)[0], cache)
-
+    print(f"parameter gradients from the two: {differing(*grads)}")
+    buffers = [Params.zeros(param_shapes(cfg), params.flat.dtype) for _ in range(2)]
     times = {"as is": [], "as zero": []}
     for _ in range(args.rounds // 3):
-        for label, ts in times.items():
+        for (label, ts), buf in zip(times.items(), buffers, strict=True):
             with subnormals_as_zero() if label == "as zero" else contextlib.nullcontext():
                 t = time.perf_counter()
-                out = step()
+                fast.loss_and_grads(params, tokens, targets, cfg, buf)
                 ts.append(1e3 * (time.perf_counter() - t))
-            grads[label == "as zero"] = out
-    differ = [n for n in grads[0] if not np.array_equal(grads[0][n], grads[1][n])]
     print(
         f"a step's forward and backward: {median(times['as is']):.1f} ms, with subnormals as "
         f"zero {median(times['as zero']):.1f} ms\nparameter gradients from the two: "
-        f"{len(differ)} of {len(grads[0])} differ"
+        f"{differing(*(b.views for b in buffers))}"
     )
+
+
+def differing(a: dict[str, np.ndarray], b: dict[str, np.ndarray]) -> str:
+    """How many of two gradient tables' tensors (name -> array) differ at all, and which."""
+    names = [n for n in a if not np.array_equal(a[n], b[n])]
+    return f"{len(names)} of {len(a)} differ" + (f" ({', '.join(names)})" if names else "")
 
 
 if __name__ == "__main__":
