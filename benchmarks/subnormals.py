@@ -1,6 +1,6 @@
 """What subnormal numbers cost the head's backward products, and what flushing them saves.
 
-    python benchmarks/subnormals.py RUN [--rounds 30]
+    python benchmarks/subnormals.py RUN [--rounds 30] [--threads 1]
 
 RUN is a run folder with a checkpoint, e.g. one of `--preset report` deep in its fit: past step
 50,000 or so its float32 softmax gives many classes a probability below 512 times float32's
@@ -10,12 +10,14 @@ gradient dlogits (N, P) as the kernel does, once with its subnormal entries kept
 flushed to zero (the kernel's output), prints the share of subnormal entries, and times the
 head's two backward products with each: the weight gradient h^T dlogits and the gradient into
 the last hidden state dlogits W^T (h a standard normal (N, C) array: the time depends on the
-subnormal operands, not on h's values), on one thread, interleaved rounds, medians. It also
+subnormal operands, not on h's values), on `--threads` BLAS threads, interleaved rounds,
+medians. It also
 says whether the two give the same products bit for bit, and then how many of the model's
 parameter gradients (the whole backward from each dlogits) differ at all. Last, a whole
 training step's forward and backward, as the run computes it and with subnormal floats treated
 as zero in the CPU (`kernels.subnormals.subnormals_as_zero`, what training does since), timed in
-turn, and whether any parameter gradient differs between the two.
+turn, and whether any parameter gradient differs between the two; on more than one thread also
+with subnormals as zero on the calling thread only, BLAS's workers left as they are.
 """
 
 from __future__ import annotations
@@ -41,8 +43,9 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("run", type=Path, help="a run folder with a checkpoint")
     ap.add_argument("--rounds", type=int, default=30, help="interleaved rounds per product")
+    ap.add_argument("--threads", type=int, default=1, help="BLAS threads")
     args = ap.parse_args()
-    threads = set_all_threads(1)
+    threads = set_all_threads(args.threads)
     cfg, _ = read_config(args.run)
     ckpt = load_checkpoint(args.run / CHECKPOINT, cfg)
     params, _ = init_params(cfg)
@@ -65,7 +68,7 @@ def main() -> None:
         f"dlogits W^T ({len(targets)} x {w.shape[0]})": lambda d: d @ w.T,
     }
     print(machine_line())
-    print(f"{args.run}: step {ckpt.step:,}, batch of {len(targets)}, {threads['blas']} thread")
+    print(f"{args.run}: step {ckpt.step:,}, batch of {len(targets)}, {threads['blas']} thread(s)")
     print(
         f"cross-entropy gradient {flushed.shape[0]} x {flushed.shape[1]} ({flushed.dtype}): "
         f"{100 * share:.1f}% of its entries subnormal before the flush"
@@ -87,19 +90,26 @@ def main() -> None:
     # each from a forward of its own (a backward may overwrite its cache's arrays)
     grads = [fast.backward(d, fast.forward(params, tokens, cfg)[1]) for d in (kept, flushed)]
     print(f"parameter gradients from the two: {differing(*grads)}")
-    buffers = [Params.zeros(param_shapes(cfg), params.flat.dtype) for _ in range(2)]
-    times = {"as is": [], "as zero": []}
+    modes = {
+        "as is": contextlib.nullcontext,
+        "with subnormals as zero": subnormals_as_zero,
+        "as zero on the calling thread only": lambda: subnormals_as_zero(blas_workers=False),
+    }
+    if threads["blas"] == 1:
+        del modes["as zero on the calling thread only"]
+    buffers = {m: Params.zeros(param_shapes(cfg), params.flat.dtype) for m in modes}
+    times: dict[str, list[float]] = {m: [] for m in modes}
     for _ in range(args.rounds // 3):
-        for (label, ts), buf in zip(times.items(), buffers, strict=True):
-            with subnormals_as_zero() if label == "as zero" else contextlib.nullcontext():
+        for mode, block in modes.items():
+            with block():
                 t = time.perf_counter()
-                fast.loss_and_grads(params, tokens, targets, cfg, buf)
-                ts.append(1e3 * (time.perf_counter() - t))
-    print(
-        f"a step's forward and backward: {median(times['as is']):.1f} ms, with subnormals as "
-        f"zero {median(times['as zero']):.1f} ms\nparameter gradients from the two: "
-        f"{differing(*(b.views for b in buffers))}"
-    )
+                fast.loss_and_grads(params, tokens, targets, cfg, buffers[mode])
+                times[mode].append(1e3 * (time.perf_counter() - t))
+    print("a step's forward and backward, median ms:")
+    for mode in modes:
+        print(f"  {mode:36s}{median(times[mode]):7.1f}")
+    as_is, as_zero = (buffers[m].views for m in list(modes)[:2])
+    print(f"parameter gradients, as is and as zero: {differing(as_is, as_zero)}")
 
 
 def differing(a: dict[str, np.ndarray], b: dict[str, np.ndarray]) -> str:

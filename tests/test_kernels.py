@@ -434,3 +434,27 @@ def test_subnormals_as_zero_flushes_in_its_block_and_restores_after():
     if flushed:
         assert (inside[0] == 0).all() and inside[1] == 0
     assert (x * np.float32(1) == sub).all() and np.float32(tiny) / np.float32(4) > 0
+
+
+def test_subnormals_as_zero_reaches_blas_worker_threads():
+    """At two BLAS threads every row of a product whose exact result is subnormal comes out 0
+    inside the block, the rows of OpenBLAS's worker as well as the calling thread's, and
+    subnormal again after it."""
+    import platform
+
+    from threadpoolctl import threadpool_info, threadpool_limits
+
+    from tinygrok.kernels.subnormals import subnormals_as_zero
+
+    blas = [i for i in threadpool_info() if i["internal_api"] == "openblas"]
+    if platform.machine().lower() not in ("x86_64", "amd64") or not blas:
+        pytest.skip("needs x86-64 and OpenBLAS")
+    a = np.full((1024, 256), 1e-20, np.float32)  # a @ a.T: 256 terms of 1e-40, subnormal
+    with threadpool_limits(2, user_api="blas"):
+        if max(i["num_threads"] for i in threadpool_info() if i["user_api"] == "blas") < 2:
+            pytest.skip("BLAS runs one thread here")
+        with subnormals_as_zero():
+            inside = a @ a.T
+        after = a @ a.T
+    assert (inside == 0).all(), f"{(inside != 0).sum()} of {inside.size} entries not flushed"
+    assert (after > 0).all()

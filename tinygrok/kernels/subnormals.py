@@ -8,8 +8,15 @@ run's gradients are full of them: the rows it fits best send back gradients that
 by layer into the subnormal range, and the report's float32 baselines ran at half speed there
 (docs/PERFORMANCE.md, "Subnormal numbers"). With the MXCSR register's FTZ bit (15) a subnormal
 result is 0, with its DAZ bit (6) a subnormal operand reads as 0, in every SSE and AVX
-instruction of the thread: NumPy's, the numba kernels', and BLAS's when it runs on the calling
-thread (one BLAS thread; with more, its worker threads keep their own register).
+instruction of the thread: NumPy's, the numba kernels', and BLAS's on the calling thread.
+
+BLAS's worker threads (with `--threads 2` and more) keep their own register, and a product is as
+slow as its slowest part: at two threads, with the calling thread's register set alone, the
+product above took as long as without it. A new thread starts with its creator's register
+(pthread_create copies the floating-point environment), so the block restarts OpenBLAS's
+workers after setting it, and again after restoring it (`blas_thread_shutdown_`, then
+`blas_thread_init`: OpenBLAS's own functions, exported by the library NumPy loads). Other BLAS
+libraries' threads are left as they are.
 
 A subnormal can only move a sum smaller than 2^24 times the smallest normal number (2e-31 in
 float32), so a parameter's gradient, a sum over the batch, keeps its bits unless every one of
@@ -20,6 +27,7 @@ digits of the training loss (docs/PERFORMANCE.md).
 
 from __future__ import annotations
 
+import ctypes
 import platform
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -58,16 +66,33 @@ def _update_mxcsr(keep, add):
     return _mxcsr_update(keep, add)
 
 
+def _restart_blas_workers() -> None:
+    """Restart the worker threads of every OpenBLAS in use on more than one thread, so that they
+    start with this thread's MXCSR."""
+    from threadpoolctl import threadpool_info
+
+    for info in threadpool_info():
+        if info["internal_api"] == "openblas" and info["num_threads"] > 1:
+            lib = ctypes.CDLL(info["filepath"])
+            if hasattr(lib, "blas_thread_shutdown_") and hasattr(lib, "blas_thread_init"):
+                lib.blas_thread_shutdown_()
+                lib.blas_thread_init()
+
+
 @contextmanager
-def subnormals_as_zero() -> Iterator[bool]:
-    """Within the block, subnormal floats are zero in this thread (FTZ and DAZ), on an x86-64
-    CPU; the register is restored after. Yields whether it could (elsewhere the arithmetic stays
-    as it is)."""
+def subnormals_as_zero(blas_workers: bool = True) -> Iterator[bool]:
+    """Within the block, subnormal floats are zero in this thread (FTZ and DAZ) and, with
+    `blas_workers`, in OpenBLAS's worker threads, on an x86-64 CPU; the registers are restored
+    after. Yields whether it could (elsewhere the arithmetic stays as it is)."""
     if platform.machine().lower() not in ("x86_64", "amd64"):
         yield False
         return
     before = _update_mxcsr(np.uint32(0xFFFFFFFF), np.uint32(FTZ_DAZ))
+    if blas_workers:
+        _restart_blas_workers()
     try:
         yield True
     finally:
         _update_mxcsr(np.uint32(0), before)
+        if blas_workers:
+            _restart_blas_workers()
