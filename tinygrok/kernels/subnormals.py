@@ -67,12 +67,13 @@ def _update_mxcsr(keep, add):
 
 
 def _restart_blas_workers() -> None:
-    """Restart the worker threads of every OpenBLAS in use on more than one thread, so that they
-    start with this thread's MXCSR."""
+    """Restart the worker threads of every OpenBLAS (its own pthreads pool) in use on more than
+    one thread, so that they start with this thread's MXCSR."""
     from threadpoolctl import threadpool_info
 
     for info in threadpool_info():
-        if info["internal_api"] == "openblas" and info["num_threads"] > 1:
+        pthreads = info.get("threading_layer") == "pthreads"  # OpenMP's pool is not OpenBLAS's
+        if info["internal_api"] == "openblas" and pthreads and info["num_threads"] > 1:
             lib = ctypes.CDLL(info["filepath"])
             if hasattr(lib, "blas_thread_shutdown_") and hasattr(lib, "blas_thread_init"):
                 lib.blas_thread_shutdown_()
