@@ -11,12 +11,14 @@ result is 0, with its DAZ bit (6) a subnormal operand reads as 0, in every SSE a
 instruction of the thread: NumPy's, the numba kernels', and BLAS's on the calling thread.
 
 BLAS's worker threads (with `--threads 2` and more) keep their own register, and a product is as
-slow as its slowest part: at two threads, with the calling thread's register set alone, the
-product above took as long as without it. A new thread starts with its creator's register
-(pthread_create copies the floating-point environment), so the block restarts OpenBLAS's
-workers after setting it, and again after restoring it (`blas_thread_shutdown_`, then
-`blas_thread_init`: OpenBLAS's own functions, exported by the library NumPy loads). Other BLAS
-libraries' threads are left as they are.
+slow as its slowest part: at two threads, deep in a fit, a step with the calling thread's register
+set alone took 22.0 ms, with the worker's too 18.0 (docs/PERFORMANCE.md). A new thread starts
+with its creator's register (pthread_create copies the floating-point environment), so the block
+restarts OpenBLAS's workers after setting it, and the same workers again after restoring it
+(`blas_thread_shutdown_`, then `blas_thread_init`: OpenBLAS's own functions, exported by the
+library NumPy loads). Set the thread count before the block: workers of an OpenBLAS on one
+thread when the block starts are not restarted. Other BLAS libraries, and an OpenBLAS built on
+OpenMP's pool, keep their threads' registers as they are.
 
 A subnormal can only move a sum smaller than 2^24 times the smallest normal number (2e-31 in
 float32), so a parameter's gradient, a sum over the batch, keeps its bits unless every one of
@@ -66,18 +68,30 @@ def _update_mxcsr(keep, add):
     return _mxcsr_update(keep, add)
 
 
-def _restart_blas_workers() -> None:
-    """Restart the worker threads of every OpenBLAS (its own pthreads pool) in use on more than
-    one thread, so that they start with this thread's MXCSR."""
+def _restart_blas_workers(libs: list[str] | None = None) -> list[str]:
+    """Restart the worker threads of the OpenBLAS libraries at the paths `libs` (None: every
+    OpenBLAS with its own pthreads pool in use on more than one thread), so that they start with
+    this thread's MXCSR; return the paths restarted. The pool is the whole process's: a process
+    whose BLAS runs on one thread (a sweep's or experiment's worker) never restarts it, so no
+    other thread's product can be running meanwhile."""
     from threadpoolctl import threadpool_info
 
-    for info in threadpool_info():
-        pthreads = info.get("threading_layer") == "pthreads"  # OpenMP's pool is not OpenBLAS's
-        if info["internal_api"] == "openblas" and pthreads and info["num_threads"] > 1:
-            lib = ctypes.CDLL(info["filepath"])
-            if hasattr(lib, "blas_thread_shutdown_") and hasattr(lib, "blas_thread_init"):
-                lib.blas_thread_shutdown_()
-                lib.blas_thread_init()
+    if libs is None:
+        libs = [
+            info["filepath"]
+            for info in threadpool_info()
+            if info["internal_api"] == "openblas"
+            and info.get("threading_layer") == "pthreads"
+            and info["num_threads"] > 1
+        ]
+    done = []
+    for path in libs:
+        lib = ctypes.CDLL(path)
+        if hasattr(lib, "blas_thread_shutdown_") and hasattr(lib, "blas_thread_init"):
+            lib.blas_thread_shutdown_()
+            lib.blas_thread_init()
+            done.append(path)
+    return done
 
 
 @contextmanager
@@ -89,11 +103,11 @@ def subnormals_as_zero(blas_workers: bool = True) -> Iterator[bool]:
         yield False
         return
     before = _update_mxcsr(np.uint32(0xFFFFFFFF), np.uint32(FTZ_DAZ))
-    if blas_workers:
-        _restart_blas_workers()
+    restarted: list[str] = []
     try:
+        if blas_workers:
+            restarted = _restart_blas_workers()
         yield True
     finally:
         _update_mxcsr(np.uint32(0), before)
-        if blas_workers:
-            _restart_blas_workers()
+        _restart_blas_workers(restarted)
