@@ -12,7 +12,7 @@ instruction of the thread: NumPy's, the numba kernels', and BLAS's on the callin
 
 BLAS's worker threads (with `--threads 2` and more) keep their own register, and a product is as
 slow as its slowest part: at two threads, deep in a fit, a step with the calling thread's register
-set alone took 22.0 ms, with the worker's too 18.0 (docs/PERFORMANCE.md). A new thread starts
+set alone took 20.7 ms, with the worker's too 17.1 (docs/PERFORMANCE.md). A new thread starts
 with its creator's register (pthread_create copies the floating-point environment), so the block
 restarts OpenBLAS's workers after setting it, and the same workers again after restoring it
 (`blas_thread_shutdown_`, then `blas_thread_init`: OpenBLAS's own functions, exported by the
