@@ -20,5 +20,5 @@ fi
 "$pinned/.venv/bin/tinygrok" run division --preset report --steps 300 -q --threads 1 \
   --out /tmp/warm --force
 mkdir -p "$runs"
-cp "$main"/results/report/{lane.sh,arm.sh,seedlane.sh} "$runs/"
+cp "$main"/results/report/{lane.sh,arm.sh,seedlane.sh,restlane.sh} "$runs/"
 echo "ready: cd $runs and start the lanes"
