@@ -49,15 +49,22 @@ def git_commit(path: Path = Path(__file__).parent) -> str | None:
     return head.stdout.strip() + ("-dirty" if dirty.stdout.strip() else "")
 
 
-def cpu_model() -> str:
-    """The CPU's model name (Linux: /proc/cpuinfo), else what the platform says."""
+def cpu_model(cpuinfo: Path = Path("/proc/cpuinfo")) -> str:
+    """The CPU's model name and, where Linux gives them (/proc/cpuinfo, x86), its family and model
+    numbers: a virtual machine's name can be the same for CPUs of different generations ("Intel(R)
+    Xeon(R) Processor"), which round differently. Elsewhere what the platform says."""
     try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
+        info: dict[str, str] = {}
+        for line in cpuinfo.read_text().splitlines():
+            key, _, value = line.partition(":")
+            info.setdefault(key.strip(), value.strip())
     except OSError:
-        pass
-    return platform.processor() or platform.machine()
+        info = {}
+    if "model name" not in info:
+        return platform.processor() or platform.machine()
+    if "cpu family" in info and "model" in info:
+        return f"{info['model name']} (family {info['cpu family']}, model {info['model']})"
+    return info["model name"]
 
 
 def provenance() -> dict:
