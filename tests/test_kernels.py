@@ -422,15 +422,13 @@ def test_kernels_compiled_and_cached_give_the_same_bits(tmp_path):
 def test_subnormals_as_zero_flushes_in_its_block_and_restores_after():
     """Inside the block a subnormal float32 operand reads as 0 and a subnormal result is 0 (on
     x86-64; elsewhere the block changes nothing); after it, subnormals are back."""
-    import platform
-
-    from tinygrok.kernels.subnormals import subnormals_as_zero
+    from tinygrok.kernels.subnormals import X86_64, subnormals_as_zero
 
     sub, tiny = np.float32(3e-39), np.finfo(np.float32).tiny
     x = np.full(8, sub)
     with subnormals_as_zero() as flushed:
         inside = (x * np.float32(1), np.float32(tiny) / np.float32(4))
-    assert flushed == (platform.machine().lower() in ("x86_64", "amd64"))
+    assert flushed == X86_64
     if flushed:
         assert (inside[0] == 0).all() and inside[1] == 0
     assert (x * np.float32(1) == sub).all() and np.float32(tiny) / np.float32(4) > 0
@@ -440,19 +438,11 @@ def test_subnormals_as_zero_reaches_blas_worker_threads():
     """At two BLAS threads every entry of a product of normal numbers whose terms, and sum, are
     subnormal comes out 0 inside the block, the rows of OpenBLAS's worker as well as the calling
     thread's, and subnormal again after it."""
-    import ctypes
-    import platform
-
     from threadpoolctl import threadpool_info, threadpool_limits
 
-    from tinygrok.kernels.subnormals import subnormals_as_zero
+    from tinygrok.kernels.subnormals import X86_64, openblas_pools, subnormals_as_zero
 
-    def restartable(info):
-        lib = ctypes.CDLL(info["filepath"])
-        return info.get("threading_layer") == "pthreads" and hasattr(lib, "blas_thread_init")
-
-    blas = [i for i in threadpool_info() if i["internal_api"] == "openblas" and restartable(i)]
-    if platform.machine().lower() not in ("x86_64", "amd64") or not blas:
+    if not X86_64 or not openblas_pools(min_threads=1):
         pytest.skip("needs x86-64 and an OpenBLAS with its own thread pool")
     a = np.full((1024, 64), 1e-20, np.float32)  # a @ a.T: 64 terms of 1e-40, sum 6.4e-39
     b = a.T.copy()  # a general product (a @ a.T itself would be a symmetric one)

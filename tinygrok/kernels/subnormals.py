@@ -40,6 +40,7 @@ from numba import njit, types
 from numba.extending import intrinsic
 
 FTZ_DAZ = 0x8040  # MXCSR: flush to zero (bit 15), denormals are zero (bit 6)
+X86_64 = platform.machine().lower() in ("x86_64", "amd64")  # where the MXCSR register exists
 
 
 @intrinsic
@@ -68,30 +69,34 @@ def _update_mxcsr(keep, add):
     return _mxcsr_update(keep, add)
 
 
-def _restart_blas_workers(libs: list[str] | None = None) -> list[str]:
-    """Restart the worker threads of the OpenBLAS libraries at the paths `libs` (None: every
-    OpenBLAS with its own pthreads pool in use on more than one thread), so that they start with
-    this thread's MXCSR; return the paths restarted. The pool is the whole process's: a process
-    whose BLAS runs on one thread (a sweep's or experiment's worker) never restarts it, so no
-    other thread's product can be running meanwhile."""
+_POOL_FUNCTIONS = ("blas_thread_shutdown_", "blas_thread_init")  # OpenBLAS's, exported
+
+
+def openblas_pools(min_threads: int = 2) -> list[str]:
+    """The paths of the OpenBLAS libraries in this process whose own pthreads pool can be
+    restarted (they export `blas_thread_shutdown_` and `blas_thread_init`) and that run on at
+    least `min_threads` threads."""
     from threadpoolctl import threadpool_info
 
-    if libs is None:
-        libs = [
-            info["filepath"]
-            for info in threadpool_info()
-            if info["internal_api"] == "openblas"
-            and info.get("threading_layer") == "pthreads"
-            and info["num_threads"] > 1
-        ]
-    done = []
+    return [
+        info["filepath"]
+        for info in threadpool_info()
+        if info["internal_api"] == "openblas"
+        and info.get("threading_layer") == "pthreads"
+        and info["num_threads"] >= min_threads
+        and all(hasattr(ctypes.CDLL(info["filepath"]), f) for f in _POOL_FUNCTIONS)
+    ]
+
+
+def _restart_blas_workers(libs: list[str]) -> None:
+    """Restart the worker threads of the OpenBLAS libraries at the paths `libs`, so that they
+    start with this thread's MXCSR. The pool is the whole process's: a process whose BLAS runs
+    on one thread (a sweep's or experiment's worker) never restarts it, so no other thread's
+    product can be running meanwhile."""
     for path in libs:
         lib = ctypes.CDLL(path)
-        if hasattr(lib, "blas_thread_shutdown_") and hasattr(lib, "blas_thread_init"):
-            lib.blas_thread_shutdown_()
-            lib.blas_thread_init()
-            done.append(path)
-    return done
+        lib.blas_thread_shutdown_()
+        lib.blas_thread_init()
 
 
 @contextmanager
@@ -99,14 +104,15 @@ def subnormals_as_zero(blas_workers: bool = True) -> Iterator[bool]:
     """Within the block, subnormal floats are zero in this thread (FTZ and DAZ) and, with
     `blas_workers`, in OpenBLAS's worker threads, on an x86-64 CPU; the registers are restored
     after. Yields whether it could (elsewhere the arithmetic stays as it is)."""
-    if platform.machine().lower() not in ("x86_64", "amd64"):
+    if not X86_64:
         yield False
         return
     before = _update_mxcsr(np.uint32(0xFFFFFFFF), np.uint32(FTZ_DAZ))
     restarted: list[str] = []
     try:
         if blas_workers:
-            restarted = _restart_blas_workers()
+            restarted = openblas_pools()
+            _restart_blas_workers(restarted)
         yield True
     finally:
         _update_mxcsr(np.uint32(0), before)
